@@ -1,0 +1,1 @@
+"""Exploration: BoTorch multi-objective Bayesian optimisation over ensembles, schedules and accelerator knobs."""

@@ -1,0 +1,1 @@
+"""Precision-ensemble voting over stored answers: scoring ensembles, all subsets, bootstrap CIs."""

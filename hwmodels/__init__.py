@@ -1,0 +1,1 @@
+"""Accelerator specs (YAML, one file per accelerator), model shapes, and the analytical PPA/roofline model."""

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from pydantic import Field
+
+from codesign.config import ConfigError, StrictModel, load_config, parse_int_list
+from codesign.records import INVALID, REFUSED, VariantSpec
+from codesign.store import ItemRow, OutputRow, ResultStore
+
+
+class _Cfg(StrictModel):
+    name: str
+    bandwidth_gbs: float = Field(gt=0)
+
+
+def test_config_error_names_file_field_value(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("name: x\nbandwidth_gbs: -3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(_Cfg, p)
+    msg = str(e.value)
+    assert "bad.yaml" in msg and "bandwidth_gbs" in msg and "-3" in msg and "> 0" in msg
+
+
+def test_config_error_unknown_key_and_not_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("name: x\nbandwidth_gbs: 1\nbandwith: 2\n")
+    with pytest.raises(ConfigError, match="bandwith"):
+        load_config(_Cfg, p)
+    p.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_Cfg, p)
+
+
+def test_parse_int_list():
+    assert parse_int_list("3, 4,8", name="ensemble") == [3, 4, 8]
+    with pytest.raises(ConfigError, match="--bits: 9 is not allowed"):
+        parse_int_list("4,9", name="bits", allowed={2, 3, 4, 8})
+
+
+def test_variant_id_is_stable_and_distinct():
+    a = VariantSpec("smollm2-135m-instruct", "gptq", 4, 128)
+    b = VariantSpec("smollm2-135m-instruct", "gptq", 4, 128)
+    c = VariantSpec("smollm2-135m-instruct", "gptq", 4, 64)
+    assert a.variant_id == b.variant_id != c.variant_id
+    assert a.variant_id.startswith("smollm2-135m-instruct--gptq-w4g128-s0-")
+    assert VariantSpec.from_dict(a.to_dict()) == a
+
+
+def test_store_no_duplicates_and_label_matrix(store):
+    v = VariantSpec("m", "rtn", 4)
+    store.add_variant(v)
+    store.add_items([ItemRow("t", f"i{k}", "s", k % 2) for k in range(3)])
+    rows = [OutputRow(v.variant_id, "t", "i0", 1, "B"), OutputRow(v.variant_id, "t", "i1", REFUSED, "I cannot")]
+    assert store.add_outputs(rows) == 2
+    assert store.add_outputs(rows) == 0  # resume never duplicates
+    ids, lab = store.label_matrix("t", [v.variant_id])
+    assert ids == ["i0", "i1", "i2"] and lab.tolist() == [[1, REFUSED, INVALID]]
+    assert store.done_item_ids(v.variant_id, "t") == {"i0", "i1"}
+    assert store.variant_spec(v.variant_id) == v
+    assert set(store.frame("outputs")["outcome"]) == {"label", "refused"}
+
+
+def test_store_two_processes_write_concurrently(tmp_path):
+    db = tmp_path / "shared.db"
+    ResultStore(db).close()
+    code = (
+        "import sys; from codesign.store import ResultStore, OutputRow\n"
+        "s = ResultStore(sys.argv[1]); w = sys.argv[2]\n"
+        "for k in range(200): s.add_outputs([OutputRow('v'+w, 't', str(k), 0)])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), str(w)]) for w in range(2)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    with ResultStore(db) as s:
+        assert len(s.frame("outputs")) == 400
+
+
+def test_study_resume_requires_same_config(store):
+    store.create_study("s", {"a": 1})
+    store.create_study("s", {"a": 1})
+    with pytest.raises(ValueError, match="different config"):
+        store.create_study("s", {"a": 2})
+    store.add_study_point("s", "bo", 0, 0, 0, {"members": ["x"]}, {"trust": 50.0}, True)
+    store.add_study_point("s", "bo", 0, 0, 0, {"members": ["x"]}, {"trust": 50.0}, True)
+    df = store.study_points("s")
+    assert len(df) == 1 and df.loc[0, "objectives"] == {"trust": 50.0}
+
+
+def test_tiny_models_build_offline():
+    from codesign.models import load_model
+
+    for name in ("tiny-llama", "tiny-qwen2", "tiny-gpt2", "tiny-neox", "tiny-mistral"):
+        lm = load_model(name)
+        enc = lm.tokenizer.apply_chat_template([{"role": "user", "content": "hi é"}], add_generation_prompt=True,
+                                               return_tensors="pt", return_dict=True)
+        out = lm.model(**enc)
+        assert out.logits.shape[-1] == lm.model.config.vocab_size
+        assert lm.tokenizer.decode(enc["input_ids"][0]).endswith("assistant\n")
+
+
+def test_random_shape_config():
+    from codesign.models import builtin_shape_names, model_config
+
+    assert {"llama-2-7b", "llama-2-13b", "llama-3-8b", "qwen2.5-0.5b", "smollm2-135m"} <= set(builtin_shape_names())
+    cfg = model_config("random:llama-2-13b")
+    assert cfg.hidden_size == 5120 and cfg.num_hidden_layers == 40
+    with pytest.raises(ConfigError, match="unknown model shape"):
+        model_config("random:nope")
