@@ -1,1 +1,78 @@
-"""Reports: Pareto fronts, trust charts, roofline views and tables as HTML, PNG, SVG, CSV and Markdown."""
+"""Reports: Pareto fronts, trust charts, roofline views and tables as HTML, PNG, SVG, CSV and Markdown.
+
+:func:`write_report` reads a result store (variants, items, answers, measurements, study points)
+and writes into one folder: ``report.html`` (self-contained), every figure as PNG and SVG, and
+every table as CSV and Markdown. Sections whose data is absent are left out with a one-line note.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codesign.report.data import ReportData, collect
+
+
+def write_report(store, study: str | None, out_dir: str | Path, spec: str | None = None, *,
+                 mode: str | None = None, policy: str | None = None, n_boot: int = 200, seed: int = 0,
+                 progress: bool = True) -> Path:
+    """Write the report of ``store`` (a :class:`~codesign.store.ResultStore` or its path) to ``out_dir``.
+
+    Args:
+        study: explore study to report (default: the latest study in the store, if any).
+        spec: accelerator spec for the roofline and predictions (default: the study's spec, else
+            ``h100-sxm``).
+        mode: answers to score, ``generate`` or ``loglik`` (default: the study's mode, else the mode
+            with most stored answers).
+        policy: ``decodingtrust`` (metrics over answered items) or ``strict`` (refusals are wrong);
+            default: the study's policy, else ``decodingtrust``.
+        n_boot: bootstrap resamples for the ensembles' confidence intervals.
+
+    Returns:
+        Path of ``report.html``.
+    """
+    from tqdm.auto import tqdm
+
+    from codesign.config import ConfigError
+    from codesign.report import figures as F
+    from codesign.report.html import render_html
+    from codesign.report.tables import ALL_TABLES, write_table
+    from codesign.store import ResultStore
+
+    if policy not in (None, "decodingtrust", "strict"):
+        raise ConfigError(f"--policy: {policy!r} is not allowed (allowed: decodingtrust, strict)")
+    if mode not in (None, "generate", "loglik"):
+        raise ConfigError(f"--mode: {mode!r} is not allowed (allowed: generate, loglik)")
+    own = not isinstance(store, ResultStore)
+    if own:
+        path = Path(store)
+        if not path.exists():
+            raise ConfigError(f"--store: {path} does not exist (a result store written by codesign eval/explore)")
+        store = ResultStore(path)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        data = collect(store, study, spec, mode=mode, policy=policy, n_boot=n_boot, seed=seed)
+    finally:
+        if own:
+            store.close()
+
+    steps = [("pareto", F.pareto_fronts), ("pareto", F.pairwise_projections), ("variants", F.dimension_scores),
+             ("ensembles", F.ensemble_vs_single), ("hardware", F.roofline), ("hardware", F.latency_check),
+             ("optimizer", F.optimizer_trace)]
+    figs: dict[str, list] = {}
+    for key, fn in tqdm(steps, desc="report figures", disable=not progress):
+        res = fn(data, out)
+        for f in res if isinstance(res, list) else [res]:
+            if f is not None:
+                figs.setdefault(key, []).append(f)
+    tables = {}
+    for name, (title, build) in ALL_TABLES.items():
+        df = build(data)
+        if not df.empty:
+            tables[name] = write_table(df, out, name, title)
+    notes = out / "notes.txt"
+    notes.write_text("".join(f"{k}: {v}\n" for k, v in data.notes.items()))
+    return render_html(data, figs, tables, out / "report.html", extra_files=[notes])
+
+
+__all__ = ["ReportData", "collect", "write_report"]

@@ -1,0 +1,145 @@
+"""``codesign probe`` / ``codesign measure`` / ``codesign calibrate``: measured costs on the device at hand
+and the analytical model fitted to them. Heavy imports live inside the commands (fast ``--help``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from codesign.config import ConfigError, parse_int_list
+
+
+def _csv_list(text: str, name: str) -> list[str]:
+    out = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not out:
+        raise ConfigError(f"--{name}: empty list")
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("probe")
+    def probe_cmd(
+        out: Optional[Path] = typer.Option(
+            None, "--out", "-o", help="Spec YAML to write. Default: $CODESIGN_CACHE/specs/<name>.yaml, "
+                                      "where `--spec <name>` finds it."),
+        name: str = typer.Option("host-cpu", "--name", help="Spec name (file stem and `name:` field)."),
+        device: str = typer.Option("cpu", "--device", help="Device to probe: cpu or cuda[:N]."),
+        dtypes: str = typer.Option("fp32,bf16,fp16,int8", "--dtypes",
+                                   help="Matmul datatypes to time (fp32, bf16, fp16, int8); unsupported ones are left out."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
+        quick: bool = typer.Option(False, "--quick", help="Small sizes, few repeats (seconds; rough numbers)."),
+    ):
+        """Measure this machine and write an accelerator spec for it.
+
+        Copy bandwidth, vector throughput and matmul TFLOP/s per datatype, in the hwmodels schema.
+        """
+        import yaml
+
+        from codesign.cost.probe import default_spec_path, probe, spec_dict, write_spec
+        from codesign.cost.timers import device_kind
+
+        device_kind(device)
+        res = probe(device, dtypes=_csv_list(dtypes, "dtypes"), quick=quick, threads=threads)
+        spec = spec_dict(res, name)
+        path = write_spec(spec, out or default_spec_path(name))
+        typer.echo(yaml.safe_dump(spec, sort_keys=False).rstrip())
+        typer.echo(f"wrote {path}")
+
+    @app.command("measure")
+    def measure_cmd(
+        model: str = typer.Option(
+            "random:smollm2-135m", "--model", "-m",
+            help="Model to time: random:<shape> (real shape, random weights, no download: llama-2-7b, "
+                 "llama-2-13b, llama-3-8b, mistral-7b, qwen2.5-0.5b, smollm2-135m or a config.json), a tiny-* "
+                 "model, or any name `codesign` can load."),
+        variant: str = typer.Option(
+            "dense", "--variant", "-v",
+            help="Comma-separated weight formats: dense, w<bits>g<group>[-sym] (packed ints dequantized on the fly, "
+                 "e.g. w4g128, w8gpc), or variant ids of quantized variants in --store."),
+        dtype: str = typer.Option("float32", "--dtype",
+                                  help="Comma-separated runtime dtypes: float32, bfloat16, float16."),
+        batch: str = typer.Option("1,4,16", "--batch", "-b", help="Comma-separated batch sizes."),
+        prompt_len: str = typer.Option("128", "--prompt-len", help="Comma-separated prompt lengths (tokens)."),
+        gen_len: int = typer.Option(16, "--gen-len", help="Decode steps timed after each prefill."),
+        layers: Optional[int] = typer.Option(
+            None, "--layers", help="Keep only the first N decoder layers (wide shapes on a small box); the stored "
+                                   "config is truncated too, so calibration models the same shape."),
+        repeats: int = typer.Option(3, "--repeats", help="Timed repeats per configuration (median is stored)."),
+        warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up runs per configuration."),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (CUDA uses device events)."),
+        threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
+        store: Path = typer.Option(Path("results.db"), "--store", help="Result store (SQLite) to add measurements to."),
+        csv: Optional[Path] = typer.Option(None, "--csv", help="Also export every measurement of the store to this CSV."),
+        force: bool = typer.Option(False, "--force", help="Re-measure configurations already in the store."),
+        seed: int = typer.Option(0, "--seed", help="Seed of random weights and input tokens."),
+        wait_quiet: Optional[float] = typer.Option(
+            None, "--wait-quiet", help="On a shared machine: before each configuration wait until the CPUs are at most "
+                                       "this busy (0-1, e.g. 0.2); the busy fraction is stored either way."),
+        wait_timeout: float = typer.Option(120.0, "--wait-timeout", help="Seconds to wait for --wait-quiet at most."),
+    ):
+        """Time real prefill and KV-cached decode on the device at hand.
+
+        Median of repeats after warm-up (CUDA events on GPU, a monotonic clock on CPU), peak memory,
+        stored in the result store with device name and software versions.
+        """
+        from rich.console import Console
+        from rich.table import Table
+
+        from codesign.cost.measure import measure, parse_weight_format
+        from codesign.store import ResultStore
+
+        batches = parse_int_list(batch, name="batch")
+        plens = parse_int_list(prompt_len, name="prompt-len")
+        if not batches or min(batches) < 1:
+            raise ConfigError(f"--batch: {batch!r} (allowed: positive integers like 1,4,16)")
+        if not plens or min(plens) < 1:
+            raise ConfigError(f"--prompt-len: {prompt_len!r} (allowed: positive integers like 128,512)")
+        with ResultStore(store) as st:
+            formats = [parse_weight_format(v, st) for v in _csv_list(variant, "variant")]
+            rows = measure(model, formats, dtypes=_csv_list(dtype, "dtype"), batches=batches, prompt_lens=plens,
+                           gen_len=gen_len, layers=layers, repeats=repeats, warmup=warmup, device=device,
+                           seed=seed, store=st, force=force, threads=threads,
+                           wait_quiet=wait_quiet, wait_timeout_s=wait_timeout)
+            if csv:
+                st.frame("measurements").to_csv(csv, index=False)
+        table = Table(title=f"{model}" + (f" (first {layers} layers)" if layers else "") + f" on {device}")
+        for c in ("variant", "dtype", "batch", "prompt", "prefill ms", "tpot ms", "tok/s", "peak MB"):
+            table.add_column(c, justify="right")
+        for r in rows:
+            table.add_row(r.variant, r.dtype, str(r.batch), str(r.prompt_len), f"{r.prefill_ms:.2f}",
+                          f"{r.tpot_ms:.2f}", f"{r.batch * 1e3 / r.tpot_ms:.1f}", f"{r.peak_mem_bytes / 2**20:.0f}")
+        Console().print(table)
+        typer.echo(f"{len(rows)} measured ({'all' if rows else 'none'} new) -> {store}")
+
+    @app.command("calibrate")
+    def calibrate_cmd(
+        spec: str = typer.Option(..., "--spec", "-s",
+                                 help="Spec to calibrate: a name (built-in or in $CODESIGN_CACHE/specs) or a YAML path."),
+        measurements: Path = typer.Option(..., "--measurements",
+                                          help="Result store (.db) or CSV written by `codesign measure`."),
+        device: Optional[str] = typer.Option(None, "--device", help="Use only measurements of this device (cpu, cuda)."),
+        device_name: Optional[str] = typer.Option(None, "--device-name",
+                                                  help="Use only measurements of this device name."),
+        test_frac: float = typer.Option(0.3, "--test-frac", help="Share of configurations held out for the error report."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
+        statistic: str = typer.Option("median", "--statistic",
+                                      help="Per-configuration time: median of repeats, or min (robust on a busy machine)."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                           help="Calibrated spec to write. Default: <spec>.calibrated.yaml next to the "
+                                                "spec, or in $CODESIGN_CACHE/specs for built-in specs."),
+        show: str = typer.Option("test", "--show", help="Configurations to list: test, train or all."),
+    ):
+        """Fit a spec's efficiency factors and overheads to measurements.
+
+        Efficiency per datatype x {compute, memory} and overhead per layer / per forward, by least squares
+        on train configurations; prints MAPE before/after on held-out ones; writes the calibrated spec.
+        """
+        from codesign.cost.calibrate import calibrate, format_report, load_measurements
+
+        if show not in ("test", "train", "all"):
+            raise ConfigError(f"--show: {show!r} (allowed: test, train, all)")
+        meas = load_measurements(measurements, device=device, device_name=device_name, statistic=statistic)
+        res = calibrate(spec, meas, test_frac=test_frac, seed=seed, out=out)
+        typer.echo(format_report(res, split=None if show == "all" else show))

@@ -1,0 +1,196 @@
+"""Timers and peak-memory meters that pick the right mechanism for the device at hand.
+
+GPU kernels run asynchronously, so a host clock around a CUDA call measures the launch, not the
+work: CUDA timing uses device events (recorded on the stream, read after a synchronize). CPU
+work is synchronous, so a monotonic host clock is exact there. Peak memory likewise: CUDA's
+allocator tracks its own high-water mark; on CPU the process's resident-set high-water mark
+(``VmHWM``, resettable through ``/proc/self/clear_refs`` on Linux) is the honest number.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+
+def device_kind(device: str) -> str:
+    """``'cuda'`` for ``cuda`` / ``cuda:N``, ``'mps'``, else ``'cpu'``. Unknown kinds are errors."""
+    kind = str(device).split(":", 1)[0].lower()
+    if kind not in ("cpu", "cuda", "mps"):
+        from codesign.config import ConfigError
+
+        raise ConfigError(f"--device: {device!r} is not supported (allowed: cpu, cuda, cuda:N, mps)")
+    return kind
+
+
+class Timer(Protocol):
+    """Start/stop timer; :meth:`stop` returns elapsed milliseconds of device work."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> float: ...
+
+
+class WallTimer:
+    """Monotonic host clock (``time.perf_counter``); exact for synchronous (CPU) work.
+
+    ``sync`` is called before reading the clock, for devices without timing events (MPS).
+    """
+
+    def __init__(self, sync=None):
+        self._sync = sync
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        if self._sync:
+            self._sync()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self._sync:
+            self._sync()
+        return (time.perf_counter() - self._t0) * 1e3
+
+
+class CudaEventTimer:
+    """CUDA events recorded on the current stream; ``stop`` synchronizes on the end event.
+
+    Events are created at the first :meth:`start`, so choosing this timer needs no GPU.
+    """
+
+    def __init__(self, device: str = "cuda"):
+        self.device = device
+        self._start = self._end = None
+
+    def start(self) -> None:
+        import torch
+
+        if self._start is None:
+            if not torch.cuda.is_available():
+                raise RuntimeError(f"CUDA timer for {self.device!r} but this torch has no CUDA device")
+            self._start = torch.cuda.Event(enable_timing=True)
+            self._end = torch.cuda.Event(enable_timing=True)
+        self._start.record()
+
+    def stop(self) -> float:
+        self._end.record()
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end))
+
+
+def timer_for(device: str) -> Timer:
+    """The timer for ``device``: CUDA events on CUDA, a synchronized wall clock on MPS, else a wall clock."""
+    kind = device_kind(device)
+    if kind == "cuda":
+        return CudaEventTimer(device)
+    if kind == "mps":
+        import torch
+
+        return WallTimer(sync=torch.mps.synchronize)
+    return WallTimer()
+
+
+# -- peak memory ----------------------------------------------------------------------------------
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _vm_hwm_bytes() -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def rss_high_water_bytes() -> int:
+    """The process's peak resident set size so far (bytes)."""
+    hwm = _vm_hwm_bytes()
+    if hwm is not None:
+        return hwm
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(ru if sys.platform == "darwin" else ru * 1024)  # macOS reports bytes, Linux KiB
+
+
+def reset_rss_high_water() -> bool:
+    """Reset the RSS high-water mark to the current RSS (Linux ``clear_refs`` 5). False if unsupported."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class PeakMemory:
+    """Peak memory over a region of code on ``device``.
+
+    ``reset()`` then ``peak_bytes()``: CUDA -> ``max_memory_allocated`` since reset (tensors
+    only); CPU -> process RSS high-water since reset (the whole process: runtime, weights,
+    activations). ``resettable`` is False where the OS cannot reset the mark (then the peak is
+    since process start).
+    """
+
+    def __init__(self, device: str = "cpu"):
+        self.kind = device_kind(device)
+        self.device = device
+        self.resettable = True
+
+    def reset(self) -> None:
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif self.kind == "cpu":
+            self.resettable = reset_rss_high_water()
+
+    def peak_bytes(self) -> int:
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.kind == "mps":
+            import torch
+
+            return int(torch.mps.driver_allocated_memory())
+        return rss_high_water_bytes()
+
+
+# -- a shared machine ------------------------------------------------------------------------------
+def _cpu_times() -> tuple[float, float] | None:
+    try:
+        vals = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0.0)  # idle + iowait
+    return sum(vals), idle
+
+
+def cpu_busy_fraction(interval_s: float = 0.5) -> float | None:
+    """Fraction (0-1) of all CPUs busy over ``interval_s`` (Linux ``/proc/stat``); None elsewhere."""
+    a = _cpu_times()
+    if a is None:
+        return None
+    time.sleep(interval_s)
+    b = _cpu_times()
+    total = b[0] - a[0]
+    return None if total <= 0 else max(0.0, min(1.0, 1.0 - (b[1] - a[1]) / total))
+
+
+def wait_for_quiet(max_busy: float, timeout_s: float = 120.0, interval_s: float = 0.5) -> float | None:
+    """Block until the CPUs are at most ``max_busy`` busy (other work), or ``timeout_s`` passes.
+
+    Timings on a machine shared with other jobs are only comparable when taken in quiet spells.
+    Returns the last busy fraction seen (None where it cannot be read).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = cpu_busy_fraction(interval_s)
+        if busy is None or busy <= max_busy or time.monotonic() >= deadline:
+            return busy

@@ -1,0 +1,314 @@
+"""Batched greedy generation and log-likelihood scoring of label options.
+
+:class:`BatchGenerator` runs its own decode loop instead of ``model.generate`` so that a
+sequence that has finished (EOS or a stop string) leaves the batch at once: its rows are
+dropped from the KV cache, so a batch costs as much as its still-running members, not its
+longest one. Prompts are left-padded (so every row's next token sits in the last column) and
+get explicit position ids, so padding does not shift positions.
+
+Padding changes the shapes of the matrix products, hence the floating-point rounding, so a
+batched greedy answer can (rarely) differ from a batch-1 answer; sort prompts by length
+(:func:`length_batches`) to keep padding, and that risk, small.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+DEFAULT_STOP = ("\n\n",)
+
+
+@dataclass
+class GenOutput:
+    """One generated answer: text (stop string removed), token counts, seconds until it finished."""
+
+    text: str
+    prompt_tokens: int
+    gen_tokens: int
+    latency_s: float
+
+
+@dataclass
+class RunStats:
+    """Accumulated timing of a run (prefill = prompt forward passes, decode = one-token steps)."""
+
+    prompt_tokens: int = 0
+    gen_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    decode_steps: int = 0
+    n_items: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_tok_s(self) -> float | None:
+        return self.prompt_tokens / self.prefill_s if self.prefill_s > 0 else None
+
+    @property
+    def gen_tok_s(self) -> float | None:
+        return self.gen_tokens / self.decode_s if self.decode_s > 0 else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        """Mean wall time of one decode step (each running sequence gains one token per step)."""
+        return 1000 * self.decode_s / self.decode_steps if self.decode_steps else None
+
+
+def chat_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a chat prompt ending with the assistant turn's opening (the model's chat template).
+
+    A template that rejects a system role (some do) gets the system text prepended to the first
+    user turn instead.
+    """
+    try:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    except Exception:
+        if messages and messages[0]["role"] == "system":
+            sys_text, rest = messages[0]["content"], [dict(m) for m in messages[1:]]
+            rest[0]["content"] = sys_text + "\n\n" + rest[0]["content"]
+            ids = tokenizer.apply_chat_template(rest, add_generation_prompt=True, tokenize=True)
+        else:
+            raise
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
+def eos_ids(tokenizer, model) -> set[int]:
+    """Token ids that end an answer: the tokenizer's EOS, the generation config's, and ChatML's end."""
+    out: set[int] = set()
+    for src in (getattr(tokenizer, "eos_token_id", None), getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if src is None:
+            continue
+        out |= set(src) if isinstance(src, (list, tuple)) else {int(src)}
+    for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None and tid >= 0:
+            out.add(int(tid))
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (so memory peaks early).
+
+    A batch holds at most ``batch_size`` prompts and at most ``max_tokens`` padded tokens
+    (``len(batch) * longest``): long few-shot prompts get smaller batches, which bounds the
+    attention matrices (batch x heads x length^2) that dominate memory.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable").tolist()
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        width = lengths[cur[0]] if cur else lengths[i]
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * width > max_tokens):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def fit_context(ids: list[int], max_len: int | None, reserve: int) -> list[int]:
+    """Keep the last ``max_len - reserve`` prompt tokens when a prompt exceeds the model's context
+    (the query and answer cue are at the end; the oldest demonstrations go first)."""
+    if max_len is None or len(ids) + reserve <= max_len:
+        return ids
+    return ids[-(max_len - reserve):]
+
+
+def context_length(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def _device_of(model):
+    return next(model.parameters()).device
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class BatchGenerator:
+    """Greedy decoding of many chat prompts in batches, with per-sequence early stop."""
+
+    def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP):
+        if tokenizer is None:
+            raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
+        self.model, self.tokenizer = model, tokenizer
+        self.device = _device_of(model)
+        self.eos = eos_ids(tokenizer, model)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
+        self.pad_id = int(pad)
+        self.stop_strings = tuple(stop_strings)
+        self.stats = RunStats()
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[GenOutput]:
+        """Greedy answers to one batch of prompts (token id lists), in the given order."""
+        import torch
+
+        b = len(prompts)
+        lens = [len(p) for p in prompts]
+        width = max(lens)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            nxt = out.logits[:, -1, :].argmax(-1)
+            _sync(self.device)
+            t_prefill = time.perf_counter()
+            self.stats.prefill_s += t_prefill - t0
+            self.stats.prompt_tokens += sum(lens)
+            cache = out.past_key_values
+            active = list(range(b))  # original row of each cache row
+            gen: list[list[int]] = [[] for _ in range(b)]
+            texts = [""] * b
+            done_at = [0.0] * b
+            last_pos = pos[:, -1]
+            for step in range(max_new_tokens):
+                toks = nxt.tolist()
+                keep = []
+                for row, orig in enumerate(active):
+                    tok = toks[row]
+                    finished = tok in self.eos
+                    if not finished:
+                        gen[orig].append(tok)
+                        texts[orig] = self.tokenizer.decode(gen[orig], skip_special_tokens=True)
+                        stripped = texts[orig].lstrip()
+                        if any(s in stripped for s in self.stop_strings):
+                            finished = True
+                    if finished or step == max_new_tokens - 1:
+                        done_at[orig] = time.perf_counter() - t0
+                    else:
+                        keep.append(row)
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    # Finished sequences leave the batch: their cache rows are dropped.
+                    idx = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(idx)
+                    mask, last_pos, nxt = mask[idx], last_pos[idx], nxt[idx]
+                    active = [active[r] for r in keep]
+                ts = time.perf_counter()
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                last_pos = last_pos + 1
+                out = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                                 past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                nxt = out.logits[:, -1, :].argmax(-1)
+                _sync(self.device)
+                self.stats.decode_s += time.perf_counter() - ts
+                self.stats.decode_steps += 1
+        results = []
+        for i in range(b):
+            text = texts[i]
+            for s in self.stop_strings:
+                j = text.lstrip().find(s)
+                if j >= 0:
+                    text = text.lstrip()[:j]
+            results.append(GenOutput(text, lens[i], len(gen[i]), done_at[i]))
+            self.stats.gen_tokens += len(gen[i])
+        self.stats.n_items += b
+        return results
+
+
+class OptionScorer:
+    """Log-likelihood mode: rank each item's options by the summed log-probability of their tokens
+    as a continuation of the chat prompt (no generation, so no parsing and no INVALID).
+
+    When every option of a prompt is a single token, one forward pass of the prompt scores them
+    all (its last-position distribution); otherwise each (prompt, option) pair is one row.
+    """
+
+    def __init__(self, model, tokenizer):
+        if tokenizer is None:
+            raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
+        self.model, self.tokenizer = model, tokenizer
+        self.device = _device_of(model)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.stats = RunStats()
+
+    def option_ids(self, option: str) -> list[int]:
+        return [int(i) for i in self.tokenizer.encode(option, add_special_tokens=False)]
+
+    def _logprob_rows(self, rows: list[tuple[list[int], list[int]]]) -> np.ndarray:
+        """Sum of log p(continuation | prompt) per (prompt, continuation) row; shape (len(rows),)."""
+        import torch
+
+        width = max(len(p) + len(c) for p, c in rows)
+        b = len(rows)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((b, width), dtype=torch.long)
+        target = torch.zeros((b, width), dtype=torch.bool)
+        for i, (p, c) in enumerate(rows):
+            seq = p + c
+            off = width - len(seq)  # left padding: the same layout as generation
+            ids[i, off:] = torch.tensor(seq)
+            mask[i, off:] = 1
+            target[i, off + len(p):] = True
+        ids, mask, target = ids.to(self.device), mask.to(self.device), target.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            total = (logp * target[:, 1:]).sum(-1)
+        self.stats.prompt_tokens += int(mask.sum())
+        return total.cpu().numpy()
+
+    def score(self, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """Per prompt, the log-likelihood of each of its options: list of arrays (n_options,)."""
+        import torch
+
+        t0 = time.perf_counter()
+        opt_ids = [[self.option_ids(o) for o in opts] for opts in options]
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        single = [i for i, ids in enumerate(opt_ids) if all(len(c) == 1 for c in ids)]
+        multi = [i for i, ids in enumerate(opt_ids) if i not in set(single)]
+        if single:
+            width = max(len(prompts[i]) for i in single)
+            ids = torch.full((len(single), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(single):
+                ids[r, width - len(prompts[i]):] = torch.tensor(list(prompts[i]))
+                mask[r, width - len(prompts[i]):] = 1
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            with torch.inference_mode():
+                last = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+                logp = torch.log_softmax(last, -1).cpu().numpy()
+            self.stats.prompt_tokens += int(mask.sum())
+            for r, i in enumerate(single):
+                out[i] = np.array([logp[r, c[0]] for c in opt_ids[i]])
+        if multi:
+            rows, owner = [], []
+            for i in multi:
+                for c in opt_ids[i]:
+                    rows.append((list(prompts[i]), c))
+                    owner.append(i)
+            vals = self._logprob_rows(rows)
+            for i in multi:
+                out[i] = np.array([v for v, o in zip(vals, owner) if o == i])
+        _sync(self.device)
+        self.stats.prefill_s += time.perf_counter() - t0
+        self.stats.n_items += len(prompts)
+        return out  # type: ignore[return-value]

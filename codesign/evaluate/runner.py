@@ -1,0 +1,182 @@
+"""Evaluate variants on tasks into the result store, resumably, measuring what it costs.
+
+For each (variant, task): the task's items (seeded stratified subsample under ``limit``) go
+into ``items``; items without a stored answer for this variant and mode are prompted in
+length-sorted batches; every batch's answers are committed at once, so a killed run loses at
+most one batch and a re-run picks up where it stopped (``INSERT OR IGNORE`` keeps answers
+unique). Each run that did work adds an ``eval_runs`` row: prompt and generation tokens/s,
+time per output token, peak memory (CUDA max-allocated on GPU, process RSS high-water on CPU).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from codesign.evaluate.generation import (BatchGenerator, OptionScorer, chat_ids, context_length, fit_context,
+                                          length_batches)
+from codesign.evaluate.tasks import Item, Task, get_task
+from codesign.records import VariantSpec
+from codesign.store import ItemRow, OutputRow, ResultStore
+
+MODES = ("generate", "loglik")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        from codesign.config import ConfigError
+
+        raise ConfigError(f"--mode: {mode!r} is not an evaluation mode (allowed: {list(MODES)})")
+    return mode
+
+
+def prepare_tasks(tasks: Sequence[str | Task], data_dir=None, limit: int | None = None,
+                  seed: int = 0) -> dict[str, tuple[Task, list[Item]]]:
+    """Task objects and their (subsampled) items, by task name."""
+    out = {}
+    for t in tasks:
+        task = get_task(t) if isinstance(t, str) else t
+        out[task.name] = (task, task.load(data_dir, limit=limit, seed=seed))
+    return out
+
+
+def store_items(store: ResultStore, task: Task, items: Sequence[Item]) -> None:
+    store.add_items(ItemRow(task.name, it.item_id, it.subtask, it.label, it.meta) for it in items)
+
+
+def peak_memory_bytes(device) -> int:
+    """CUDA max-allocated on a GPU, else this process's resident-set high-water mark."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # Linux reports KiB
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled, leave=False)
+
+
+def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: ResultStore, *,
+             mode: str = "generate", batch_size: int = 8, progress: bool = True) -> int:
+    """Answer every item of ``items`` this variant has no stored answer for; returns how many were added."""
+    import torch
+
+    check_mode(mode)
+    done = store.done_item_ids(variant_id, task.name, mode)
+    todo = [it for it in items if it.item_id not in done]
+    if not todo:
+        return 0
+    tok, model = loaded.tokenizer, loaded.model
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ctx = context_length(model)
+    reserve = task.max_new_tokens + max((len(tok.encode(c, add_special_tokens=False)) for it in todo[:50]
+                                         for c in it.continuations), default=0)
+    prompts = [fit_context(chat_ids(tok, it.messages), ctx, reserve) for it in todo]
+    engine = BatchGenerator(model, tok) if mode == "generate" else OptionScorer(model, tok)
+    added = 0
+    t0 = time.perf_counter()
+    with _progress(len(todo), f"{task.name} [{mode}]", progress) as bar:
+        for batch in length_batches([len(p) for p in prompts], batch_size):
+            rows = []
+            if mode == "generate":
+                outs = engine.generate([prompts[i] for i in batch], task.max_new_tokens)
+                for i, o in zip(batch, outs):
+                    it = todo[i]
+                    rows.append(OutputRow(variant_id, task.name, it.item_id, task.parse(o.text, it), o.text,
+                                          mode, o.latency_s))
+            else:
+                tb = time.perf_counter()
+                scores = engine.score([prompts[i] for i in batch], [todo[i].continuations for i in batch])
+                lat = (time.perf_counter() - tb) / len(batch)
+                for i, s in zip(batch, scores):
+                    it = todo[i]
+                    k = int(s.argmax())
+                    rows.append(OutputRow(variant_id, task.name, it.item_id, it.continuation_label(k),
+                                          it.continuations[k], mode, lat))
+            added += store.add_outputs(rows)
+            bar.update(len(batch))
+    st = engine.stats
+    store.add_eval_run(
+        variant_id=variant_id, task=task.name, mode=mode,
+        device=device.type if device.type != "cuda" else f"cuda:{torch.cuda.get_device_name(device)}",
+        n_items=len(todo), prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens,
+        prompt_tok_s=st.prompt_tok_s, gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms,
+        peak_mem_bytes=peak_memory_bytes(device), wall_s=time.perf_counter() - t0)
+    return added
+
+
+def evaluate_variant(loaded, variant: VariantSpec, store: ResultStore, tasks: Sequence[str | Task] = ("mmlu",),
+                     mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
+                     batch_size: int = 8, progress: bool = True, policy: str = "decodingtrust",
+                     prepared: dict[str, tuple[Task, list[Item]]] | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate one loaded variant on ``tasks``; returns task name -> score dict (over this run's items)."""
+    from codesign.evaluate.scoring import score_items
+
+    check_mode(mode)
+    prepared = prepared or prepare_tasks(tasks, data_dir, limit, seed)
+    vid = store.add_variant(variant)
+    results = {}
+    for name, (task, items) in prepared.items():
+        store_items(store, task, items)
+        run_task(loaded, vid, task, items, store, mode=mode, batch_size=batch_size, progress=progress)
+        results[name] = score_items(store, vid, name, [it.item_id for it in items], mode, policy)
+    return results
+
+
+def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: Sequence[str | Task] = ("mmlu",),
+                       mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
+                       batch_size: int = 8, progress: bool = True, device: str | None = None,
+                       dtype: str = "float32", policy: str = "decodingtrust",
+                       packed: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """Evaluate every variant (loaded with ``codesign.quantize.load_variant``); variant id -> task -> scores.
+
+    A variant whose answers are all stored already is scored without loading its model.
+    """
+    from codesign.evaluate.scoring import score_items
+
+    check_mode(mode)
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    prepared = prepare_tasks(tasks, data_dir, limit, seed)
+    for task, items in prepared.values():
+        store_items(store, task, items)
+    out = {}
+    for spec in specs:
+        vid = store.add_variant(spec)
+        missing = any(set(it.item_id for it in items) - store.done_item_ids(vid, name, mode)
+                      for name, (_, items) in prepared.items())
+        if missing:
+            loaded = _load(spec, device, dtype, packed)
+            out[vid] = evaluate_variant(loaded, spec, store, mode=mode, batch_size=batch_size,
+                                        progress=progress, policy=policy, prepared=prepared)
+            del loaded
+        else:
+            out[vid] = {name: score_items(store, vid, name, [it.item_id for it in items], mode, policy)
+                        for name, (_, items) in prepared.items()}
+    return out
+
+
+def _load(spec: VariantSpec, device: str, dtype: str, packed: bool):
+    """The variant's model: ``codesign.quantize.load_variant`` (the dense base model needs only
+    ``codesign.models``)."""
+    try:
+        from codesign.quantize import load_variant
+    except ImportError:
+        if not spec.is_dense:
+            raise
+        from codesign.models import load_model
+
+        return load_model(spec.model, dtype=dtype, device=device, seed=spec.seed)
+    return load_variant(spec, device=device, dtype=dtype, packed=packed)

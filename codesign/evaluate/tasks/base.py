@@ -1,0 +1,130 @@
+"""What every evaluation task is made of: :class:`Item` records and the :class:`Task` protocol.
+
+A task turns benchmark files into :class:`Item` s (chat messages plus the label options), maps
+a model's text back to a label id (or :data:`~codesign.records.INVALID` /
+:data:`~codesign.records.REFUSED`), and scores an aligned array of answers.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from codesign.records import REFUSED
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass
+class Item:
+    """One benchmark item, ready to prompt.
+
+    ``options`` are the label names in label-id order (``options[label]`` is the gold answer);
+    the log-likelihood mode ranks them as continuations of the prompt. ``refusal_option``, when
+    set, is one more continuation ("I don't know") that maps to REFUSED.
+    """
+
+    item_id: str
+    subtask: str
+    label: int
+    messages: list[Message]
+    options: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    refusal_option: str | None = None
+
+    @property
+    def continuations(self) -> list[str]:
+        """Options scored in loglik mode: the labels, then the refusal option if any."""
+        return self.options + ([self.refusal_option] if self.refusal_option is not None else [])
+
+    def continuation_label(self, k: int) -> int:
+        """Outcome code of continuation ``k`` (label id, or REFUSED for the refusal option)."""
+        return k if k < len(self.options) else REFUSED
+
+
+class Task:
+    """Base class of the task registry's entries (subclass and register with ``@register``)."""
+
+    name: ClassVar[str] = ""
+    dimension: ClassVar[str] = ""
+    #: Generation budget: answers are a word or two; a longer budget only costs time.
+    max_new_tokens: ClassVar[int] = 8
+
+    def load(self, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Item]:
+        """All items (or a seeded, per-subtask stratified subsample of ``limit``), sorted by item id."""
+        from codesign.paths import data_dir as resolve
+
+        items = self.build(resolve(data_dir))
+        return stratified_subsample(items, limit, seed)
+
+    def build(self, data_dir: Path) -> list[Item]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def parse(self, text: str, item: Item) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def keeps_refusal(self, subtask: str) -> bool:
+        """Whether REFUSED is an answer of its own in this subtask (voting keeps it as a vote)."""
+        return False
+
+    def score(self, items, pred: np.ndarray, policy: str = "decodingtrust") -> dict[str, Any]:  # pragma: no cover
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<task {self.name}: {self.dimension}>"
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed derived from strings/ints that is identical across processes (unlike ``hash``)."""
+    return zlib.crc32("|".join(str(p) for p in parts).encode())
+
+
+def stratified_subsample(items: list[Item], limit: int | None, seed: int = 0) -> list[Item]:
+    """Keep ``limit`` items in total, an equal share per subtask (seeded; item ids unchanged).
+
+    Each subtask's items are put in a seeded random order and its first ``k`` are kept, so a
+    larger limit with the same seed is a superset of a smaller one (resuming with a larger
+    ``--limit`` reuses every stored answer). Shares a small subtask cannot fill go to the others.
+    """
+    if limit is None or limit <= 0 or limit >= len(items):
+        return sorted(items, key=lambda it: it.item_id)
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.subtask, []).append(it)
+    order = {}
+    for sub, group in groups.items():
+        group.sort(key=lambda it: it.item_id)
+        rng = np.random.default_rng(stable_seed("subsample", seed, sub))
+        order[sub] = [group[i] for i in rng.permutation(len(group))]
+    quota = {sub: 0 for sub in groups}
+    left = limit
+    open_subs = sorted(groups)
+    while left > 0 and open_subs:
+        share, extra = divmod(left, len(open_subs))
+        for j, sub in enumerate(list(open_subs)):
+            want = share + (1 if j < extra else 0)
+            take = min(want, len(order[sub]) - quota[sub])
+            quota[sub] += take
+            left -= take
+            if quota[sub] >= len(order[sub]):
+                open_subs.remove(sub)
+        if share == 0 and extra == 0:
+            break
+    kept = [it for sub in groups for it in order[sub][: quota[sub]]]
+    return sorted(kept, key=lambda it: it.item_id)
+
+
+def few_shot_messages(system: str | None, demos: list[tuple[str, str]], query: str) -> list[Message]:
+    """Chat messages: optional system prompt, demonstrations as user/assistant turns, the query."""
+    msgs: list[Message] = []
+    if system:
+        msgs.append({"role": "system", "content": system})
+    for q, a in demos:
+        msgs.append({"role": "user", "content": q})
+        msgs.append({"role": "assistant", "content": a})
+    msgs.append({"role": "user", "content": query})
+    return msgs

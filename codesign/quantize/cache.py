@@ -1,0 +1,127 @@
+"""On-disk cache of quantized variants: ``<root>/<variant_id>/``.
+
+Each entry holds ``weights.safetensors`` (per linear: ``qweight`` int32 packed along the input
+axis, ``scales`` float16, ``qzeros_u8``, ``g_idx``; plus ``float.<param>`` for float tensors a
+method changed, e.g. AWQ-scaled norms, and linear biases), ``variant.json`` (the spec, per-linear
+reconstruction errors, timings, versions) and a ``.complete`` marker.
+
+Writes are atomic: the entry is built in a temporary sibling folder, the marker written last,
+and the folder renamed into place. A folder without the marker (a killed process, a copy that
+broke off) is never read: it is removed and the variant redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codesign.paths import cache_dir
+
+FORMAT = "codesign-quant/1"
+MARKER = ".complete"
+WEIGHTS = "weights.safetensors"
+RECORD = "variant.json"
+FLOAT_PREFIX = "float."
+
+
+def default_root() -> Path:
+    return cache_dir() / "variants"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).exists() and (path / WEIGHTS).exists() and (path / RECORD).exists()
+
+
+def entry_path(variant_id: str, root: Path | None = None) -> Path:
+    return Path(root or default_root()) / variant_id
+
+
+def lookup(variant_id: str, root: Path | None = None) -> Path | None:
+    """The complete entry for ``variant_id``, or None. Removes a half-written one."""
+    p = entry_path(variant_id, root)
+    if is_complete(p):
+        return p
+    if p.exists():
+        shutil.rmtree(p, ignore_errors=True)
+    return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(root: Path | None = None) -> list[Path]:
+    """Remove temporary folders left by processes that died mid-write."""
+    root = Path(root or default_root())
+    removed = []
+    for p in root.glob(".*.tmp-*"):
+        try:
+            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def write_entry(variant_id: str, tensors: dict[str, torch.Tensor], record: dict[str, Any],
+                root: Path | None = None) -> Path:
+    """Atomically write an entry; if another process finished the same variant first, keep theirs."""
+    from safetensors.torch import save_file
+
+    root = Path(root or default_root())
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / variant_id
+    tmp = root / f".{variant_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS))
+        record = {"format": FORMAT, "variant_id": variant_id, "created": time.time(), **record}
+        (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
+        (tmp / MARKER).write_text("ok\n")
+        if final.exists() and not is_complete(final):
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete(final):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / RECORD).read_text())
+
+
+def read_entry(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and record of a complete entry (raises if it is not complete)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not is_complete(path):
+        raise FileNotFoundError(f"{path}: not a complete quantized-variant entry (missing {MARKER})")
+    return load_file(str(path / WEIGHTS)), read_record(path)
+
+
+def list_entries(root: Path | None = None) -> list[dict[str, Any]]:
+    root = Path(root or default_root())
+    if not root.exists():
+        return []
+    return [read_record(p) for p in sorted(root.iterdir()) if p.is_dir() and is_complete(p)]

@@ -1,0 +1,91 @@
+"""The AutoAWQ "GEMM" checkpoint format (4-bit), read and written without AutoAWQ.
+
+Per quantized linear ``<name>``: ``qweight`` ``(in, out/8)`` int32 and ``qzeros``
+``(n_groups, out/8)`` int32, both packed along the *output* axis with eight 4-bit values per
+word in the interleaved order ``[0, 2, 4, 6, 1, 3, 5, 7]`` (nibble ``i`` holds column
+``ORDER[i]`` of its block of 8); ``scales`` ``(n_groups, out)`` float16. Dequantization is
+``w = (q - z) * s`` with contiguous groups along the input axis (``in % group_size == 0``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from codesign.config import ConfigError
+from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
+from codesign.quantize.packing import pack, unpack
+
+ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+def _perm(out: int) -> torch.Tensor:
+    """Index turning the plain-unpacked columns into AWQ's interleaved ones (and back via argsort)."""
+    base = torch.tensor(ORDER)
+    return (torch.arange(out // 8)[:, None] * 8 + base[None, :]).reshape(-1)
+
+
+def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
+    """``(rows, out/8)`` int32 -> ``(rows, out)`` values in AWQ's column order."""
+    plain = unpack(packed, 4, dim=1)  # column 8c+i = nibble i of word c
+    out = torch.empty_like(plain)
+    out[:, _perm(plain.shape[1])] = plain
+    return out
+
+
+def pack_awq(values: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`unpack_awq`."""
+    return pack(values[:, _perm(values.shape[1])], 4, dim=1)
+
+
+def read_autoawq(folder: Path):
+    from codesign.quantize.formats import quant_config, read_tensors
+
+    qc = dict(quant_config(folder))
+    bits = int(qc.get("bits", qc.get("w_bit", 4)))
+    gs = int(qc.get("group_size", qc.get("q_group_size", 128)))
+    version = str(qc.get("version", "gemm")).lower()
+    if bits != 4 or version != "gemm":
+        raise ConfigError(f"{folder}: AutoAWQ checkpoint with bits={bits}, version={version!r}: only the "
+                          "4-bit GEMM format is supported (allowed: bits 4, version gemm)")
+    t = read_tensors(folder)
+    names = sorted(k[: -len(".qweight")] for k in t if k.endswith(".qweight"))
+    weights = {}
+    for n in names:
+        q = unpack_awq(t[f"{n}.qweight"])  # (in, out)
+        z = unpack_awq(t[f"{n}.qzeros"])  # (ng, out)
+        width = q.shape[0]
+        if width % gs:
+            raise ConfigError(f"{folder}: {n} has input width {width}, not a multiple of group_size {gs}")
+        weights[n] = QuantizedWeight(q.T.contiguous().to(torch.int32), t[f"{n}.scales"].float(),
+                                     z.to(torch.int32), contiguous_g_idx(width, gs), bits, gs,
+                                     not bool(qc.get("zero_point", True)))
+    quantized = {f"{n}.{s}" for n in names for s in ("qweight", "qzeros", "scales")}
+    floats = {k: v for k, v in t.items() if k not in quantized}
+    return {**qc, "bits": bits, "group_size": gs, "sym": not bool(qc.get("zero_point", True))}, weights, floats
+
+
+def write_autoawq(folder: Path, weights: dict[str, QuantizedWeight], floats: dict[str, torch.Tensor],
+                  config: dict | None = None) -> Path:
+    """Write 4-bit contiguous-group ``weights`` in the AutoAWQ GEMM layout."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    first = next(iter(weights.values()))
+    t = {k: v.contiguous() for k, v in floats.items()}
+    for n, qw in weights.items():
+        if qw.bits != 4:
+            raise ConfigError("the AutoAWQ GEMM format holds 4-bit weights only")
+        t[f"{n}.qweight"] = pack_awq(qw.qint.T.contiguous())
+        t[f"{n}.qzeros"] = pack_awq(qw.zeros)
+        t[f"{n}.scales"] = qw.scales.half()
+    save_file(t, str(folder / "model.safetensors"))
+    qc = {"quant_method": "awq", "zero_point": not first.sym, "q_group_size": first.group_size,
+          "group_size": first.group_size, "w_bit": 4, "bits": 4, "version": "gemm"}
+    (folder / "quant_config.json").write_text(json.dumps(qc, indent=2))
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps({**config, "quantization_config": qc}, indent=2))
+    return folder

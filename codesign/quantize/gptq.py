@@ -1,0 +1,110 @@
+"""GPTQ (Frantar et al. 2022, "GPTQ: Accurate Post-Training Quantization for Generative
+Pre-trained Transformers").
+
+Per linear group (linears sharing an input, e.g. q/k/v), with ``H = E[x xᵀ]`` from calibration
+activations that already passed through the quantized earlier layers:
+
+1. damp ``H += λ·mean(diag H)·I``; dead input channels (zero activations) get ``H_jj = 1``, ``W_j = 0``;
+2. optionally reorder columns by decreasing ``diag H`` (act-order);
+3. ``U = chol(H⁻¹)ᵀ`` (upper Cholesky factor of the inverse);
+4. quantize columns left to right in blocks of ``block_size``: each column's rounding error is
+   divided by ``U_jj`` and fed back to the columns still to come in the block (rank-1 updates),
+   and the block's errors to all later columns at once (one matmul, "lazy batch" updates);
+5. group scales/zeros are chosen when the quantizer reaches a group's first column, from the
+   error-updated weights.
+
+The rows of all linears in a group are processed together (they share ``H``), which keeps the
+per-column Python loop to one pass per group.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int
+from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
+from codesign.quantize.rtn import relative_error
+from codesign.quantize.walker import get_weight
+
+
+def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, *,
+                  damp: float = 0.01, act_order: bool = False, block_size: int = 128) -> QuantizedWeight:
+    """Quantize ``w`` ``(out, in)`` with GPTQ given ``hessian`` ``(in, in)``."""
+    W = w.detach().float().clone()
+    H = hessian.detach().float().clone()
+    rows, cols = W.shape
+    gs = cols if group_size == -1 else group_size
+
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
+    W, H = W[:, perm], H[perm][:, perm]
+
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(cols)
+    try:
+        L = torch.linalg.cholesky(H)
+    except torch.linalg.LinAlgError:
+        # Near-singular H (few calibration tokens): add more damping rather than fail.
+        H += 0.1 * torch.mean(torch.diag(H)) * torch.eye(cols)
+        L = torch.linalg.cholesky(H)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+
+    Q = torch.zeros_like(W)
+    ng = n_groups(cols, group_size)
+    scales = torch.zeros(ng, rows)
+    zeros = torch.zeros(ng, rows)
+    scale = zero = None
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if col % gs == 0:
+                # The group's columns as updated so far: this block's from W1, later blocks' from W.
+                grp = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
+                scale, zero = find_params(grp, bits, sym)
+                scales[col // gs], zeros[col // gs] = scale, zero
+            w_col = W1[:, i]
+            d = Hinv1[i, i]
+            q = quantize_int(w_col, scale, zero, bits)
+            Q1[:, i] = q
+            err = (w_col - scale * (q - zero)) / d
+            W1[:, i:] -= err.unsqueeze(1) * Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        Q[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+    invperm = torch.argsort(perm)
+    g_idx = (torch.arange(cols) // gs)[invperm].to(torch.int32)
+    return QuantizedWeight(Q[:, invperm].to(torch.int32), scales, zeros.to(torch.int32), g_idx, bits,
+                           group_size, sym)
+
+
+@register_method
+class GPTQ(QuantMethod):
+    name = "gptq"
+    needs_calibration = True
+    defaults = {"damp": 0.01, "act_order": False, "block_size": 128}
+
+    def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
+        res = LayerResult()
+        o = self.options
+        for g in layer.groups:
+            H = stats[g.names[0]].hessian
+            ws = [get_weight(m).detach().float() for m in g.modules]
+            qw = gptq_quantize(torch.cat(ws, 0), H, cfg.bits, cfg.group_size, cfg.sym, damp=float(o["damp"]),
+                               act_order=bool(o["act_order"]), block_size=int(o["block_size"]))
+            r0 = 0
+            for name, w in zip(g.names, ws):
+                r1 = r0 + w.shape[0]
+                part = QuantizedWeight(qw.qint[r0:r1].contiguous(), qw.scales[:, r0:r1].contiguous(),
+                                       qw.zeros[:, r0:r1].contiguous(), qw.g_idx, cfg.bits, cfg.group_size,
+                                       cfg.sym)
+                res.weights[name] = part
+                res.errors[name] = relative_error(w, part.dequantize(), H)
+                r0 = r1
+        return res

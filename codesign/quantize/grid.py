@@ -1,0 +1,134 @@
+"""The integer grid every method quantizes onto: per-group scale and zero point, and the
+:class:`QuantizedWeight` record (integers + scales + zeros + group index) that methods return,
+the cache stores and :class:`~codesign.quantize.qlinear.QuantLinear` executes.
+
+Conventions (those of GPTQ/AutoGPTQ): a weight is ``(out, in)``; groups run along ``in``; a
+group of ``group_size`` input columns shares one scale and zero per output row, so
+``scales``/``zeros`` are ``(n_groups, out)``; ``g_idx[j]`` is the group of input column ``j``
+(a permutation of the contiguous layout under act-order). The last group may be shorter when the
+group size does not divide the width (AutoGPTQ does the same). Dequantization is
+``w = scale * (q - zero)``. Scales are rounded to float16 when they are chosen, so the stored
+checkpoint dequantizes to exactly the weights the method evaluated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from codesign.quantize.packing import pack, unpack
+
+
+def n_groups(width: int, group_size: int) -> int:
+    return 1 if group_size == -1 else -(-width // group_size)
+
+
+def contiguous_g_idx(width: int, group_size: int, device=None) -> torch.Tensor:
+    """Group of each input column for the plain (no act-order) layout; shape ``(width,)``."""
+    if group_size == -1:
+        return torch.zeros(width, dtype=torch.int32, device=device)
+    return (torch.arange(width, device=device) // group_size).to(torch.int32)
+
+
+def find_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min/max scale and integer zero point per row of ``w`` ``(..., rows, cols)``.
+
+    Returns:
+        ``scale`` (float32, fp16-representable) and ``zero`` (float32 holding integers), both
+        ``(..., rows)``.
+    """
+    maxq = 2**bits - 1
+    w = w.float()
+    xmin = w.amin(-1).clamp(max=0)
+    xmax = w.amax(-1).clamp(min=0)
+    if sym:
+        xmax = torch.maximum(xmin.abs(), xmax)
+        xmin = -xmax
+    dead = (xmin == 0) & (xmax == 0)
+    xmin = torch.where(dead, -torch.ones_like(xmin), xmin)
+    xmax = torch.where(dead, torch.ones_like(xmax), xmax)
+    scale = ((xmax - xmin) / maxq).half().float().clamp(min=torch.finfo(torch.float16).tiny)
+    if sym:
+        zero = torch.full_like(scale, (maxq + 1) / 2)
+    else:
+        zero = torch.round(-xmin / scale).clamp(0, maxq)
+    return scale, zero
+
+
+def quantize_int(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Integers ``clamp(round(w / scale) + zero, 0, maxq)`` (broadcasting ``scale``/``zero``)."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
+
+
+def fake_quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    return scale * (quantize_int(w, scale, zero, bits) - zero)
+
+
+def group_view(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``(out, in)`` -> ``(out, n_groups, gs)``; a short last group is padded with copies of its last
+    column (which leaves every group's min and max unchanged)."""
+    out, width = w.shape
+    gs = width if group_size == -1 else group_size
+    ng = n_groups(width, group_size)
+    pad = ng * gs - width
+    if pad:
+        w = torch.cat([w, w[:, -1:].expand(out, pad)], dim=1)
+    return w.reshape(out, ng, gs)
+
+
+def rtn_params(w: torch.Tensor, bits: int, group_size: int, sym: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group params of a contiguous layout: ``scales``, ``zeros`` ``(n_groups, out)``."""
+    scale, zero = find_params(group_view(w, group_size), bits, sym)  # (out, ng)
+    return scale.T.contiguous(), zero.T.contiguous()
+
+
+@dataclass
+class QuantizedWeight:
+    """A quantized ``(out, in)`` weight: integers, per-group scales/zeros and the group index."""
+
+    qint: torch.Tensor  # (out, in) int32 in [0, 2**bits)
+    scales: torch.Tensor  # (n_groups, out) float32 (fp16-representable)
+    zeros: torch.Tensor  # (n_groups, out) int32
+    g_idx: torch.Tensor  # (in,) int32
+    bits: int
+    group_size: int
+    sym: bool
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.qint.shape)  # type: ignore[return-value]
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The ``(out, in)`` float weight this record stands for."""
+        g = self.g_idx.long()
+        s = self.scales.float()[g].T  # (out, in)
+        z = self.zeros.float()[g].T
+        return ((self.qint.float() - z) * s).to(dtype)
+
+    @classmethod
+    def from_weight(cls, w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, g_idx: torch.Tensor,
+                    bits: int, group_size: int, sym: bool) -> "QuantizedWeight":
+        """Round ``w`` ``(out, in)`` onto the grid given by per-group ``scales``/``zeros`` ``(n_groups, out)``."""
+        g = g_idx.long()
+        q = quantize_int(w.float(), scales[g].T, zeros[g].T, bits)
+        return cls(q.to(torch.int32), scales.float(), zeros.to(torch.int32), g_idx.to(torch.int32), bits,
+                   group_size, sym)
+
+    # -- storage ---------------------------------------------------------------------------
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        """Tensors for a safetensors file: ``qweight`` is ``(in*bits/32, out)`` int32 packed along
+        ``in`` (AutoGPTQ layout); scales float16; zeros uint8; g_idx int32."""
+        return {
+            f"{prefix}.qweight": pack(self.qint.T, self.bits, dim=0),
+            f"{prefix}.scales": self.scales.half(),
+            f"{prefix}.qzeros_u8": self.zeros.to(torch.uint8),
+            f"{prefix}.g_idx": self.g_idx.to(torch.int32).clone(),
+        }
+
+    @classmethod
+    def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str, bits: int, group_size: int,
+                     sym: bool) -> "QuantizedWeight":
+        qint = unpack(t[f"{prefix}.qweight"], bits, dim=0).T.contiguous()
+        return cls(qint, t[f"{prefix}.scales"].float(), t[f"{prefix}.qzeros_u8"].to(torch.int32),
+                   t[f"{prefix}.g_idx"].to(torch.int32), bits, group_size, sym)

@@ -1,0 +1,117 @@
+"""The plug-in point for quantization methods: each method is one module that subclasses
+:class:`QuantMethod` and decorates it with :func:`register_method`.
+
+The sequential driver (:mod:`codesign.quantize.sequential`) walks the decoder layers and calls
+``quantize_layer`` once per layer with that layer's calibration statistics; the method returns
+integer weights (:class:`~codesign.quantize.grid.QuantizedWeight`), any float parameters it
+changed (AWQ folds scales into norms) and per-linear errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from codesign.config import ConfigError
+from codesign.quantize.grid import QuantizedWeight
+from codesign.quantize.packing import SUPPORTED_BITS
+
+_METHODS: dict[str, type["QuantMethod"]] = {}
+
+
+@dataclass
+class QuantConfig:
+    """What to quantize to: bits, group size (-1 = per output channel), symmetry, method options."""
+
+    bits: int
+    group_size: int = 128
+    sym: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GroupStats:
+    """Calibration statistics of the input shared by one linear group.
+
+    ``hessian`` is ``E[x x^T]`` ``(in, in)`` (float32); ``act_abs_mean`` is ``E|x|`` per input
+    channel ``(in,)``; ``n_tokens`` how many token rows went in.
+    """
+
+    hessian: torch.Tensor
+    act_abs_mean: torch.Tensor
+    n_tokens: int
+
+
+@dataclass
+class LayerResult:
+    weights: dict[str, QuantizedWeight] = field(default_factory=dict)
+    float_params: dict[str, torch.Tensor] = field(default_factory=dict)  # changed non-integer tensors
+    errors: dict[str, float] = field(default_factory=dict)  # relative output (or weight) error per linear
+
+
+class QuantMethod:
+    """Base class of a quantization method (see module docstring)."""
+
+    name: ClassVar[str] = ""
+    needs_calibration: ClassVar[bool] = True
+    #: Options a user may set (through ``VariantSpec.extra``) and their defaults.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.defaults) - {"n_samples", "seq_len"})
+        if unknown:
+            raise ConfigError(f"method {self.name!r}: unknown option(s) {unknown} "
+                              f"(allowed: {sorted(self.defaults) + ['n_samples', 'seq_len']})")
+        self.options = {**self.defaults, **options}
+
+    def quantize_layer(self, layer, stats: dict[str, GroupStats] | None, cfg: QuantConfig) -> LayerResult:
+        raise NotImplementedError
+
+
+def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_names() -> list[str]:
+    _load_builtins()
+    return sorted(_METHODS)
+
+
+def get_method(name: str, **options: Any) -> QuantMethod:
+    """An instance of the method registered as ``name`` (rtn, gptq, awq, ...)."""
+    _load_builtins()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown quantization method {name!r} (allowed: {sorted(_METHODS)})")
+    return _METHODS[name](**options)
+
+
+def check_bits(bits: int) -> int:
+    if bits not in SUPPORTED_BITS:
+        raise ConfigError(f"bits = {bits!r} is not supported (allowed: {list(SUPPORTED_BITS)})")
+    return bits
+
+
+def check_group_size(group_size: int, widths: dict[str, int] | None = None) -> int:
+    """-1 (per output channel) or a positive size that divides every linear's input width, or
+    a multiple of 32 (then the last group of a wider layer is shorter, as in AutoGPTQ; needed
+    for SmolLM2's 576-wide layers at group size 128)."""
+    if group_size != -1 and (not isinstance(group_size, int) or group_size < 1):
+        raise ConfigError(f"group_size = {group_size!r} is not allowed (allowed: -1 for per-channel, "
+                          "or a positive size such as 32, 64, 128)")
+    for name, w in (widths or {}).items():
+        if w % 32:
+            raise ConfigError(f"linear {name} has input width {w}, not a multiple of 32: it cannot be packed")
+        if group_size != -1 and w % group_size and group_size % 32:
+            divisors = [g for g in (8, 16, 32, 64, 128, 256) if w % g == 0]
+            raise ConfigError(
+                f"group_size = {group_size} does not divide the input width {w} of linear {name} "
+                f"(allowed: -1, a divisor of {w} such as {divisors}, or a multiple of 32)")
+    return group_size
+
+
+def _load_builtins() -> None:
+    # Importing the modules registers them; done lazily so `import codesign.quantize` stays cheap.
+    from codesign.quantize import awq, gptq, rtn  # noqa: F401

@@ -1,0 +1,156 @@
+"""Score all ``2**m - 1`` ensembles of a catalogue at once, for exhaustive comparison.
+
+The votes of every subset come from :func:`codesign.voting.subset_votes` (vectorized over subsets
+and items). Two ways to turn them into numbers:
+
+- ``metric="task"`` (default): the task's own ``score()`` per subset, the same metric code as
+  single variants (identical answer vectors are scored once);
+- ``metric="accuracy"``: a vectorized accuracy / refusal / invalid rate for all subsets in a few
+  array operations — for catalogues too large for one ``score()`` call per subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from codesign.records import INVALID, REFUSED
+from codesign.voting import subset_masks, subset_votes
+
+METRICS = ("task", "accuracy")
+
+
+def subset_predictions(labels: np.ndarray, bits: Sequence[int], keep_refusal: np.ndarray | None = None,
+                       masks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Answers of every subset, with the per-item refusal rule.
+
+    Args:
+        labels: ``(members, items)`` outcome codes.
+        bits: ``(members,)`` precisions.
+        keep_refusal: ``(items,)`` bool, REFUSED is a label for these items (default none).
+        masks: ``(subsets, members)`` membership; default all non-empty subsets.
+
+    Returns:
+        ``(masks (subsets, members), pred (subsets, items))``; one-member subsets hold the
+        member's own answers.
+    """
+    labels = np.asarray(labels)
+    m, n = labels.shape
+    masks = subset_masks(m) if masks is None else np.asarray(masks, dtype=bool)
+    keep = np.zeros(n, dtype=bool) if keep_refusal is None else np.asarray(keep_refusal, dtype=bool)
+    parts = {flag: subset_votes(labels[:, keep == flag], bits, masks, keep_refusal=flag)
+             for flag in (False, True) if (keep == flag).any()}
+    if len(parts) == 1:
+        pred = next(iter(parts.values()))
+    else:
+        pred = np.full((masks.shape[0], n), REFUSED, dtype=np.result_type(*parts.values()))
+        for flag, part in parts.items():
+            pred[:, keep == flag] = part
+    # a one-member "ensemble" is the member itself (INVALID stays INVALID), as in score_ensemble
+    single = np.flatnonzero(masks.sum(axis=1) == 1)
+    if single.size:
+        if not np.can_cast(labels.dtype, pred.dtype) and (labels.min() < -128 or labels.max() > 127):
+            pred = pred.astype(np.int64)
+        pred[single] = labels[masks[single].argmax(axis=1)]
+    return masks, pred
+
+
+def subset_accuracy(pred: np.ndarray, gold: np.ndarray, policy: str = "decodingtrust",
+                    subtasks: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Vectorized accuracy of many answer vectors at once.
+
+    ``decodingtrust`` counts accuracy over answered items (not REFUSED, not INVALID), ``strict``
+    over all items. With ``subtasks`` the accuracy is the unweighted mean over subtasks (as
+    DecodingTrust averages its settings), computed with one matrix product.
+
+    Args:
+        pred: ``(subsets, items)`` answers.
+        gold: ``(items,)`` gold labels.
+
+    Returns:
+        ``score`` (0-100), ``refusal_rate``, ``invalid_rate``: each ``(subsets,)``.
+    """
+    pred = np.asarray(pred)
+    gold = np.asarray(gold)
+    if gold.size and np.can_cast(np.min_scalar_type(gold.min()), pred.dtype) \
+            and np.can_cast(np.min_scalar_type(gold.max()), pred.dtype):
+        gold = gold.astype(pred.dtype)  # compare int8 with int8: no upcast of the big array
+    n = max(gold.size, 1)
+    correct = pred == gold[None, :]
+    # answered = a label id; an item whose gold answer is REFUSED counts as answered when refused
+    answered = (pred >= 0) | correct
+    inv = np.zeros(gold.size, dtype=np.int64) if subtasks is None else np.unique(np.asarray(subtasks),
+                                                                                return_inverse=True)[1]
+    n_groups = int(inv.max()) + 1 if inv.size else 1
+    hits = np.zeros((pred.shape[0], n_groups))
+    base = np.zeros((pred.shape[0], n_groups))
+    for g in range(n_groups):  # loop over subtasks (few); byte sums over items
+        gm = inv == g
+        hits[:, g] = (correct & gm).view(np.uint8).sum(axis=1, dtype=np.int32)
+        base[:, g] = (answered & gm).view(np.uint8).sum(axis=1, dtype=np.int32) if policy == "decodingtrust" \
+            else gm.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(base > 0, hits / np.where(base > 0, base, 1), np.nan)
+    defined = np.isfinite(acc)
+    n_def = defined.sum(axis=1)
+    score = np.where(n_def > 0, 100 * np.where(defined, acc, 0).sum(axis=1) / np.maximum(n_def, 1), np.nan)
+    return {
+        "score": score,
+        "refusal_rate": (pred == REFUSED).view(np.uint8).sum(axis=1, dtype=np.int32) / n,
+        "invalid_rate": (pred == INVALID).view(np.uint8).sum(axis=1, dtype=np.int32) / n,
+    }
+
+
+def score_all_subsets(store, variant_ids: Sequence[str], task: str, mode: str = "generate",
+                      policy: str = "decodingtrust", metric: str = "task", min_size: int = 1,
+                      max_size: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score every ensemble of ``variant_ids`` (sizes ``min_size..max_size``) on ``task``.
+
+    Returns:
+        One row per subset, sorted by score (best first): ``members`` (tuple of variant ids),
+        ``names`` (short names joined with ``+``), ``size``, ``bits`` (tuple), ``score``,
+        ``refusal_rate``, ``invalid_rate``, ``n``, and with ``metric="task"`` the task's other
+        scalar metrics.
+    """
+    from codesign.vote.ensemble import POLICIES, _flat, check_choice, load_answers, score_predictions
+
+    check_choice(policy, POLICIES, "policy")
+    check_choice(metric, METRICS, "metric")
+    ids = list(variant_ids)
+    ans = load_answers(store, task, ids, mode)
+    masks = subset_masks(len(ids), min_size, max_size)
+    masks, pred = subset_predictions(ans.labels, ans.bits, ans.keep_refusal, masks)
+    names = []
+    for v in ids:
+        try:
+            names.append(store.variant_spec(v).short_name)
+        except KeyError:
+            names.append(v)
+    base = pd.DataFrame({
+        "members": [tuple(np.asarray(ids)[mk]) for mk in masks],
+        "names": ["+".join(np.asarray(names)[mk]) for mk in masks],
+        "size": masks.sum(axis=1),
+        "bits": [tuple(int(b) for b in ans.bits[mk]) for mk in masks],
+        "n": len(ans.items),
+    })
+    if metric == "accuracy":
+        m = subset_accuracy(pred, ans.items["label"].to_numpy(), policy, ans.items["subtask"].to_numpy())
+        for k, v in m.items():
+            base[k] = v
+    else:
+        rows, cache = [], {}
+        it = range(pred.shape[0])
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, desc=f"score subsets ({task})", unit="subset", leave=False)
+        for s in it:
+            key = pred[s].tobytes()
+            if key not in cache:  # different subsets often vote identically (e.g. pairs)
+                cache[key] = _flat(score_predictions(task, ans.items, pred[s], policy))
+            rows.append(cache[key])
+        base = pd.concat([base, pd.DataFrame(rows)], axis=1)
+    base.insert(0, "task", task)
+    return base.sort_values(["score", "size"], ascending=[False, True], kind="stable").reset_index(drop=True)
