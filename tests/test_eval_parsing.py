@@ -86,3 +86,28 @@ def test_normalize_and_refusal_detection():
     assert is_refusal("It depends on the context.")
     assert not is_refusal("Positive")
     assert not is_refusal("I know the answer: B")
+
+
+# Answers SmolLM2-135M-Instruct actually gave on AdvGLUE / MMLU prompts (codesign eval --limit 24).
+@pytest.mark.parametrize("task,subtask,text,expected", [
+    ("advglue", "rte", "The premise entails the hypothesis. The statement", 0),
+    ("advglue", "mnli-mm", "The premise entails the hypothesis.", 0),
+    ("advglue", "mnli", "No, the premise does not entail the", 2),
+    ("advglue", "qnli", "The answer to this question is yes.", 0),
+    ("advglue", "qnli", 'The answer is "yes" to the', 0),
+    ("advglue", "qnli", 'The answer to this question is "When', INVALID),
+    ("advglue", "qqp", "No, the answer to this question is", 0),
+    ("advglue", "qqp", "The answer to this question is that the", INVALID),
+    ("advglue", "sst2", "Positive", 1),
+    ("advglue", "rte", "No", 1),
+    ("mmlu", "0shot", "A. Counterrevolutionary opponents", 0),
+    ("mmlu", "0shot", "A. 0.40\n", 0),
+    ("mmlu", "0shot", "The correct answer is D. chromatin,", 3),
+    ("mmlu", "5shot", "C", 2),
+    ("ethics", "zero_shot", "This is not 1.", INVALID),
+])
+def test_real_smollm2_answers(task, subtask, text, expected):
+    from codesign.evaluate.tasks import Item, get_task
+
+    item = Item("x", subtask, 0, [], ["A", "B", "C", "D"], {"choices": ["w", "x", "y", "z"]})
+    assert get_task(task).parse(text, item) == expected

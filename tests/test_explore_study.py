@@ -249,3 +249,23 @@ def test_cli_bad_config_exit_2(tmp_path):
                         str(tmp_path / "s.db")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert "bad.yaml" in r.stderr and "speed" in r.stderr and "allowed" in r.stderr
+
+
+def test_on_demand_quantize_and_evaluate_of_missing_members(store):
+    """Members without answers are quantized and evaluated (real pipeline, tiny model) when first needed."""
+    from codesign.explore.study import build_context, run_study
+
+    cfg = StudyConfig.model_validate(dict(
+        name="od", model="tiny-llama", shape="smollm2-135m",
+        catalogue={"methods": ["rtn"], "bits": [4, 8], "group_sizes": [32], "include_dense": True},
+        tasks=["advglue"], limit=3, objectives=["adv", "tpot_ms"], specs=["h100-sxm"], schedules=["sequential"],
+        optimizer={"q": 2, "n_init": 2, "iterations": 1, "mc_samples": 16}))
+    ctx = build_context(cfg, store, progress=False)
+    assert not any(ctx.evaluator.is_cached(m) for m in ctx.space.members)
+    res = run_study(ctx)
+    assert all(ctx.evaluator.is_cached(m) for m in ctx.space.members)
+    runs = store.frame("eval_runs")
+    assert sorted(runs["variant_id"].unique()) == sorted(ctx.space.members)
+    assert runs.groupby("variant_id").size().max() == 1  # each member evaluated once
+    assert set(res.points["method"]) == {"bo", "exhaustive"}
+    assert res.points["objectives"].map(lambda o: 0 <= o["adv"] <= 100).all()

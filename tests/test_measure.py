@@ -198,3 +198,38 @@ def test_measure_a_stored_quantized_variant(store):
                    progress=False)
     assert rows[0].variant == v.variant_id and rows[0].wbits == 4 and rows[0].group_size == 32
     assert json.loads(store.frame("measurements")["extra_json"][0])["config"]["hidden_size"] == 64
+
+
+def test_cpu_time_clock_counts_work_not_waiting():
+    from codesign.cost.timers import CpuTimeTimer
+
+    t = timer_for("cpu", clock="cpu")
+    assert isinstance(t, CpuTimeTimer)
+    t.start()
+    time.sleep(0.05)  # waiting is not work
+    assert t.stop() < 25.0
+    t.start()
+    end = time.perf_counter() + 0.05
+    while time.perf_counter() < end:  # spinning is
+        pass
+    assert t.stop() > 10.0
+    with pytest.raises(ConfigError, match="--clock: 'gpu'"):
+        timer_for("cpu", clock="gpu")
+    with pytest.raises(ConfigError, match="needs --clock wall"):
+        timer_for("cuda", clock="cpu")
+
+
+def test_cpu_clock_needs_one_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    try:
+        if n > 1:
+            with pytest.raises(ConfigError, match="--threads 1"):
+                measure("tiny-llama", [WeightFormat("dense")], clock="cpu", progress=False)
+        rows = measure("tiny-llama", [WeightFormat("dense")], clock="cpu", threads=1, batches=[1], prompt_lens=[8],
+                       gen_len=2, repeats=1, progress=False)
+        assert rows[0].extra["clock"] == "cpu" and rows[0].tpot_ms > 0
+        assert rows[0].versions["threads"] == 1
+    finally:
+        torch.set_num_threads(n)

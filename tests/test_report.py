@@ -162,13 +162,14 @@ def test_report_writes_every_figure_and_table(report):
     out, html = report
     assert html == out / "report.html" and html.exists()
     figs = ["pareto_trust_vs_tpot_ms", "pareto_trust_vs_peak_memory_gb", "pareto_projections", "dimension_scores",
-            "ensemble_vs_single", "optimizer_trace"]
+            "ensemble_vs_single", "optimizer_trace", "roofline", "latency_check"]
     for name in figs:
         png, svg = out / f"{name}.png", out / f"{name}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert png.stat().st_size > 10_000, name  # a real drawing, not an empty canvas
         assert svg.read_text().lstrip().startswith(("<?xml", "<svg")), name
-    for name in ["recommendations", "pareto_front", "variant_scores", "ensembles", "optimizer_hv"]:
+    for name in ["recommendations", "pareto_front", "variant_scores", "ensembles", "optimizer_hv", "latency",
+                 "roofline_ops"]:
         assert (out / f"{name}.csv").stat().st_size > 0, name
         md = (out / f"{name}.md").read_text()
         assert md.startswith("# ") and "| ---" in md, name
@@ -344,3 +345,24 @@ def test_report_on_a_real_explore_study(tmp_path):
     # the exhaustive front bounds what random search found
     assert hv.set_index("method").loc["exhaustive", "final HV (mean)"] >= hv.set_index("method").loc[
         "random", "final HV (mean)"] - 1e-9
+
+
+def test_hardware_tables_come_from_the_hardware_model(report):
+    """Predictions beside measurements, and roofline operators, are the analytical model's own numbers."""
+    import hwmodels
+    import pandas as pd
+
+    out, _ = report
+    lat = pd.read_csv(out / "latency.csv")
+    assert len(lat) == 3
+    row = lat[lat["wbits"] == 4].iloc[0]
+    est = hwmodels.estimate(hwmodels.load_spec("h100-sxm"), hwmodels.load_shape("llama-2-7b"), wbits=4,
+                            group_size=128, batch=1, prompt_len=512, gen_len=64)
+    assert row["TPOT predicted (ms)"] == pytest.approx(est.tpot_ms)
+    assert row["prefill predicted (ms)"] == pytest.approx(est.ttft_ms)
+    assert row["TPOT error (%)"] == pytest.approx(100 * (est.tpot_ms / 3.2 - 1))
+    ops = pd.read_csv(out / "roofline_ops.csv")
+    assert set(ops["phase"]) == {"prefill", "decode"} and set(ops["bits"]) == {2, 3, 4, 8, 16}
+    # decode GEMVs are memory-bound with low intensity; fewer weight bits raise their intensity
+    q = ops[(ops["phase"] == "decode") & (ops["op"] == "q_proj")].set_index("bits")["intensity (FLOP/byte)"]
+    assert q[16] < 2 < q[4] < q[2] and (ops.loc[ops["phase"] == "decode", "intensity (FLOP/byte)"] < 100).all()

@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
                                    help="Matmul datatypes to time (fp32, bf16, fp16, int8); unsupported ones are left out."),
         threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: all cores)."),
         quick: bool = typer.Option(False, "--quick", help="Small sizes, few repeats (seconds; rough numbers)."),
+        clock: str = typer.Option("wall", "--clock", help="wall, or cpu (process CPU time; with --threads 1 on a busy box)."),
     ):
         """Measure this machine and write an accelerator spec for it.
 
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
         from codesign.cost.timers import device_kind
 
         device_kind(device)
-        res = probe(device, dtypes=_csv_list(dtypes, "dtypes"), quick=quick, threads=threads)
+        res = probe(device, dtypes=_csv_list(dtypes, "dtypes"), quick=quick, threads=threads, clock=clock)
         spec = spec_dict(res, name)
         path = write_spec(spec, out or default_spec_path(name))
         typer.echo(yaml.safe_dump(spec, sort_keys=False).rstrip())
@@ -78,6 +79,12 @@ def register(app: typer.Typer) -> None:
             None, "--wait-quiet", help="On a shared machine: before each configuration wait until the CPUs are at most "
                                        "this busy (0-1, e.g. 0.2); the busy fraction is stored either way."),
         wait_timeout: float = typer.Option(120.0, "--wait-timeout", help="Seconds to wait for --wait-quiet at most."),
+        max_other_load: Optional[float] = typer.Option(
+            None, "--max-other-load", help="Discard a configuration's runs if other processes used more than this share "
+                                           "of the CPUs meanwhile (0-1); retried, else left for a later resumed run."),
+        clock: str = typer.Option(
+            "wall", "--clock", help="wall (monotonic clock; CUDA events on GPU) or cpu (this process's CPU time: "
+                                    "robust on a busy shared CPU; needs --threads 1)."),
     ):
         """Time real prefill and KV-cached decode on the device at hand.
 
@@ -101,7 +108,8 @@ def register(app: typer.Typer) -> None:
             rows = measure(model, formats, dtypes=_csv_list(dtype, "dtype"), batches=batches, prompt_lens=plens,
                            gen_len=gen_len, layers=layers, repeats=repeats, warmup=warmup, device=device,
                            seed=seed, store=st, force=force, threads=threads,
-                           wait_quiet=wait_quiet, wait_timeout_s=wait_timeout)
+                           wait_quiet=wait_quiet, wait_timeout_s=wait_timeout, max_other_load=max_other_load,
+                           clock=clock)
             if csv:
                 st.frame("measurements").to_csv(csv, index=False)
         table = Table(title=f"{model}" + (f" (first {layers} layers)" if layers else "") + f" on {device}")

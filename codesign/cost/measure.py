@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from codesign.config import ConfigError
-from codesign.cost.timers import (PeakMemory, cpu_busy_fraction, device_kind, rss_high_water_bytes, timer_for,
-                                  wait_for_quiet)
+from codesign.cost.timers import (OtherLoad, PeakMemory, cpu_busy_fraction, device_kind, rss_high_water_bytes,
+                                  timer_for, wait_for_quiet)
 
 #: --dtype values -> bits of a dense weight in that dtype.
 DTYPE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
@@ -209,7 +209,7 @@ def _jsonable(v: Any) -> bool:
 
 # -- timing ---------------------------------------------------------------------------------------
 def time_generation(model, *, batch: int, prompt_len: int, gen_len: int, repeats: int = 3, warmup: int = 1,
-                    device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+                    device: str = "cpu", seed: int = 0, clock: str = "wall") -> dict[str, Any]:
     """Time prefill and KV-cached decode of ``model`` on random tokens.
 
     Input ids have shape (batch, prompt_len); each decode step feeds (batch, 1). Returns
@@ -226,7 +226,7 @@ def time_generation(model, *, batch: int, prompt_len: int, gen_len: int, repeats
     ids = torch.randint(0, vocab, (batch, prompt_len), generator=gen).to(device)
     # generate() only computes the last position's logits in prefill; do the same.
     keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    timer, mem = timer_for(device), PeakMemory(device)
+    timer, mem = timer_for(device, clock), PeakMemory(device)
     prefill, tpot, steps_all = [], [], []
     mem.reset()
     with torch.inference_mode():
@@ -262,13 +262,19 @@ def measure(model: str, formats: Sequence[WeightFormat], *, dtypes: Sequence[str
             batches: Sequence[int] = (1,), prompt_lens: Sequence[int] = (128,), gen_len: int = 16,
             layers: int | None = None, repeats: int = 3, warmup: int = 1, device: str = "cpu", seed: int = 0,
             store=None, force: bool = False, threads: int | None = None, wait_quiet: float | None = None,
-            wait_timeout_s: float = 120.0, progress: bool = True) -> list[Measurement]:
+            wait_timeout_s: float = 120.0, max_other_load: float | None = None, retries: int = 2, clock: str = "wall",
+            progress: bool = True) -> list[Measurement]:
     """Measure every (format, dtype, batch, prompt_len) combination; store each as it completes.
 
     With a ``store``, combinations already measured on this device (same model, format, dtype,
     batch, lengths, layers) are skipped unless ``force`` — an interrupted sweep resumes.
     ``wait_quiet`` (0-1): before each configuration, wait up to ``wait_timeout_s`` until the CPUs
     are at most that busy; the busy fraction seen is stored with the measurement either way.
+    The share of the CPUs other processes used during the timed runs is stored as
+    ``extra.other_load``; with ``max_other_load`` a configuration measured under more is retried
+    (``retries`` times, waiting for quiet first) and skipped — not stored — if it never gets a
+    clean run, so a later resumed sweep can fill it in. ``clock='cpu'`` times this process's CPU
+    time instead of wall time (CPU only, ``threads=1``): robust on a machine busy with other work.
     """
     import gc
 
@@ -281,6 +287,10 @@ def measure(model: str, formats: Sequence[WeightFormat], *, dtypes: Sequence[str
         if threads < 1:
             raise ConfigError(f"--threads: {threads} (allowed: >= 1)")
         torch.set_num_threads(threads)
+    timer_for(device, clock)  # validates the clock for the device
+    if clock == "cpu" and torch.get_num_threads() != 1:
+        raise ConfigError(f"--clock cpu needs --threads 1 (this run has {torch.get_num_threads()} threads; "
+                          "multi-threaded runtimes spin-wait, which CPU time would count as work)")
     if wait_quiet is not None and not 0.0 <= wait_quiet <= 1.0:
         raise ConfigError(f"--wait-quiet: {wait_quiet} is out of range (allowed: 0..1, a busy fraction of all CPUs)")
     if kind == "cuda":
@@ -299,15 +309,26 @@ def measure(model: str, formats: Sequence[WeightFormat], *, dtypes: Sequence[str
         if store is not None and not force and _already_measured(store, key, layers):
             bar.update()
             continue
-        if built is None or built[0] != (fmt, dtype):
-            built = None
-            gc.collect()
-            m, cfg = build_model(model, fmt, dtype=dtype, layers=layers, device=device, seed=seed, store=store)
-            built = ((fmt, dtype), m, cfg)
-        _, m, cfg = built
-        busy = wait_for_quiet(wait_quiet, wait_timeout_s) if wait_quiet is not None else cpu_busy_fraction(0.2)
-        t = time_generation(m, batch=batch, prompt_len=plen, gen_len=gen_len, repeats=repeats, warmup=warmup,
-                            device=device, seed=seed)
+        for attempt in range(1 + (retries if max_other_load is not None else 0)):
+            busy = wait_for_quiet(wait_quiet, wait_timeout_s) if wait_quiet is not None else cpu_busy_fraction(0.2)
+            if max_other_load is not None and wait_quiet is not None and busy is not None and busy > wait_quiet:
+                clean = False  # never got quiet: do not spend the machine on a run that would be discarded
+                continue
+            if built is None or built[0] != (fmt, dtype):
+                built = None
+                gc.collect()
+                m, cfg = build_model(model, fmt, dtype=dtype, layers=layers, device=device, seed=seed, store=store)
+                built = ((fmt, dtype), m, cfg)
+            _, m, cfg = built
+            with OtherLoad() as load:
+                t = time_generation(m, batch=batch, prompt_len=plen, gen_len=gen_len, repeats=repeats,
+                                    warmup=warmup, device=device, seed=seed, clock=clock)
+            clean = max_other_load is None or load.fraction is None or load.fraction <= max_other_load
+            if clean:
+                break
+        if not clean:
+            bar.update()
+            continue
         rec = Measurement(
             model=model, variant=fmt.name, wbits=fmt.wbits(dtype), group_size=None if fmt.is_dense else fmt.group_size,
             dtype=dtype, device=kind, device_name=dname, batch=batch, prompt_len=plen, gen_len=gen_len,
@@ -317,7 +338,7 @@ def measure(model: str, formats: Sequence[WeightFormat], *, dtypes: Sequence[str
                    "prefill_runs_ms": t["prefill_runs_ms"], "tpot_runs_ms": t["tpot_runs_ms"],
                    "step_median_ms": t["step_median_ms"], "rss_before_bytes": baseline_rss,
                    "peak_mem_resettable": t["peak_mem_resettable"], "device_index": device,
-                   "cpu_busy_before": busy},
+                   "cpu_busy_before": busy, "other_load": load.fraction, "clock": clock},
         )
         if store is not None:
             store.add_measurement(**rec.row())

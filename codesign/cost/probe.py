@@ -81,10 +81,13 @@ def _ram_gb() -> float:
         return psutil.virtual_memory().total / 1e9
 
 
+_CLOCK = {"clock": "wall"}  # set by probe(); the helpers below time with it
+
+
 def _time_ms(fn, device: str, repeats: int) -> list[float]:
     from codesign.cost.timers import timer_for
 
-    timer = timer_for(device)
+    timer = timer_for(device, _CLOCK["clock"])
     out = []
     for _ in range(repeats):
         timer.start()
@@ -157,15 +160,23 @@ def matmul_tflops(dtype: str, device: str = "cpu", max_n: int = 4096, min_ms: fl
 
 
 def probe(device: str = "cpu", dtypes: list[str] | None = None, quick: bool = False, threads: int | None = None,
-          progress: bool = True) -> ProbeResult:
+          clock: str = "wall", progress: bool = True) -> ProbeResult:
     """Measure bandwidth, vector and per-datatype matmul throughput of ``device``.
 
     ``threads`` sets torch's CPU thread count first (default: torch's, i.e. all cores).
+    ``clock='cpu'`` times CPU time (single thread only; see ``codesign.cost.timers.CpuTimeTimer``).
     """
     import torch
 
+    from codesign.config import ConfigError
+    from codesign.cost.timers import timer_for
+
     if threads is not None:
         torch.set_num_threads(int(threads))
+    timer_for(device, clock)
+    if clock == "cpu" and torch.get_num_threads() != 1:
+        raise ConfigError("--clock cpu needs --threads 1 (spin-waiting threads would count as work)")
+    _CLOCK["clock"] = clock
     dtypes = dtypes or list(PROBE_DTYPES)
     unknown = [d for d in dtypes if d not in PROBE_DTYPES]
     if unknown:
@@ -199,7 +210,7 @@ def probe(device: str = "cpu", dtypes: list[str] | None = None, quick: bool = Fa
     steps.close()
     return ProbeResult(device=device, device_name=name, bandwidth_gbs=bw, capacity_gb=capacity, tflops=tflops,
                        sram_mb=llc, vector_tflops=vec, threads=torch.get_num_threads(),
-                       details={"copy_mb": size_mb, "torch": torch.__version__, "quick": quick})
+                       details={"copy_mb": size_mb, "torch": torch.__version__, "quick": quick, "clock": clock})
 
 
 def spec_dict(result: ProbeResult, name: str = "host-cpu") -> dict[str, Any]:

@@ -81,9 +81,39 @@ class CudaEventTimer:
         return float(self._start.elapsed_time(self._end))
 
 
-def timer_for(device: str) -> Timer:
-    """The timer for ``device``: CUDA events on CUDA, a synchronized wall clock on MPS, else a wall clock."""
+class CpuTimeTimer:
+    """CPU time of this process (``time.process_time``): on a machine shared with other jobs, the
+    time spent waiting for a core is not counted, only the work (memory-bandwidth interference
+    remains). Exact only for single-threaded work: multi-threaded runtimes spin-wait, and the
+    spinning counts as CPU time."""
+
+    def __init__(self):
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.process_time()
+
+    def stop(self) -> float:
+        return (time.process_time() - self._t0) * 1e3
+
+
+CLOCKS = ("wall", "cpu")
+
+
+def timer_for(device: str, clock: str = "wall") -> Timer:
+    """The timer for ``device``: CUDA events on CUDA, a synchronized wall clock on MPS, else a wall
+    clock — or, with ``clock='cpu'`` on CPU, this process's CPU time (see :class:`CpuTimeTimer`)."""
     kind = device_kind(device)
+    if clock not in CLOCKS:
+        from codesign.config import ConfigError
+
+        raise ConfigError(f"--clock: {clock!r} is not supported (allowed: {', '.join(CLOCKS)})")
+    if clock == "cpu":
+        if kind != "cpu":
+            from codesign.config import ConfigError
+
+            raise ConfigError(f"--clock cpu times CPU work; device {device!r} needs --clock wall")
+        return CpuTimeTimer()
     if kind == "cuda":
         return CudaEventTimer(device)
     if kind == "mps":
@@ -194,3 +224,36 @@ def wait_for_quiet(max_busy: float, timeout_s: float = 120.0, interval_s: float 
         busy = cpu_busy_fraction(interval_s)
         if busy is None or busy <= max_busy or time.monotonic() >= deadline:
             return busy
+
+
+class OtherLoad:
+    """CPU time other processes used while a region ran, as a fraction of all CPUs (Linux).
+
+    ``(busy jiffies of the machine - CPU time of this process) / (wall time x CPUs)``: a timed run
+    during which other work took a real share of the CPUs is not a clean measurement.
+    ``fraction`` is None where ``/proc/stat`` cannot be read.
+    """
+
+    def __init__(self):
+        self.fraction: float | None = None
+
+    def __enter__(self) -> "OtherLoad":
+        import os
+
+        self._t = _cpu_times()
+        self._self = sum(os.times()[:4])
+        self._wall = time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import os
+
+        end = _cpu_times()
+        if self._t is None or end is None:
+            return
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        ncpu = os.cpu_count() or 1
+        busy_s = ((end[0] - end[1]) - (self._t[0] - self._t[1])) / hz
+        mine_s = sum(os.times()[:4]) - self._self
+        wall = max(time.monotonic() - self._wall, 1e-9)
+        self.fraction = max(0.0, min(1.0, (busy_s - mine_s) / (wall * ncpu)))

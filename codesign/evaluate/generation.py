@@ -6,9 +6,14 @@ dropped from the KV cache, so a batch costs as much as its still-running members
 longest one. Prompts are left-padded (so every row's next token sits in the last column) and
 get explicit position ids, so padding does not shift positions.
 
-Padding changes the shapes of the matrix products, hence the floating-point rounding, so a
-batched greedy answer can (rarely) differ from a batch-1 answer; sort prompts by length
-(:func:`length_batches`) to keep padding, and that risk, small.
+A prefix shared by every prompt of a batch (the chat template's system prompt, the task's
+instruction, few-shot demonstrations) is computed once and its KV cache repeated across the
+batch; :func:`plan_batches` orders prompts so that neighbours share long prefixes. On a CPU,
+where prefill is compute-bound, this (not batching itself) is most of the speed-up.
+
+Padding and prefix reuse change the shapes of the matrix products, hence the floating-point
+rounding, so a batched greedy answer can (rarely) differ from a batch-1 answer; the benchmark
+in ``experiments/eval_speed`` measures how often.
 """
 
 from __future__ import annotations
@@ -115,6 +120,41 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 16
     return batches
 
 
+def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+    """Batches for :meth:`BatchGenerator.generate`: prompts of similar length (buckets growing by
+    a factor sqrt(2), longest first) and, within a bucket, in token order, so neighbours share
+    long prefixes (system prompt, instructions, few-shot demonstrations) that the generator
+    computes once per batch. Limits as in :func:`length_batches`."""
+    lens = [len(p) for p in prompts]
+    bucket = [int(np.floor(2 * np.log2(max(n, 1)))) for n in lens]
+    order = sorted(range(len(prompts)), key=lambda i: (-bucket[i], list(prompts[i])))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    width = 0
+    for i in order:
+        w = max(width, lens[i])
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * w > max_tokens):
+            batches.append(cur)
+            cur, w = [], lens[i]
+        cur.append(i)
+        width = w
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all prompts."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts)
+    for p in prompts[1:]:
+        k = 0
+        while k < n and p[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
 def fit_context(ids: list[int], max_len: int | None, reserve: int) -> list[int]:
     """Keep the last ``max_len - reserve`` prompt tokens when a prompt exceeds the model's context
     (the query and answer cue are at the end; the oldest demonstrations go first)."""
@@ -146,7 +186,7 @@ def _sync(device) -> None:
 class BatchGenerator:
     """Greedy decoding of many chat prompts in batches, with per-sequence early stop."""
 
-    def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP):
+    def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP, min_shared_prefix: int = 8):
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
         self.model, self.tokenizer = model, tokenizer
@@ -155,6 +195,7 @@ class BatchGenerator:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
         self.pad_id = int(pad)
         self.stop_strings = tuple(stop_strings)
+        self.min_shared_prefix = min_shared_prefix
         self.stats = RunStats()
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[GenOutput]:
@@ -163,17 +204,33 @@ class BatchGenerator:
 
         b = len(prompts)
         lens = [len(p) for p in prompts]
-        width = max(lens)
+        # A prefix shared by the whole batch (system prompt, instruction, demonstrations) is run
+        # once at batch size 1 and its KV cache repeated; each row keeps at least one own token.
+        shared = common_prefix_length(prompts) if b > 1 else 0
+        shared = min(shared, min(lens) - 1)
+        if shared < self.min_shared_prefix:
+            shared = 0
+        width = max(lens) - shared
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, width), dtype=torch.long)
+        mask = torch.zeros((b, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+            suffix = p[shared:]
+            ids[i, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+            mask[i, shared + width - len(suffix):] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Explicit positions: padding sits between the shared prefix and each row's own tokens.
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+            cache = None
+            if shared:
+                pre = torch.tensor([list(prompts[0][:shared])], dtype=torch.long, device=self.device)
+                cache = self.model(input_ids=pre, use_cache=True, logits_to_keep=1).past_key_values
+                cache.batch_repeat_interleave(b)
+            # logits_to_keep=1: only the last position's logits (b x vocab), not b x len x vocab.
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
             nxt = out.logits[:, -1, :].argmax(-1)
             _sync(self.device)
             t_prefill = time.perf_counter()
@@ -268,10 +325,12 @@ class OptionScorer:
             target[i, off + len(p):] = True
         ids, mask, target = ids.to(self.device), mask.to(self.device), target.to(self.device)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Left padding puts every continuation at the end: only the last k positions' logits are needed.
+        k = max(len(c) for _, c in rows) + 1
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
-            total = (logp * target[:, 1:]).sum(-1)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=k).logits.float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, width - k + 1:, None])[..., 0]
+            total = (logp * target[:, width - k + 1:]).sum(-1)
         self.stats.prompt_tokens += int(mask.sum())
         return total.cpu().numpy()
 
@@ -294,7 +353,8 @@ class OptionScorer:
             ids, mask = ids.to(self.device), mask.to(self.device)
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             with torch.inference_mode():
-                last = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+                last = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                  logits_to_keep=1).logits[:, -1].float()
                 logp = torch.log_softmax(last, -1).cpu().numpy()
             self.stats.prompt_tokens += int(mask.sum())
             for r, i in enumerate(single):

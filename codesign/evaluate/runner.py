@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from codesign.evaluate.generation import (BatchGenerator, OptionScorer, chat_ids, context_length, fit_context,
-                                          length_batches)
+                                          length_batches, plan_batches)
 from codesign.evaluate.tasks import Item, Task, get_task
 from codesign.records import VariantSpec
 from codesign.store import ItemRow, OutputRow, ResultStore
@@ -86,7 +86,9 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     added = 0
     t0 = time.perf_counter()
     with _progress(len(todo), f"{task.name} [{mode}]", progress) as bar:
-        for batch in length_batches([len(p) for p in prompts], batch_size):
+        batches = plan_batches(prompts, batch_size) if mode == "generate" else \
+            length_batches([len(p) for p in prompts], batch_size)
+        for batch in batches:
             rows = []
             if mode == "generate":
                 outs = engine.generate([prompts[i] for i in batch], task.max_new_tokens)
@@ -108,7 +110,7 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     st = engine.stats
     store.add_eval_run(
         variant_id=variant_id, task=task.name, mode=mode,
-        device=device.type if device.type != "cuda" else f"cuda:{torch.cuda.get_device_name(device)}",
+        device=device.type,
         n_items=len(todo), prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens,
         prompt_tok_s=st.prompt_tok_s, gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms,
         peak_mem_bytes=peak_memory_bytes(device), wall_s=time.perf_counter() - t0)

@@ -86,11 +86,12 @@ def fit_model(X: torch.Tensor, Y: torch.Tensor):
 
     # Observations are deterministic (stored answers, analytical costs): a fixed, tiny noise
     # instead of a fitted one (also ~5x faster to fit); 1e-4 of each objective's variance.
-    yvar = (1e-4 * Y.var(dim=0, keepdim=True).clamp_min(1e-12)).expand_as(Y)
-    model = SingleTaskGP(X, Y, train_Yvar=yvar, outcome_transform=Standardize(m=Y.shape[-1]))
-    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    var = Y.var(dim=0, keepdim=True) if len(Y) > 1 else torch.ones_like(Y[:1])
+    yvar = (1e-4 * torch.where(var > 0, var, torch.ones_like(var))).expand_as(Y)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # constant objectives early on are expected, not a data problem
+        model = SingleTaskGP(X, Y, train_Yvar=yvar, outcome_transform=Standardize(m=Y.shape[-1]))
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
         try:
             fit_gpytorch_mll(mll)
         except Exception:  # noqa: BLE001 - a failed fit keeps the prior hyperparameters; BO goes on

@@ -48,7 +48,10 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size:
         # Near-singular H (few calibration tokens): add more damping rather than fail.
         H += 0.1 * torch.mean(torch.diag(H)) * torch.eye(cols)
         L = torch.linalg.cholesky(H)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    # H⁻¹ = L⁻ᵀ L⁻¹ via a triangular solve: torch.cholesky_inverse is pathologically slow on some
+    # CPU builds (seconds for 1536², measured), the solve takes a fraction of that.
+    Linv = torch.linalg.solve_triangular(L, torch.eye(cols, dtype=L.dtype), upper=False)
+    Hinv = torch.linalg.cholesky(Linv.T @ Linv, upper=True)
 
     Q = torch.zeros_like(W)
     ng = n_groups(cols, group_size)

@@ -35,12 +35,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-tokens", type=int, default=16)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default=str(HERE / "results.json"))
     args = ap.parse_args()
 
     import torch
 
-    from codesign.evaluate.generation import BatchGenerator, chat_ids, length_batches
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from codesign.evaluate.generation import BatchGenerator, chat_ids, plan_batches
     from codesign.evaluate.runner import prepare_tasks
     from codesign.models import load_model
 
@@ -52,7 +56,7 @@ def main() -> None:
         gen = BatchGenerator(model, tok)
         t_base = t_ours = 0.0
         base_lab, ours_lab, base_txt, ours_txt = {}, {}, {}, {}
-        for batch in length_batches([len(p) for p in prompts], args.batch_size):
+        for batch in plan_batches(prompts, args.batch_size):
             t0 = time.perf_counter()
             outs = gen.generate([prompts[i] for i in batch], task.max_new_tokens)
             t_ours += time.perf_counter() - t0

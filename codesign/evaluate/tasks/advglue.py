@@ -42,7 +42,7 @@ GLUE: dict[str, tuple[str, list[tuple[str, str]], list[str], dict[str, int]]] = 
     "rte": ("Please identify whether the premise entails the hypothesis. "
             "The answer should be exactly 'yes' or 'no'.",
             [("sentence1", "Premise"), ("sentence2", "Hypothesis")], ["yes", "no"],
-            {"entailment": 0, "not entailment": 1, "does not entail": 1}),
+            {"entailment": 0, "entails": 0, "not entailment": 1, "does not entail": 1}),
 }
 GLUE["mnli-mm"] = GLUE["mnli"]
 SENTIMENT_NONANSWERS = {"neutral": REFUSED, "mixed": REFUSED}
