@@ -165,9 +165,10 @@ def test_knobs_mixed_space(synth):
     if "bandwidth_gbs" not in spec.knobs:
         pytest.skip("mpu-hypo declares no bandwidth_gbs knob")
     lo, hi = spec.knobs["bandwidth_gbs"].bounds
-    ctx = ctx_for(store, members, specs=["mpu-hypo"], knobs={"bandwidth_gbs": None},
-                  optimizer={"q": 2, "n_init": 4, "iterations": 1, "mc_samples": 32, "raw_samples": 32,
-                             "num_restarts": 2})
+    # three members keep the pool small; mixed_max_combos=1 forces the pool + gradient-refine path
+    ctx = ctx_for(store, members[:3], specs=["mpu-hypo"], knobs={"bandwidth_gbs": None},
+                  optimizer={"q": 2, "n_init": 4, "iterations": 1, "mc_samples": 16, "knob_samples": 4,
+                             "mixed_max_combos": 1})
     store.create_study("t", {})
     pts = run_method(ctx, "bo", seed=0)
     assert len(pts) == 6

@@ -320,12 +320,14 @@ class CalibrationResult:
 
 def calibrate(spec: str | Path, measurements, *, test_frac: float = 0.3, seed: int = 0,
               out: str | Path | None = None, write: bool = True, device: str | None = None,
-              statistic: str = "median", progress: bool = True) -> CalibrationResult:
+              statistic: str = "median", info: dict[str, Any] | None = None,
+              progress: bool = True) -> CalibrationResult:
     """Fit ``spec``'s efficiency and overheads to ``measurements``; write the calibrated spec.
 
     ``measurements`` is a store path, CSV path or DataFrame (see :func:`load_measurements`).
     ``out`` defaults to :func:`calibrated_path`. The fit sees only the train split; the table
-    holds predictions before/after for every configuration with its split.
+    holds predictions before/after for every configuration with its split. ``info`` is merged
+    into the written spec's ``calibration`` block (e.g. a cross-validated error).
     """
     from scipy.optimize import least_squares
 
@@ -377,17 +379,22 @@ def calibrate(spec: str | Path, measurements, *, test_frac: float = 0.3, seed: i
     res = CalibrationResult(str(base.get("name", spec_path.stem)), spec_path, None, calibrated, table, params.items)
 
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    calibrated.setdefault("sources", [])
-    calibrated["sources"] = list(calibrated["sources"]) + [
+    held = int(test.sum())
+    err = (f"held-out MAPE {res.mape('test', 'before'):.1f}% -> {res.mape('test', 'after'):.1f}%" if held else
+           f"MAPE on the fitted configurations {res.mape('train', 'before'):.1f}% -> {res.mape('train', 'after'):.1f}%")
+    calibrated["sources"] = list(calibrated.get("sources") or []) + [
         f"calibrated by `codesign calibrate` on {when} against {len(df)} measured configurations "
-        f"({int(train.sum())} fitted, {int(test.sum())} held out); held-out MAPE "
-        f"{res.mape('test', 'before'):.1f}% -> {res.mape('test', 'after'):.1f}%"]
-    calibrated["calibration"] = {
-        "date": when, "from_spec": str(spec_path), "n_configs": int(len(df)), "n_train": int(train.sum()),
-        "n_test": int(test.sum()), "fitted": params.names,
+        f"({int(train.sum())} fitted, {held} held out); {err}"]
+    block: dict[str, Any] = {
+        "date": when, "from_spec": _shown_path(spec_path), "n_configs": int(len(df)), "n_train": int(train.sum()),
+        "n_test": held, "fitted": params.names, "statistic": statistic,
         "devices": sorted(set(map(str, df.get("device_name", df["device"]).dropna()))),
-        "mape_test_before": round(res.mape("test", "before"), 2), "mape_test_after": round(res.mape("test", "after"), 2),
-        "mape_train_after": round(res.mape("train", "after"), 2)}
+        "mape_train_before": round(res.mape("train", "before"), 2), "mape_train_after": round(res.mape("train", "after"), 2)}
+    if held:
+        block.update(mape_test_before=round(res.mape("test", "before"), 2),
+                     mape_test_after=round(res.mape("test", "after"), 2))
+    block.update(info or {})
+    calibrated["calibration"] = block
     if write:
         out_path = Path(out) if out else calibrated_path(spec_path)
         calibrated["name"] = out_path.name.removesuffix(".yaml").removesuffix(".yml")
@@ -395,6 +402,14 @@ def calibrate(spec: str | Path, measurements, *, test_frac: float = 0.3, seed: i
 
         res.out_path = write_spec(calibrated, out_path)
     return res
+
+
+def _shown_path(p: Path) -> str:
+    """``p`` relative to the working directory when inside it (no home paths in committed specs)."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def format_report(res: CalibrationResult, split: str = "test") -> str:

@@ -228,7 +228,7 @@ def spec_dict(result: ProbeResult, name: str = "host-cpu") -> dict[str, Any]:
         "efficiency": {"default": {"compute": 1.0, "memory": 1.0}},
         "overhead_us": {"per_layer": 0.0, "per_forward": 0.0},
         "sources": [
-            f"measured by `codesign probe` on {when}: {result.device_name}, {result.threads} threads, "
+            f"measured by `codesign probe` on {when}: {result.device_name}, {result.threads} thread(s), "
             f"torch {result.details.get('torch')} (copy of {result.details.get('copy_mb'):.0f} MiB for bandwidth; "
             "best square matmul per datatype for compute)"
         ],

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from codesign.quantize.grid import QuantizedWeight
+from codesign.quantize.grid import QuantizedWeight, single_thread
 from codesign.quantize.registry import GroupStats, QuantConfig, QuantMethod
 from codesign.quantize.walker import (LayerHandle, LayerInputs, capture_first_layer_inputs, run_layer,
                                       set_weight, walk)
@@ -88,12 +88,12 @@ def quantize_model(model, method: QuantMethod, cfg: QuantConfig, calib_ids: torc
         stats = None
         if inputs is not None:
             stats, _ = collect_stats(layer, inputs)
-        out = method.quantize_layer(layer, stats, cfg)
-        for name, mod in layer.linears().items():
-            qw = out.weights[name]
-            set_weight(mod, qw.dequantize())
-            if getattr(mod, "bias", None) is not None:
-                res.float_params[f"{name}.bias"] = mod.bias.detach().clone()
+        with single_thread():  # small-op loops: see single_thread's docstring
+            out = method.quantize_layer(layer, stats, cfg)
+            for name, mod in layer.linears().items():
+                set_weight(mod, out.weights[name].dequantize())
+                if getattr(mod, "bias", None) is not None:
+                    res.float_params[f"{name}.bias"] = mod.bias.detach().clone()
         res.weights.update(out.weights)
         res.float_params.update(out.float_params)
         res.errors.update(out.errors)
