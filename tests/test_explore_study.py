@@ -27,11 +27,29 @@ def make_cfg(**over) -> StudyConfig:
     return StudyConfig.model_validate(data)
 
 
-@pytest.fixture()
-def synth(store, data_dir):
+@pytest.fixture(scope="module")
+def synth_template(tmp_path_factory, data_dir):
+    """A store with 6 members' answers, written once per module and copied for each test."""
+    from codesign.store import ResultStore
+
+    path = tmp_path_factory.mktemp("synth") / "template.db"
     members = synthetic_catalogue(methods=("rtn", "gptq"), bits=(3, 4, 8))
-    fill_synthetic_store(store, members, TASKS, data_dir=data_dir, limit=24, seed=0)
-    return store, members
+    with ResultStore(path) as s:
+        fill_synthetic_store(s, members, TASKS, data_dir=data_dir, limit=24, seed=0)
+        s.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path, members
+
+
+@pytest.fixture()
+def synth(synth_template, tmp_path):
+    import shutil
+
+    from codesign.store import ResultStore
+
+    path, members = synth_template
+    shutil.copy(path, tmp_path / "results.db")
+    with ResultStore(tmp_path / "results.db") as s:
+        yield s, members
 
 
 def ctx_for(store, members, **over):

@@ -19,6 +19,7 @@ def test_timer_selection_by_device():
     assert isinstance(timer_for("cuda"), CudaEventTimer)
     assert isinstance(timer_for("cuda:1"), CudaEventTimer) and timer_for("cuda:1").device == "cuda:1"
     assert device_kind("CUDA:0") == "cuda" and device_kind("cpu") == "cpu"
+    assert PeakMemory("cuda:0").kind == "cuda" and PeakMemory("cpu").kind == "cpu"  # allocator vs RSS high-water
     with pytest.raises(ConfigError, match="allowed: cpu, cuda"):
         timer_for("tpu")
 

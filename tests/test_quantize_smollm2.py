@@ -18,6 +18,15 @@ pytestmark = pytest.mark.slow
 N_LAYERS = 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Many small ops: one thread is several times faster than two on a shared CPU."""
+    from codesign.quantize.grid import single_thread
+
+    with single_thread():
+        yield
+
+
 @pytest.fixture(scope="module")
 def layer_data(smollm2):
     from codesign.quantize.calibration import calibration_tokens

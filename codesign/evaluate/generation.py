@@ -120,26 +120,51 @@ def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: int = 16
     return batches
 
 
-def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
-    """Batches for :meth:`BatchGenerator.generate`: prompts of similar length (buckets growing by
-    a factor sqrt(2), longest first) and, within a bucket, in token order, so neighbours share
-    long prefixes (system prompt, instructions, few-shot demonstrations) that the generator
-    computes once per batch. Limits as in :func:`length_batches`."""
+def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384,
+                 min_shared_prefix: int = 8) -> list[list[int]]:
+    """Batches for :meth:`BatchGenerator.generate`, planned to minimise computed prompt tokens.
+
+    Prompts are sorted by their tokens, so neighbours share long prefixes (system prompt,
+    instruction, few-shot demonstrations), which the generator computes once per batch. A
+    prompt joins the current batch only if that does not cost more prompt tokens than running
+    it alone, counting ``shared + size * (longest - shared)`` for a batch (the padded,
+    unshared part is computed per row). On a CPU, where prefill is compute-bound, padding is
+    pure loss, so long unrelated prompts run alone; short or prefix-sharing ones are batched,
+    which also batches their decode steps. Also at most ``batch_size`` prompts and
+    ``max_tokens`` padded tokens per batch.
+    """
     lens = [len(p) for p in prompts]
-    bucket = [int(np.floor(2 * np.log2(max(n, 1)))) for n in lens]
-    order = sorted(range(len(prompts)), key=lambda i: (-bucket[i], list(prompts[i])))
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+
+    def cost(size: int, shared: int, longest: int, shortest: int) -> int:
+        shared = min(shared, shortest - 1)
+        if size == 1 or shared < min_shared_prefix:
+            return size * longest
+        return shared + size * (longest - shared)
+
     batches: list[list[int]] = []
     cur: list[int] = []
-    width = 0
+    shared = longest = shortest = 0
     for i in order:
-        w = max(width, lens[i])
-        if cur and (len(cur) >= batch_size or (len(cur) + 1) * w > max_tokens):
+        if cur:
+            first = prompts[cur[0]]
+            k = min(shared, lens[i])
+            j = 0
+            while j < k and prompts[i][j] == first[j]:
+                j += 1
+            n_long, n_short = max(longest, lens[i]), min(shortest, lens[i])
+            ok = (len(cur) < batch_size and (len(cur) + 1) * n_long <= max_tokens
+                  and cost(len(cur) + 1, j, n_long, n_short) <= cost(len(cur), shared, longest, shortest) + lens[i])
+            if ok:
+                cur.append(i)
+                shared, longest, shortest = j, n_long, n_short
+                continue
             batches.append(cur)
-            cur, w = [], lens[i]
-        cur.append(i)
-        width = w
+        cur, shared, longest, shortest = [i], lens[i], lens[i], lens[i]
     if cur:
         batches.append(cur)
+    # Longest batches first: memory peaks early, and the progress bar speeds up, not down.
+    batches.sort(key=lambda b: -max(lens[i] for i in b))
     return batches
 
 

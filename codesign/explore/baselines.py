@@ -16,19 +16,41 @@ from codesign.explore.space import Configuration, Space
 
 
 class RandomSearch:
-    """Scrambled-Sobol configurations (:meth:`Space.sample`), feasible ones only, in a fixed order."""
+    """Scrambled-Sobol configurations (:meth:`Space.sample`), feasible ones only, in a fixed order.
+
+    Feasibility is checked lazily (a configuration with new knob values costs one hardware-model
+    call), so only as much of the sequence is costed as the search consumes.
+    """
 
     name = "random"
 
     def __init__(self, space: Space, feasible: Callable[[Sequence[Configuration]], np.ndarray], seed: int = 0,
                  pool: int = 4096):
-        sample = space.sample(min(pool, space.n_discrete()) if not space.knobs else pool, seed=seed)
-        ok = feasible(sample) if sample else np.zeros(0, bool)
-        self.order = [c for c, f in zip(sample, ok) if f]
+        self._sample = space.sample(min(pool, space.n_discrete()) if not space.knobs else pool, seed=seed)
+        self._feasible = feasible
+        self._checked = 0
+        self._order: list[Configuration] = []
+
+    def take(self, n: int, skip: set[Configuration] | frozenset = frozenset()) -> list[Configuration]:
+        """The first ``n`` feasible configurations of the sequence that are not in ``skip``."""
+        out = [c for c in self._order if c not in skip][:n]
+        while len(out) < n and self._checked < len(self._sample):
+            chunk = self._sample[self._checked: self._checked + max(16, n - len(out))]
+            self._checked += len(chunk)
+            ok = self._feasible(chunk)
+            new = [c for c, f in zip(chunk, ok) if f]
+            self._order += new
+            out += [c for c in new if c not in skip][: n - len(out)]
+        return out
+
+    @property
+    def order(self) -> list[Configuration]:
+        """The whole feasible sequence (costs every sampled configuration)."""
+        self.take(len(self._sample) + 1)
+        return self._order
 
     def propose(self, configs: Sequence[Configuration], Y: np.ndarray, q: int) -> list[Configuration]:
-        seen = set(configs)
-        return [c for c in self.order if c not in seen][:q]
+        return self.take(q, set(configs))
 
 
 class Exhaustive:

@@ -174,7 +174,12 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
 def check_feasible(ctx: StudyContext, sample: int = 4096) -> int:
     """Count cost-feasible configurations (all, or a Sobol sample); none -> :class:`ConfigError`."""
     sp = ctx.space
-    configs = sp.enumerate() if sp.n_discrete() <= sample and not sp.knobs else sp.sample(sample, seed=ctx.cfg.seed)
+    if sp.knobs:  # every knob setting is a new hardware-model call: a smaller sample plus the range corners
+        configs = sp.sample(min(sample, 256), seed=ctx.cfg.seed)
+        configs += sp.decode(np.hstack([sp.encode(configs[:1])[:, : sp.dim - len(sp.knobs)]
+                                        .repeat(2, 0), np.array([[0.0] * len(sp.knobs), [1.0] * len(sp.knobs)])]))
+    else:
+        configs = sp.enumerate() if sp.n_discrete() <= sample else sp.sample(sample, seed=ctx.cfg.seed)
     ok = ctx.evaluator.cost_feasible(configs)
     if ok.any():
         return int(ok.sum())
@@ -213,7 +218,7 @@ def make_searcher(ctx: StudyContext, method: str, seed: int):
     if method == "random":
         return RandomSearch(sp, ev.cost_feasible, seed=seed)
     if method == "nsga2":
-        init = RandomSearch(sp, ev.cost_feasible, seed=seed).order[: opt.n_init]
+        init = RandomSearch(sp, ev.cost_feasible, seed=seed).take(opt.n_init)
         return NSGA2Search(sp, ev.cost_feasible, len(ctx.cfg.objectives), seed=seed, pop_size=opt.n_init,
                            initial=init)
     if method == "exhaustive":
@@ -254,7 +259,7 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
         # the same initial design as random search and NSGA-II (common random numbers)
         from codesign.explore.baselines import RandomSearch
 
-        init = RandomSearch(ctx.space, ctx.evaluator.cost_feasible, seed=seed).order[: cfg.optimizer.n_init]
+        init = RandomSearch(ctx.space, ctx.evaluator.cost_feasible, seed=seed).take(cfg.optimizer.n_init)
     bar = tqdm(total=budget, initial=min(len(configs), budget), desc=f"{method} (seed {seed})",
                disable=not ctx.progress, leave=False)
     iteration = last_it + 1

@@ -66,14 +66,15 @@ def search_clip(w: torch.Tensor, H: torch.Tensor, bits: int, group_size: int, sy
     out, width = w.shape
     wg = group_view(w.float(), group_size)  # (out, ng, gs)
     ng, gs = wg.shape[1:]
-    mask = (torch.arange(ng * gs) < width).float().reshape(ng, gs)
-    Hp = torch.zeros(ng * gs, ng * gs)
+    dev = w.device
+    mask = (torch.arange(ng * gs, device=dev) < width).float().reshape(ng, gs)
+    Hp = torch.zeros(ng * gs, ng * gs, device=dev)
     Hp[:width, :width] = H
-    idx = torch.arange(ng)
+    idx = torch.arange(ng, device=dev)
     Hb = Hp.reshape(ng, gs, ng, gs)[idx, :, idx, :]  # (ng, gs, gs) diagonal blocks
     org_max = wg.abs().amax(-1, keepdim=True)
     best_max = org_max.clone()
-    best = torch.full((out, ng), float("inf"))
+    best = torch.full((out, ng), float("inf"), device=dev)
     for k in range(int(max_shrink * n_grid)):
         mv = org_max * (1 - k / n_grid)
         cw = torch.clamp(wg, -mv, mv)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int
+from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int, single_thread
 from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
 from codesign.quantize.rtn import relative_error
 from codesign.quantize.walker import get_weight
@@ -30,6 +30,11 @@ from codesign.quantize.walker import get_weight
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, *,
                   damp: float = 0.01, act_order: bool = False, block_size: int = 128) -> QuantizedWeight:
     """Quantize ``w`` ``(out, in)`` with GPTQ given ``hessian`` ``(in, in)``."""
+    with single_thread():  # a loop of small vector ops: see single_thread
+        return _gptq(w, hessian, bits, group_size, sym, damp, act_order, block_size)
+
+
+def _gptq(w, hessian, bits, group_size, sym, damp, act_order, block_size) -> QuantizedWeight:
     W = w.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
@@ -38,25 +43,25 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size:
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols)
+    perm = torch.argsort(torch.diag(H), descending=True) if act_order else torch.arange(cols, device=H.device)
     W, H = W[:, perm], H[perm][:, perm]
 
-    H += damp * torch.mean(torch.diag(H)) * torch.eye(cols)
+    H += damp * torch.mean(torch.diag(H)) * torch.eye(cols, device=H.device)
     try:
         L = torch.linalg.cholesky(H)
     except torch.linalg.LinAlgError:
         # Near-singular H (few calibration tokens): add more damping rather than fail.
-        H += 0.1 * torch.mean(torch.diag(H)) * torch.eye(cols)
+        H += 0.1 * torch.mean(torch.diag(H)) * torch.eye(cols, device=H.device)
         L = torch.linalg.cholesky(H)
     # H⁻¹ = L⁻ᵀ L⁻¹ via a triangular solve: torch.cholesky_inverse is pathologically slow on some
     # CPU builds (seconds for 1536², measured), the solve takes a fraction of that.
-    Linv = torch.linalg.solve_triangular(L, torch.eye(cols, dtype=L.dtype), upper=False)
+    Linv = torch.linalg.solve_triangular(L, torch.eye(cols, dtype=L.dtype, device=L.device), upper=False)
     Hinv = torch.linalg.cholesky(Linv.T @ Linv, upper=True)
 
     Q = torch.zeros_like(W)
     ng = n_groups(cols, group_size)
-    scales = torch.zeros(ng, rows)
-    zeros = torch.zeros(ng, rows)
+    scales = torch.zeros(ng, rows, device=W.device)
+    zeros = torch.zeros(ng, rows, device=W.device)
     scale = zero = None
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
@@ -82,7 +87,7 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size:
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
 
     invperm = torch.argsort(perm)
-    g_idx = (torch.arange(cols) // gs)[invperm].to(torch.int32)
+    g_idx = (torch.arange(cols, device=W.device) // gs)[invperm].to(torch.int32)
     return QuantizedWeight(Q[:, invperm].to(torch.int32), scales, zeros.to(torch.int32), g_idx, bits,
                            group_size, sym)
 

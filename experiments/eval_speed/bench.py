@@ -26,12 +26,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def pick(items, limit: int, seed: int, sample: str):
+    """The benchmark's items: a stratified random sample, or each subtask's first items in id order."""
+    from codesign.evaluate.tasks import stratified_subsample
+
+    if sample == "stratified":
+        return stratified_subsample(items, limit, seed)
+    if sample != "contiguous":
+        raise SystemExit(f"--samples: {sample!r} is not allowed (allowed: stratified, contiguous)")
+    subs = sorted({it.subtask for it in items})
+    share = {s: limit // len(subs) + (1 if j < limit % len(subs) else 0) for j, s in enumerate(subs)}
+    out = []
+    for s in subs:
+        out += sorted((it for it in items if it.subtask == s), key=lambda it: it.item_id)[: share[s]]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--tasks", default="mmlu,ethics")
     ap.add_argument("--limit", type=int, default=48, help="items per task (seeded, stratified per subtask)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", default="stratified,contiguous",
+                    help="stratified: the seeded per-subtask random sample of --limit (items from many "
+                         "subjects/prompts: little shared prefix, the worst case); contiguous: the first items "
+                         "of each subtask in id order (same subject / demonstration set, as a full run sees them)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-tokens", type=int, default=16)
     ap.add_argument("--data-dir", default=None)
@@ -51,7 +71,11 @@ def main() -> None:
     lm = load_model(args.model)
     tok, model = lm.tokenizer, lm.model
     rows, details = [], {}
-    for name, (task, items) in prepare_tasks(args.tasks.split(","), args.data_dir, args.limit, args.seed).items():
+    cases = []
+    for name, (task, items) in prepare_tasks(args.tasks.split(","), args.data_dir, None, args.seed).items():
+        for sample in args.samples.split(","):
+            cases.append((name, sample, task, pick(items, args.limit, args.seed, sample)))
+    for name, sample, task, items in cases:
         prompts = [chat_ids(tok, it.messages) for it in items]
         gen = BatchGenerator(model, tok)
         t_base = t_ours = 0.0
@@ -75,17 +99,17 @@ def main() -> None:
         agree = sum(base_lab[i] == ours_lab[i] for i in range(n))
         prefix = sum(base_txt[i].strip().startswith(ours_txt[i].strip()) for i in range(n))
         row = {
-            "task": name, "n_items": n, "batch_size": args.batch_size,
+            "task": name, "sample": sample, "n_items": n, "batch_size": args.batch_size,
             "baseline_items_s": n / t_base, "ours_items_s": n / t_ours, "speedup": t_base / t_ours,
             "label_agreement": agree / n, "text_prefix_agreement": prefix / n,
             "ours_max_new_tokens": task.max_new_tokens, "baseline_max_new_tokens": args.baseline_tokens,
             "mean_prompt_tokens": sum(map(len, prompts)) / n,
         }
         rows.append(row)
-        details[name] = [{"item_id": items[i].item_id, "baseline": base_txt[i], "ours": ours_txt[i],
+        details[f"{name}/{sample}"] = [{"item_id": items[i].item_id, "baseline": base_txt[i], "ours": ours_txt[i],
                           "baseline_label": base_lab[i], "ours_label": ours_lab[i]}
                          for i in range(n) if base_lab[i] != ours_lab[i]]
-        print(f"{name:8s} n={n:4d}  baseline {row['baseline_items_s']:.2f} items/s   ours {row['ours_items_s']:.2f} "
+        print(f"{name:7s} {sample:11s} n={n:4d}  baseline {row['baseline_items_s']:.2f} items/s   ours {row['ours_items_s']:.2f} "
               f"items/s   speed-up {row['speedup']:.2f}x   label agreement {100 * row['label_agreement']:.1f}%",
               flush=True)
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),

@@ -82,7 +82,7 @@ def main() -> None:
     masks = subset_masks(args.members)
     n_sub = masks.shape[0]
     print(f"{n_sub} subsets of {args.members} variants x {args.items} items "
-          f"({os.cpu_count()} CPUs, numpy {np.__version__})")
+          f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, numpy {np.__version__})")
 
     def vectorized():
         pred = subset_votes(labels, bits, masks)
@@ -133,7 +133,7 @@ def main() -> None:
         "target_met": t_vec < 1.0,
         "best_subset": {"bits": bits[masks[best]].tolist(), "score": float(scores["score"][best])},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "numpy": np.__version__},
+                    "numpy": np.__version__, "load_avg_1min": os.getloadavg()[0]},
     }
     print(f"vectorized votes + scores, all subsets : {t_vec:8.3f} s   (target < 1 s: "
           f"{'met' if t_vec < 1 else 'MISSED'})")
