@@ -254,8 +254,14 @@ def test_cli_explore_on_stored_catalogue(synth, tmp_path):
     front = pd.read_csv(out / "pareto.csv")
     assert {"ensemble", "schedule", "spec", "trust", "tpot_ms", "found_by"} <= set(front.columns)
     assert "0/6 members" not in r.stderr and "6/6 members already evaluated" in r.stderr
-    # same study name with another config: clear error, exit 2
+    # more iterations continue the same study: only the new points are evaluated
     cfg.write_text(cfg.read_text().replace("iterations: 1", "iterations: 2"))
+    r = subprocess.run([sys.executable, "-m", "codesign", "explore", "--config", str(cfg), "--store", str(store.path),
+                        "--out", str(out), "--no-report", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(store.study_points("cli", method="bo")) == 4 + 2 * 2
+    # same study name with another config: clear error, exit 2
+    cfg.write_text(cfg.read_text().replace("objectives: [trust, tpot_ms]", "objectives: [trust, peak_memory_gb]"))
     r = subprocess.run([sys.executable, "-m", "codesign", "explore", "--config", str(cfg), "--store", str(store.path),
                         "--out", str(out), "--no-report", "--no-progress"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "error:" in r.stderr and "different config" in r.stderr

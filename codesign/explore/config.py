@@ -287,5 +287,12 @@ def load_study_config(path: str | Path | None = None, **overrides: Any) -> Study
 
 
 def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:
-    """JSON-able config stored with the study (the resume key)."""
-    return cfg.model_dump(mode="json")
+    """JSON-able config stored with the study (the resume key).
+
+    ``methods`` and ``optimizer.iterations`` are left out: points are stored per method, and
+    raising the iteration count continues a finished study rather than starting a new one.
+    """
+    d = cfg.model_dump(mode="json")
+    d.pop("methods", None)
+    d["optimizer"].pop("iterations", None)
+    return d
