@@ -14,7 +14,6 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from codesign.evaluate.generation import (BatchGenerator, OptionScorer, chat_ids, context_length, fit_context,

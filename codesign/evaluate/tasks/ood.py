@@ -19,7 +19,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
