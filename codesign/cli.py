@@ -35,11 +35,7 @@ STAGES = [
 ]
 
 for _mod in STAGES:
-    try:
-        importlib.import_module(_mod).register(app)
-    except ModuleNotFoundError as _exc:  # TODO(integration): remove once every stage exists
-        if _exc.name != _mod:
-            raise
+    importlib.import_module(_mod).register(app)
 
 
 def main() -> None:

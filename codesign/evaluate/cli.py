@@ -39,8 +39,12 @@ def parse_variants(text: str, model: str, store=None) -> list:
             specs.append(VariantSpec(model=model))
         elif m:
             group = -1 if m["group"] == "pc" else int(m["group"])
-            specs.append(VariantSpec(model=model, method=m["method"], bits=int(m["bits"]), group_size=group,
-                                     sym=bool(m["sym"])))
+            # Built through the catalogue so a short name gets exactly the id (calibration source,
+            # sample counts) that `codesign quantize --catalogue` gives the same variant.
+            from codesign.quantize import Catalogue
+
+            specs += Catalogue(model=model, methods=[m["method"]], bits=[int(m["bits"])], group_sizes=[group],
+                               sym=bool(m["sym"]), include_dense=False).variants()
         elif store is not None:
             try:
                 specs.append(store.variant_spec(tok))

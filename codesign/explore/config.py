@@ -142,6 +142,9 @@ class StudyConfig(StrictModel):
     catalogue: dict[str, Any] | str = Field(
         ..., description="codesign.quantize.Catalogue fields inline, or the path of a catalogue YAML")
     tasks: list[str] = Field(default_factory=lambda: list(ALL_TASKS))
+    subtasks: dict[str, list[str]] = Field(
+        default_factory=dict, description="per task, the subtasks to evaluate (default: all), e.g. "
+                                          "{mmlu: [0shot]} to skip the long 5-shot prompts")
     limit: int | None = Field(16, ge=1, description="items per task (seeded subsample); null = all")
     seed: int = 0
     mode: Literal["generate", "loglik"] = "loglik"
@@ -192,6 +195,14 @@ class StudyConfig(StrictModel):
             raise ValueError(f"unknown task(s) {bad} (allowed: {', '.join(ALL_TASKS)})")
         if not v:
             raise ValueError(f"at least one task is needed (allowed: {', '.join(ALL_TASKS)})")
+        return v
+
+    @field_validator("subtasks")
+    @classmethod
+    def _known_subtask_tasks(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = [t for t in v if t not in ALL_TASKS]
+        if bad:
+            raise ValueError(f"subtasks given for unknown task(s) {bad} (allowed: {', '.join(ALL_TASKS)})")
         return v
 
     @model_validator(mode="after")

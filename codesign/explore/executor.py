@@ -29,6 +29,7 @@ class MemberJob:
     seed: int
     data_dir: str | None
     progress: bool = True
+    subtasks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (task, selected subtasks) pairs
 
 
 def evaluate_member(job: MemberJob) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def evaluate_member(job: MemberJob) -> dict[str, Any]:
     Returns:
         Task -> score dict, as :func:`codesign.evaluate.evaluate_variant` returns it.
     """
-    from codesign.evaluate import evaluate_variant
+    from codesign.evaluate import evaluate_variant, get_task
     from codesign.quantize import load_variant, quantize_variant
     from codesign.records import VariantSpec
     from codesign.store import ResultStore
@@ -48,7 +49,9 @@ def evaluate_member(job: MemberJob) -> dict[str, Any]:
     loaded = load_variant(spec)
     with ResultStore(job.store_path) as store:
         store.add_variant(spec)
-        return evaluate_variant(loaded, spec, store, tasks=list(job.tasks), mode=job.mode, limit=job.limit,
+        selected = dict(job.subtasks)
+        tasks = [get_task(t, subtasks=selected.get(t)) for t in job.tasks]
+        return evaluate_variant(loaded, spec, store, tasks=tasks, mode=job.mode, limit=job.limit,
                                 seed=job.seed, data_dir=job.data_dir, progress=job.progress)
 
 

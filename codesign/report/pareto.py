@@ -55,49 +55,10 @@ def to_maximize(values: np.ndarray, names: list[str]) -> np.ndarray:
     return np.asarray(values, dtype=float) * np.array([sense(n) for n in names])
 
 
-def pareto_mask(Y: np.ndarray) -> np.ndarray:
-    """Non-dominated rows of ``Y`` (n, m), all columns maximized -> bool (n,).
-
-    A row is dominated if another row is >= in every column and > in at least one. Duplicate
-    rows are all kept. Rows with NaN are never on the front. Vectorized O(n^2 m).
-    """
-    Y = np.asarray(Y, dtype=float)
-    n = Y.shape[0]
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    ok = ~np.isnan(Y).any(axis=1)
-    Z = np.where(ok[:, None], Y, -np.inf)
-    ge = (Z[:, None, :] >= Z[None, :, :]).all(-1)  # ge[i, j]: i >= j everywhere
-    gt = (Z[:, None, :] > Z[None, :, :]).any(-1)
-    dominated = (ge & gt).any(axis=0)
-    return ok & ~dominated
-
-
-def hypervolume(Y: np.ndarray, ref: np.ndarray) -> float:
-    """Hypervolume dominated by ``Y`` (n, m; maximized) above reference point ``ref`` (m,).
-
-    Exact: a sweep for m <= 2, pymoo's HV indicator for m >= 3.
-    """
-    Y = np.asarray(Y, dtype=float)
-    ref = np.asarray(ref, dtype=float)
-    if Y.size == 0:
-        return 0.0
-    Y = Y[~np.isnan(Y).any(axis=1)]
-    Y = Y[(Y > ref).all(axis=1)]
-    if len(Y) == 0:
-        return 0.0
-    Y = Y[pareto_mask(Y)]
-    m = Y.shape[1]
-    if m == 1:
-        return float(Y[:, 0].max() - ref[0])
-    if m == 2:
-        Y = Y[np.argsort(-Y[:, 0])]  # x descending -> y ascending along the front
-        widths = Y[:, 0] - ref[0]
-        heights = np.diff(np.concatenate([[ref[1]], Y[:, 1]]))
-        return float((widths * heights).sum())
-    from pymoo.indicators.hv import HV
-
-    return float(HV(ref_point=-ref)(-Y))  # pymoo minimizes
+# One implementation of the front and its hypervolume for the whole tool: the explorer's
+# (vectorized, tested against BoTorch). The report only re-exports them.
+from codesign.explore.hypervolume import hypervolume  # noqa: E402,F401  (Y (n, m) maximized, ref (m,))
+from codesign.explore.pareto import pareto_mask  # noqa: E402,F401  (Y (n, m) maximized -> bool (n,))
 
 
 def reference_point(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:

@@ -54,11 +54,23 @@ class Task:
     #: Generation budget: answers are a word or two; a longer budget only costs time.
     max_new_tokens: ClassVar[int] = 8
 
+    #: Subtasks to keep (None = all); set through ``get_task(name, subtasks=[...])``. Scores leave
+    #: absent subtasks out, so a cheaper selection (e.g. zero-shot only) still scores the dimension.
+    only_subtasks: tuple[str, ...] | None = None
+
     def load(self, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Item]:
         """All items (or a seeded, per-subtask stratified subsample of ``limit``), sorted by item id."""
         from codesign.paths import data_dir as resolve
 
         items = self.build(resolve(data_dir))
+        if self.only_subtasks:
+            known = sorted({it.subtask for it in items})
+            bad = [s for s in self.only_subtasks if s not in known]
+            if bad:
+                from codesign.config import ConfigError
+
+                raise ConfigError(f"{self.name}: unknown subtasks {bad} (allowed: {known})")
+            items = [it for it in items if it.subtask in self.only_subtasks]
         return stratified_subsample(items, limit, seed)
 
     def build(self, data_dir: Path) -> list[Item]:  # pragma: no cover - abstract

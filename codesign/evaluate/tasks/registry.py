@@ -6,6 +6,7 @@ Add a task by subclassing ``Task`` in a module of this package and decorating it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from codesign.config import ConfigError
@@ -22,12 +23,16 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
-def get_task(name: str, **options: Any) -> Task:
-    """An instance of the task called ``name`` (options go to its constructor)."""
+def get_task(name: str, subtasks: Sequence[str] | None = None, **options: Any) -> Task:
+    """An instance of the task called ``name`` (options go to its constructor); ``subtasks``
+    restricts the items it loads to those subtasks (checked against the data when loading)."""
     _load_builtin()
     if name not in TASKS:
         raise ConfigError(f"--tasks: unknown task {name!r} (allowed: {sorted(TASKS)})")
-    return TASKS[name](**options)
+    task = TASKS[name](**options)
+    if subtasks:
+        task.only_subtasks = tuple(subtasks)
+    return task
 
 
 def task_names() -> list[str]:
