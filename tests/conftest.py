@@ -20,10 +20,18 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Tests never write to the user's cache, except the converted SmolLM2 (read-mostly, slow to make)."""
-    if "CODESIGN_CACHE" not in os.environ:
-        os.environ["CODESIGN_CACHE"] = str(Path.home() / ".cache" / "codesign")
+    """Tests write quantized variants and specs to a temporary cache, never the user's; only the
+    converted SmolLM2 (slow to make, read-only afterwards) is shared with the user's cache."""
+    if os.environ.get("CODESIGN_CACHE"):
+        yield
+        return
+    user_models = Path.home() / ".cache" / "codesign" / "models"
+    user_models.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_factory.mktemp("codesign-cache")
+    (tmp / "models").symlink_to(user_models, target_is_directory=True)
+    os.environ["CODESIGN_CACHE"] = str(tmp)
     yield
+    os.environ.pop("CODESIGN_CACHE", None)
 
 
 @pytest.fixture()

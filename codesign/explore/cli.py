@@ -44,7 +44,6 @@ def register(app: typer.Typer) -> None:
 
         from rich.console import Console
 
-        from codesign.config import ConfigError
         from codesign.explore.config import DEFAULT_CONFIG, load_study_config
         from codesign.explore.executor import get_executor
         from codesign.explore.outputs import describe_front, write_outputs
@@ -82,18 +81,10 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(130)
             files = write_outputs(ctx, result, out)
             if report:
-                try:
-                    from codesign.report import write_report
-                except ImportError:
-                    write_report = None
-                if write_report is not None:
-                    try:
-                        files.append(write_report(rs, ctx.name, out, cfg.specs[0], mode=cfg.mode,
-                                                  policy=cfg.policy, progress=progress))
-                    except ConfigError:
-                        raise
-                    except Exception as exc:  # noqa: BLE001 - the CSV/PNG above are the study's result
-                        console.print(f"[yellow]report not written:[/] {exc}")
+                from codesign.report import write_report
+
+                files.append(write_report(rs, ctx.name, out, cfg.specs[0], mode=cfg.mode, policy=cfg.policy,
+                                          progress=progress))
         console.print(describe_front(ctx, result))
         for _, r in result.summary.iterrows():
             extra = f", {100 * r['hv_fraction']:.1f}% of the exhaustive front's" if "hv_fraction" in r and \

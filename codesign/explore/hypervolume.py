@@ -76,3 +76,23 @@ def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:
 def log_hv_difference(hv: float, hv_max: float, floor: float = 1e-12) -> float:
     """``log10(hv_max - hv)``, the usual BO convergence metric (floored so a match is finite)."""
     return math.log10(max(hv_max - hv, floor * max(abs(hv_max), 1.0)))
+
+
+def nadir_reference(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:
+    """Reference point for comparing searches: just below the worst value of *every* point.
+
+    BoTorch's ``infer_reference_point`` (the front's nadir) suits the acquisition function, but a
+    front of two points gives a box so small that most searches score zero; comparing methods needs
+    a reference every evaluated point can dominate.
+
+    Args:
+        Y: ``(n, m)`` objective values, larger is better (NaN ignored).
+        margin: distance below the worst value, as a fraction of each column's range.
+
+    Returns:
+        ``(m,)`` reference point.
+    """
+    Y = np.asarray(Y, dtype=float)
+    lo, hi = np.nanmin(Y, axis=0), np.nanmax(Y, axis=0)
+    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(lo), 1.0))
+    return lo - margin * span

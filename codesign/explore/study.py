@@ -322,15 +322,15 @@ def hv_table(ctx: StudyContext, points: pd.DataFrame, ref: np.ndarray | None = N
 
 
 def reference_point(ctx: StudyContext, points: pd.DataFrame) -> np.ndarray:
-    """The configured reference point, else one inferred from every feasible point of the study."""
+    """The configured reference point, else the nadir of every feasible point of the study (minus 10%)."""
     ref = ctx.ref_point()
     if ref is not None:
         return ref
-    from codesign.explore.bo import infer_ref_point
+    from codesign.explore.hypervolume import nadir_reference
 
     Y = _fill_nan(ctx.to_max(list(points["objectives"])))
     feas = points["feasible"].to_numpy(bool)
-    return infer_ref_point(Y[feas] if feas.any() else Y)
+    return nadir_reference(Y[feas] if feas.any() else Y)
 
 
 def pareto_table(ctx: StudyContext, points: pd.DataFrame) -> pd.DataFrame:

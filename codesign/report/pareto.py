@@ -58,15 +58,8 @@ def to_maximize(values: np.ndarray, names: list[str]) -> np.ndarray:
 # One implementation of the front and its hypervolume for the whole tool: the explorer's
 # (vectorized, tested against BoTorch). The report only re-exports them.
 from codesign.explore.hypervolume import hypervolume  # noqa: E402,F401  (Y (n, m) maximized, ref (m,))
+from codesign.explore.hypervolume import nadir_reference as reference_point  # noqa: E402,F401
 from codesign.explore.pareto import pareto_mask  # noqa: E402,F401  (Y (n, m) maximized -> bool (n,))
-
-
-def reference_point(Y: np.ndarray, margin: float = 0.1) -> np.ndarray:
-    """A reference point just below the worst observed value of each column. (n, m) -> (m,)."""
-    Y = np.asarray(Y, dtype=float)
-    lo, hi = np.nanmin(Y, axis=0), np.nanmax(Y, axis=0)
-    span = np.where(hi > lo, hi - lo, np.maximum(np.abs(lo), 1.0))
-    return lo - margin * span
 
 
 def hv_trace(points: pd.DataFrame, objectives: list[str], ref: np.ndarray | None = None) -> pd.DataFrame:
