@@ -46,13 +46,16 @@ def main() -> None:
     ap.add_argument("--store", type=Path, default=Path("runs/trust_study.db"))
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--generate-limit", type=int, default=10,
+                    help="items per task answered in free generation, to measure refusals (0 = skip)")
     args = ap.parse_args()
 
-    from codesign.evaluate.scoring import variant_scores
+    from codesign.evaluate import get_task
+    from codesign.evaluate.scoring import score_items, variant_scores
     from codesign.explore.config import load_study_config
     from codesign.explore.outputs import write_outputs
     from codesign.explore.pareto import pareto_mask, to_maximization
-    from codesign.explore.study import build_context, run_study
+    from codesign.explore.study import build_context, run_study, study_item_ids
     from codesign.report import write_report
     from codesign.store import ResultStore
     from codesign.vote import score_ensemble
@@ -71,13 +74,15 @@ def main() -> None:
         specs = list(ctx.members)
 
         # -- per-variant scores ------------------------------------------------------------
+        # Scored on exactly the study's subsample, whatever else the store holds for a variant.
+        item_ids = study_item_ids(cfg, cfg.tasks)
         rows = []
         for s in specs:
-            df = variant_scores(store, s.variant_id, list(cfg.tasks), cfg.mode, cfg.policy)
-            for _, r in df.iterrows():
-                rows.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": r["task"],
-                             "dimension": r["dimension"], "score": r["score"], "refusal_rate": r["refusal_rate"],
-                             "invalid_rate": r["invalid_rate"], "n": r["n"]})
+            for t in cfg.tasks:
+                r = score_items(store, s.variant_id, t, item_ids[t], cfg.mode, cfg.policy)
+                rows.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": t,
+                             "dimension": get_task(t).dimension, "score": r["score"],
+                             "refusal_rate": r["refusal_rate"], "invalid_rate": r["invalid_rate"], "n": r["n"]})
         variants = pd.DataFrame(rows)
         variants.to_csv(args.out / "variants.csv", index=False, float_format="%.4f")
 
@@ -124,6 +129,24 @@ def main() -> None:
             keep.append(g[pareto_mask(Y)].sort_values(names[0], ascending=False))
         recs = pd.concat(keep) if keep else front
         recs.to_csv(args.out / "recommendations.csv", index=False, float_format="%.5g")
+
+        # -- refusals in free generation ----------------------------------------------------
+        # Log-likelihood ranking cannot refuse (except choosing "I don't know"); free generation shows
+        # how often each precision abstains or answers off-format, on a smaller seeded subsample.
+        if args.generate_limit:
+            from codesign.evaluate import evaluate_catalogue
+
+            tasks = [get_task(t, subtasks=cfg.subtasks.get(t)) for t in cfg.tasks]
+            evaluate_catalogue(specs, store, tasks, mode="generate", limit=args.generate_limit, seed=cfg.seed,
+                               batch_size=8, progress=True)
+            gen = []
+            for s in specs:
+                df = variant_scores(store, s.variant_id, list(cfg.tasks), "generate", cfg.policy)
+                for _, r in df.iterrows():
+                    gen.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": r["task"],
+                                "score": r["score"], "refusal_rate": r["refusal_rate"],
+                                "invalid_rate": r["invalid_rate"], "n": r["n"]})
+            pd.DataFrame(gen).to_csv(args.out / "refusals_generate.csv", index=False, float_format="%.4f")
 
         html = write_report(store, ctx.name, args.out / "report", cfg.specs[0], mode=cfg.mode, policy=cfg.policy,
                             progress=True)
