@@ -405,8 +405,14 @@ def test_default_catalogue_file():
     assert {(s.method, s.bits) for s in specs[1:]} == {(m, b) for m in ("rtn", "gptq", "awq") for b in (3, 4, 8)}
     assert all(s.group_size == 128 for s in specs[1:])
     assert len({s.variant_id for s in specs}) == 10
-    # options equal to the defaults do not change ids
-    assert specs[4].variant_id == VariantSpec("smollm2-135m-instruct", "gptq", 3, 128, calib="default").variant_id
+    # Options equal to the defaults do not change ids; the spec records them resolved, so a changed
+    # default (or a changed option) gives a new id and never reuses a variant cached under the old one.
+    plain = Catalogue(model="smollm2-135m-instruct", methods=["gptq"], bits=[3], include_dense=False).variants()[0]
+    assert specs[4].variant_id == plain.variant_id
+    assert dict(plain.extra)["act_order"] is True and dict(plain.extra)["damp"] == 0.05
+    other = Catalogue(model="smollm2-135m-instruct", methods=["gptq"], bits=[3], include_dense=False,
+                      options={"gptq": {"act_order": False}}).variants()[0]
+    assert other.variant_id != plain.variant_id
 
 
 @pytest.mark.parametrize("body,match", [

@@ -108,6 +108,10 @@ def register(app: typer.Typer) -> None:
                                         "(refusals count as wrong)."),
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per batch."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA if present, else CPU), cpu or cuda."),
+        prefill: str = typer.Option("auto", "--prefill",
+                                    help="rows: prompts one at a time through a prefix KV cache, decoded in "
+                                         "batches (fastest on CPU); batch: padded batches after their common "
+                                         "prefix (fastest on GPU); auto: rows on CPU, batch on GPU."),
         dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float16."),
         packed: bool = typer.Option(False, "--packed/--dequantized",
                                     help="Run quantized variants on packed-int QuantLinear modules (slower on CPU)."),
@@ -116,6 +120,7 @@ def register(app: typer.Typer) -> None:
         """Evaluate variants on MMLU and the DecodingTrust trust dimensions; print score and refusal rate."""
         from rich.console import Console
 
+        from codesign.evaluate.generation import PREFILL_MODES
         from codesign.evaluate.metrics import check_policy
         from codesign.evaluate.runner import check_mode, evaluate_catalogue
         from codesign.evaluate.tasks import parse_task_list
@@ -126,6 +131,8 @@ def register(app: typer.Typer) -> None:
         check_mode(mode)
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device: {device!r} is not allowed (allowed: ['auto', 'cpu', 'cuda'])")
+        if prefill not in PREFILL_MODES:
+            raise ConfigError(f"--prefill: {prefill!r} is not allowed (allowed: {list(PREFILL_MODES)})")
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype: {dtype!r} is not allowed (allowed: ['float32', 'bfloat16', 'float16'])")
         task_list = parse_task_list(tasks)
@@ -135,7 +142,7 @@ def register(app: typer.Typer) -> None:
             results = evaluate_catalogue(specs, store, task_list, mode=mode, limit=limit, seed=seed, data_dir=data,
                                          batch_size=batch_size, progress=progress,
                                          device=None if device == "auto" else device, dtype=dtype, policy=policy,
-                                         packed=packed)
+                                         packed=packed, prefill=prefill)
             names = {s.variant_id: s.short_name for s in specs}
             Console().print(render_table(results, names, policy, mode))
             typer.echo(f"answers stored in {store_path}")

@@ -6,10 +6,12 @@ dropped from the KV cache, so a batch costs as much as its still-running members
 longest one. Prompts are left-padded (so every row's next token sits in the last column) and
 get explicit position ids, so padding does not shift positions.
 
-A prefix shared by every prompt of a batch (the chat template's system prompt, the task's
-instruction, few-shot demonstrations) is computed once and its KV cache repeated across the
-batch; :func:`plan_batches` orders prompts so that neighbours share long prefixes. On a CPU,
-where prefill is compute-bound, this (not batching itself) is most of the speed-up.
+Prompts share long prefixes (the chat template's system prompt, the task's instruction,
+few-shot demonstrations); a :class:`~codesign.evaluate.prefix_cache.PrefixCache` computes each
+distinct prefix once. On a CPU, where the prompt pass is compute-bound, that (not batching) is
+most of the speed-up: prompts run one at a time in lexicographic order through the cache and
+are then decoded together (``prefill="rows"``). On a GPU a batch's rows run in one padded pass
+after their common prefix (``prefill="batch"``, batches from :func:`plan_batches`).
 
 Padding and prefix reuse change the shapes of the matrix products, hence the floating-point
 rounding, so a batched greedy answer can (rarely) differ from a batch-1 answer; the benchmark
@@ -26,6 +28,16 @@ from typing import Any
 import numpy as np
 
 DEFAULT_STOP = ("\n\n",)
+PREFILL_MODES = ("auto", "rows", "batch")
+
+
+def resolve_prefill(mode: str, device) -> str:
+    """``auto`` → ``rows`` on CPU (compute-bound prompt pass), ``batch`` on accelerators."""
+    if mode not in PREFILL_MODES:
+        raise ValueError(f"prefill={mode!r} is not allowed (allowed: {list(PREFILL_MODES)})")
+    if mode != "auto":
+        return mode
+    return "rows" if getattr(device, "type", str(device)) == "cpu" else "batch"
 
 
 @dataclass
@@ -43,6 +55,7 @@ class RunStats:
     """Accumulated timing of a run (prefill = prompt forward passes, decode = one-token steps)."""
 
     prompt_tokens: int = 0
+    computed_prompt_tokens: int = 0  # prompt tokens run through the model (the rest came from a cache)
     gen_tokens: int = 0
     prefill_s: float = 0.0
     decode_s: float = 0.0
@@ -168,6 +181,29 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: 
     return batches
 
 
+def sorted_chunks(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+    """Prompts in lexicographic token order, cut into consecutive batches (for ``prefill="rows"``).
+
+    In this order a prefix cache computes every distinct prefix once, whatever the batches; the
+    batches only group rows for decoding: at most ``batch_size`` rows and ``max_tokens`` cached
+    tokens (``rows x longest``, which bounds the decode-time KV memory).
+    """
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    longest = 0
+    for i in order:
+        n = len(prompts[i])
+        if cur and (len(cur) >= batch_size or (len(cur) + 1) * max(longest, n) > max_tokens):
+            batches.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, n)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix shared by all prompts."""
     first = prompts[0]
@@ -209,11 +245,29 @@ def _sync(device) -> None:
 
 
 class BatchGenerator:
-    """Greedy decoding of many chat prompts in batches, with per-sequence early stop."""
+    """Greedy decoding of many chat prompts in batches, with per-sequence early stop.
 
-    def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP, min_shared_prefix: int = 8):
+    Args:
+        prefill: how prompts are run before decoding. ``"rows"``: prompts in lexicographic order
+            through a :class:`~codesign.evaluate.prefix_cache.PrefixCache`, each distinct prefix
+            computed once; neighbours whose own parts are short and alike share one padded pass
+            (:meth:`prefill_groups` weighs padding against the per-call overhead), others run
+            alone; all are then stacked for batched decoding: fastest where the prompt pass is
+            compute-bound (CPU). ``"batch"``: the batch's common prefix once (from the same cache),
+            then all rows' own tokens in one left-padded pass: fastest where one pass of many rows
+            costs about as much as one row (GPU). ``"auto"``: rows on CPU, batch otherwise.
+        call_overhead_tokens: the fixed cost of one model call in prompt tokens' worth of compute
+            (SmolLM2-135M on 2 CPU cores: ~40 ms per call vs ~1.3 ms per token, about 32).
+    """
+
+    def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP, min_shared_prefix: int = 8,
+                 prefill: str = "auto", call_overhead_tokens: int = 32):
+        from codesign.evaluate.prefix_cache import PrefixCache
+
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
+        if prefill not in PREFILL_MODES:
+            raise ValueError(f"prefill={prefill!r} is not allowed (allowed: {list(PREFILL_MODES)})")
         self.model, self.tokenizer = model, tokenizer
         self.device = _device_of(model)
         self.eos = eos_ids(tokenizer, model)
@@ -221,20 +275,92 @@ class BatchGenerator:
         self.pad_id = int(pad)
         self.stop_strings = tuple(stop_strings)
         self.min_shared_prefix = min_shared_prefix
+        self.prefill_mode = resolve_prefill(prefill, self.device)
+        self.prefix = PrefixCache(model)
+        self.call_overhead_tokens = call_overhead_tokens
         self.stats = RunStats()
 
-    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[GenOutput]:
-        """Greedy answers to one batch of prompts (token id lists), in the given order."""
+    def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+        """Batches of prompt indices in the order that suits this generator's prefill mode."""
+        if self.prefill_mode == "rows" and self.prefix.supported:
+            return sorted_chunks(prompts, batch_size, max_tokens)
+        return plan_batches(prompts, batch_size, max_tokens, self.min_shared_prefix)
+
+    def prefill_groups(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Split a batch (in lexicographic order) into contiguous runs that share one padded pass.
+
+        Each model call costs a fixed overhead (streaming the weights: ``call_overhead_tokens``
+        tokens' worth of compute) on top of its tokens. A prompt alone costs one call for the
+        tokens the prefix cache lacks; a run of ``n`` costs one call for the part of its common
+        prefix the cache lacks (if any) plus one for ``n x (longest - prefix)`` padded tokens.
+        The split with the least total cost is found exactly by dynamic programming over the
+        run boundaries (``O(n^2)`` for a batch of ``n``; the cache is assumed to hold the
+        previous prompt, as it does after a lone prompt).
+        """
+        from codesign.evaluate.prefix_cache import common_prefix
+
+        n = len(prompts)
+        c0 = self.call_overhead_tokens
+        lens = [len(p) for p in prompts]
+        prev_lcp = [common_prefix(self.prefix.ids, prompts[0]) if n else 0] + \
+            [common_prefix(prompts[i - 1], prompts[i]) for i in range(1, n)]
+        best = [0.0] + [float("inf")] * n
+        start = [0] * (n + 1)
+        for i in range(n):  # run prompts[i..j]
+            shared, longest = lens[i] - 1, lens[i]
+            for j in range(i, n):
+                if j == i:
+                    cost = c0 + lens[i] - min(prev_lcp[i], lens[i] - 1)
+                else:
+                    shared = min(shared, prev_lcp[j], lens[j] - 1)
+                    longest = max(longest, lens[j])
+                    ext = shared - min(shared, prev_lcp[i])
+                    cost = (c0 if ext else 0) + ext + c0 + (j - i + 1) * (longest - shared)
+                if best[i] + cost < best[j + 1]:
+                    best[j + 1], start[j + 1] = best[i] + cost, i
+        groups, j = [], n
+        while j > 0:
+            groups.append(list(range(start[j], j)))
+            j = start[j]
+        return groups[::-1]
+
+    def _prefill_rows(self, prompts, max_new_tokens: int = 0):
+        """Prompts in runs (see :meth:`prefill_groups`): a run's common prefix from the prefix cache
+        and its rows' own tokens in one padded pass, a lone prompt through the prefix cache; then
+        one left-padded cache for decoding."""
         import torch
+
+        from codesign.evaluate.prefix_cache import kv_of, stack_parts
+
+        parts, last = [], []
+        for group in self.prefill_groups(prompts):
+            if len(group) == 1:
+                r = self.prefix.prefill(prompts[group[0]])
+                parts.append((r.kv, torch.ones((1, r.length), dtype=torch.long, device=self.device)))
+                last.append(r.logits[-1:])
+                continue
+            rows = [prompts[i] for i in group]
+            shared = min(common_prefix_length(rows), min(len(p) for p in rows) - 1)
+            cache, mask, logits = self._padded_pass(rows, shared, 0)
+            kv = kv_of(cache)
+            if kv is None:
+                raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
+            parts.append((kv, mask))
+            last.append(logits)
+        cache, mask = stack_parts(parts, extra=max_new_tokens)
+        nxt = torch.cat(last).argmax(-1)
+        return cache, mask, mask.sum(-1) - 1, nxt
+
+    def _padded_pass(self, prompts, shared: int, extra: int):
+        """The prompts' first ``shared`` tokens (common to all) from the prefix cache, repeated over
+        the batch, then every row's own tokens in one left-padded pass. Returns the cache, the mask
+        ``(b, shared + width)`` and the last position's logits ``(b, vocab)``."""
+        import torch
+
+        from codesign.evaluate.prefix_cache import cache_from
 
         b = len(prompts)
         lens = [len(p) for p in prompts]
-        # A prefix shared by the whole batch (system prompt, instruction, demonstrations) is run
-        # once at batch size 1 and its KV cache repeated; each row keeps at least one own token.
-        shared = common_prefix_length(prompts) if b > 1 else 0
-        shared = min(shared, min(lens) - 1)
-        if shared < self.min_shared_prefix:
-            shared = 0
         width = max(lens) - shared
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((b, shared + width), dtype=torch.long)
@@ -246,27 +372,59 @@ class BatchGenerator:
         ids, mask = ids.to(self.device), mask.to(self.device)
         # Explicit positions: padding sits between the shared prefix and each row's own tokens.
         pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        t0 = time.perf_counter()
+        cache = None
+        if shared:
+            kv = self.prefix.kv_for(prompts[0][:shared])
+            cache = cache_from([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv], width + extra)
         with torch.inference_mode():
-            cache = None
-            if shared:
-                pre = torch.tensor([list(prompts[0][:shared])], dtype=torch.long, device=self.device)
-                cache = self.model(input_ids=pre, use_cache=True, logits_to_keep=1).past_key_values
-                cache.batch_repeat_interleave(b)
             # logits_to_keep=1: only the last position's logits (b x vocab), not b x len x vocab.
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                              use_cache=True, logits_to_keep=1)
-            nxt = out.logits[:, -1, :].argmax(-1)
+        self.prefix.computed_tokens += b * width
+        return out.past_key_values, mask, out.logits[:, -1, :]
+
+    def _prefill_batch(self, prompts, max_new_tokens: int = 0):
+        """The batch's common prefix once (batch 1, through the prefix cache), its KV repeated over
+        the batch, then every row's own tokens in one left-padded pass."""
+        b = len(prompts)
+        lens = [len(p) for p in prompts]
+        shared = common_prefix_length(prompts) if b > 1 else 0
+        shared = min(shared, min(lens) - 1)  # each row keeps at least one own token
+        if shared < self.min_shared_prefix or not self.prefix.supported:
+            shared = 0
+        try:
+            cache, mask, logits = self._padded_pass(prompts, shared, max_new_tokens)
+        except NotImplementedError:  # a cache layout the prefix cache cannot slice: run whole prompts
+            cache, mask, logits = self._padded_pass(prompts, 0, max_new_tokens)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return cache, mask, pos[:, -1], logits.argmax(-1)
+
+    def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> list[GenOutput]:
+        """Greedy answers to one batch of prompts (token id lists), in the given order."""
+        import torch
+
+        b = len(prompts)
+        lens = [len(p) for p in prompts]
+        computed0 = self.prefix.computed_tokens
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            cache = None
+            if self.prefill_mode == "rows" and self.prefix.supported:
+                try:
+                    cache, mask, last_pos, nxt = self._prefill_rows(prompts, max_new_tokens)
+                except NotImplementedError:
+                    cache = None
+            if cache is None:
+                cache, mask, last_pos, nxt = self._prefill_batch(prompts, max_new_tokens)
             _sync(self.device)
             t_prefill = time.perf_counter()
             self.stats.prefill_s += t_prefill - t0
             self.stats.prompt_tokens += sum(lens)
-            cache = out.past_key_values
+            self.stats.computed_prompt_tokens += self.prefix.computed_tokens - computed0
             active = list(range(b))  # original row of each cache row
             gen: list[list[int]] = [[] for _ in range(b)]
             texts = [""] * b
             done_at = [0.0] * b
-            last_pos = pos[:, -1]
             for step in range(max_new_tokens):
                 toks = nxt.tolist()
                 keep = []
@@ -322,13 +480,43 @@ class OptionScorer:
     all (its last-position distribution); otherwise each (prompt, option) pair is one row.
     """
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, *, prefill: str = "auto"):
+        from codesign.evaluate.prefix_cache import PrefixCache
+
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
         self.model, self.tokenizer = model, tokenizer
         self.device = _device_of(model)
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.prefill_mode = resolve_prefill(prefill, self.device)
+        self.prefix = PrefixCache(model)
         self.stats = RunStats()
+
+    def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
+        """Batches of prompt indices: lexicographic order for the prefix cache, else by length."""
+        if self.prefill_mode == "rows" and self.prefix.supported:
+            return sorted_chunks(prompts, batch_size, max_tokens)
+        return length_batches([len(p) for p in prompts], batch_size, max_tokens)
+
+    def _score_rows(self, prompts, opt_ids) -> list[np.ndarray]:
+        """Each (prompt, option) alone through the prefix cache: the prompt is computed once for all
+        its options (and its prefix shared with the previous prompt), each option costs its tokens."""
+        import torch
+
+        out = []
+        for p, opts in zip(prompts, opt_ids):
+            p = list(p)
+            if all(len(c) == 1 for c in opts):
+                last = torch.log_softmax(self.prefix.prefill(p).logits[-1].float(), -1)
+                out.append(np.array([float(last[c[0]]) for c in opts]))
+                continue
+            vals = []
+            for c in opts:
+                logits = self.prefix.prefill(p + c, logits_to_keep=len(c) + 1).logits[:-1].float()
+                logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c, device=logits.device)[:, None])
+                vals.append(float(logp.sum()))
+            out.append(np.array(vals))
+        return out
 
     def option_ids(self, option: str) -> list[int]:
         return [int(i) for i in self.tokenizer.encode(option, add_special_tokens=False)]
@@ -357,6 +545,7 @@ class OptionScorer:
             logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, width - k + 1:, None])[..., 0]
             total = (logp * target[:, width - k + 1:]).sum(-1)
         self.stats.prompt_tokens += int(mask.sum())
+        self.stats.computed_prompt_tokens += int(mask.numel())
         return total.cpu().numpy()
 
     def score(self, prompts: Sequence[Sequence[int]], options: Sequence[Sequence[str]]) -> list[np.ndarray]:
@@ -365,6 +554,19 @@ class OptionScorer:
 
         t0 = time.perf_counter()
         opt_ids = [[self.option_ids(o) for o in opts] for opts in options]
+        if self.prefill_mode == "rows" and self.prefix.supported:
+            computed0 = self.prefix.computed_tokens
+            try:
+                res = self._score_rows(prompts, opt_ids)
+            except NotImplementedError:
+                res = None
+            if res is not None:
+                self.stats.prompt_tokens += sum(len(p) for p in prompts)
+                self.stats.computed_prompt_tokens += self.prefix.computed_tokens - computed0
+                _sync(self.device)
+                self.stats.prefill_s += time.perf_counter() - t0
+                self.stats.n_items += len(prompts)
+                return res
         out: list[np.ndarray | None] = [None] * len(prompts)
         single = [i for i, ids in enumerate(opt_ids) if all(len(c) == 1 for c in ids)]
         multi = [i for i, ids in enumerate(opt_ids) if i not in set(single)]
@@ -382,6 +584,7 @@ class OptionScorer:
                                   logits_to_keep=1).logits[:, -1].float()
                 logp = torch.log_softmax(last, -1).cpu().numpy()
             self.stats.prompt_tokens += int(mask.sum())
+            self.stats.computed_prompt_tokens += int(mask.numel())
             for r, i in enumerate(single):
                 out[i] = np.array([logp[r, c[0]] for c in opt_ids[i]])
         if multi:

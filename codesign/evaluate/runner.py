@@ -16,8 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from codesign.evaluate.generation import (BatchGenerator, OptionScorer, chat_ids, context_length, fit_context,
-                                          length_batches, plan_batches)
+from codesign.evaluate.generation import BatchGenerator, OptionScorer, chat_ids, context_length, fit_context
 from codesign.evaluate.tasks import Item, Task, get_task
 from codesign.records import VariantSpec
 from codesign.store import ItemRow, OutputRow, ResultStore
@@ -64,7 +63,7 @@ def _progress(total: int, desc: str, enabled: bool):
 
 
 def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: ResultStore, *,
-             mode: str = "generate", batch_size: int = 8, progress: bool = True) -> int:
+             mode: str = "generate", batch_size: int = 8, progress: bool = True, prefill: str = "auto") -> int:
     """Answer every item of ``items`` this variant has no stored answer for; returns how many were added."""
     import torch
 
@@ -81,13 +80,12 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     reserve = task.max_new_tokens + max((len(tok.encode(c, add_special_tokens=False)) for it in todo[:50]
                                          for c in it.continuations), default=0)
     prompts = [fit_context(chat_ids(tok, it.messages), ctx, reserve) for it in todo]
-    engine = BatchGenerator(model, tok) if mode == "generate" else OptionScorer(model, tok)
+    engine = BatchGenerator(model, tok, prefill=prefill) if mode == "generate" else \
+        OptionScorer(model, tok, prefill=prefill)
     added = 0
     t0 = time.perf_counter()
     with _progress(len(todo), f"{task.name} [{mode}]", progress) as bar:
-        batches = plan_batches(prompts, batch_size) if mode == "generate" else \
-            length_batches([len(p) for p in prompts], batch_size)
-        for batch in batches:
+        for batch in engine.plan(prompts, batch_size):
             rows = []
             if mode == "generate":
                 outs = engine.generate([prompts[i] for i in batch], task.max_new_tokens)
@@ -119,7 +117,8 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
 def evaluate_variant(loaded, variant: VariantSpec, store: ResultStore, tasks: Sequence[str | Task] = ("mmlu",),
                      mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
                      batch_size: int = 8, progress: bool = True, policy: str = "decodingtrust",
-                     prepared: dict[str, tuple[Task, list[Item]]] | None = None) -> dict[str, dict[str, Any]]:
+                     prepared: dict[str, tuple[Task, list[Item]]] | None = None,
+                     prefill: str = "auto") -> dict[str, dict[str, Any]]:
     """Evaluate one loaded variant on ``tasks``; returns task name -> score dict (over this run's items)."""
     from codesign.evaluate.scoring import score_items
 
@@ -129,7 +128,8 @@ def evaluate_variant(loaded, variant: VariantSpec, store: ResultStore, tasks: Se
     results = {}
     for name, (task, items) in prepared.items():
         store_items(store, task, items)
-        run_task(loaded, vid, task, items, store, mode=mode, batch_size=batch_size, progress=progress)
+        run_task(loaded, vid, task, items, store, mode=mode, batch_size=batch_size, progress=progress,
+                 prefill=prefill)
         results[name] = score_items(store, vid, name, [it.item_id for it in items], mode, policy)
     return results
 
@@ -138,7 +138,7 @@ def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: 
                        mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
                        batch_size: int = 8, progress: bool = True, device: str | None = None,
                        dtype: str = "float32", policy: str = "decodingtrust",
-                       packed: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+                       packed: bool = False, prefill: str = "auto") -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate every variant (loaded with ``codesign.quantize.load_variant``); variant id -> task -> scores.
 
     A variant whose answers are all stored already is scored without loading its model.
@@ -161,7 +161,7 @@ def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: 
         if missing:
             loaded = _load(spec, device, dtype, packed)
             out[vid] = evaluate_variant(loaded, spec, store, mode=mode, batch_size=batch_size,
-                                        progress=progress, policy=policy, prepared=prepared)
+                                        progress=progress, policy=policy, prepared=prepared, prefill=prefill)
             del loaded
         else:
             out[vid] = {name: score_items(store, vid, name, [it.item_id for it in items], mode, policy)

@@ -4,7 +4,8 @@ Acceleration").
 For each linear group whose input comes from a module that can absorb a per-channel scale (a
 norm, or a linear feeding the group directly: ``v_proj → o_proj``, ``up_proj → down_proj``):
 
-1. grid search ``s = E|x|^α / sqrt(max·min)`` for ``α ∈ {0, 1/n, ..., (n-1)/n}``, minimising the
+1. grid search ``s = E|x|^α / sqrt(max·min)`` for ``α ∈ {0, 1/n, ..., (n-1)/n}`` (and, with
+   ``duo_scaling``, also ``s = E|x|^α / w_mean^(1-α)`` as AutoAWQ does), minimising the
    group's output error ``||(W - Q(W·diag(s))·diag(s)⁻¹) X||²`` (computed exactly from
    ``H = E[x xᵀ]``, so no extra forward passes); ``α = 0`` is plain RTN, so the search never does
    worse than RTN on the calibration data;
@@ -43,18 +44,34 @@ def _output_err(d: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     return ((d @ H) * d).sum()
 
 
+def weight_mean(w: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Per-input-channel mean of ``|w|`` normalised by each group's max ``(in,)``: the weight side
+    of AutoAWQ's "duo" scales ``E|x|^α / w_mean^(1-α)``."""
+    g = group_view(w.abs().float(), group_size)
+    g = g / g.amax(-1, keepdim=True).clamp(min=1e-12)
+    return g.reshape(w.shape[0], -1)[:, : w.shape[1]].mean(0)
+
+
 def search_scale(w: torch.Tensor, H: torch.Tensor, act: torch.Tensor, bits: int, group_size: int, sym: bool,
-                 n_grid: int = 20) -> tuple[torch.Tensor, float]:
+                 n_grid: int = 20, duo: bool = True) -> tuple[torch.Tensor, float]:
     """Best per-input-channel scale ``(in,)`` for ``w`` ``(out, in)`` given ``H`` ``(in, in)`` and
-    ``act`` = ``E|x|`` ``(in,)``; returns (scale, relative output error at that scale)."""
+    ``act`` = ``E|x|`` ``(in,)``; returns (scale, relative output error at that scale).
+
+    Candidates: ``E|x|^α`` and, with ``duo``, also ``E|x|^α / w_mean^(1-α)`` (AutoAWQ's and
+    GPTQModel's default family), ``α`` on an ``n_grid`` grid; the best of both families wins.
+    """
     w = w.float()
+    act = act.float()
+    families = [torch.ones_like(act)] + ([weight_mean(w, group_size) + 1e-4] if duo else [])
     best_s, best = torch.ones_like(act), float("inf")
-    for k in range(n_grid):
-        s = act.float().pow(k / n_grid).clamp(min=1e-4)
-        s = s / (s.max() * s.min()).sqrt()
-        err = float(_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H))
-        if err < best:
-            best, best_s = err, s
+    for wm in families:
+        for k in range(n_grid):
+            a = k / n_grid
+            s = (act.pow(a) / wm.pow(1 - a)).clamp(min=1e-4)
+            s = s / (s.max() * s.min()).sqrt()
+            err = float(_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H))
+            if err < best:
+                best, best_s = err, s
     den = float(_output_err(w, H)) or 1e-30
     return best_s, best / den
 
@@ -103,7 +120,7 @@ def _fold_into_prev(prev, prev_kind: str, s: torch.Tensor) -> None:
 class AWQ(QuantMethod):
     name = "awq"
     needs_calibration = True
-    defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5}
+    defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True}
 
     def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
         res = LayerResult()
@@ -116,7 +133,8 @@ class AWQ(QuantMethod):
             H = st.hessian
             if g.prev is not None:
                 w = torch.cat([get_weight(m).detach().float() for m in g.modules], 0)
-                s, _ = search_scale(w, H, st.act_abs_mean, cfg.bits, cfg.group_size, cfg.sym, int(o["n_grid"]))
+                s, _ = search_scale(w, H, st.act_abs_mean, cfg.bits, cfg.group_size, cfg.sym, int(o["n_grid"]),
+                                    duo=bool(o["duo_scaling"]))
                 _fold_into_prev(g.prev, g.spec.prev_kind, s)
                 for m in g.modules:
                     set_weight(m, get_weight(m).float() * s[None, :])

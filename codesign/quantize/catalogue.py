@@ -89,9 +89,10 @@ class Catalogue(StrictModel):
         for method in self.methods:
             m = get_method(method)
             calibrated = m.needs_calibration
-            # Options equal to the method's defaults stay out of the spec, so the variant id is the
-            # same whether a default is spelled out or not.
-            extra = {k: v for k, v in self.options.get(method, {}).items() if m.defaults.get(k) != v}
+            # Every option is recorded resolved (defaults filled in): the id is the same whether a
+            # default is spelled out or not, and changes if a default ever changes, so a cached
+            # variant made under an old default is never mistaken for a new one.
+            extra = {**m.defaults, **self.options.get(method, {})}
             if calibrated and self.n_samples != DEFAULT_N_SAMPLES:
                 extra["n_samples"] = self.n_samples
             if calibrated and self.seq_len != DEFAULT_SEQ_LEN:

@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         n_samples: int = typer.Option(32, "--n-samples", help="Calibration samples (sequences)."),
         seq_len: int = typer.Option(256, "--seq-len", help="Tokens per calibration sample."),
         seed: int = typer.Option(0, "--seed", help="Seed for calibration sampling."),
-        act_order: bool = typer.Option(False, "--act-order", help="GPTQ: quantize columns by decreasing Hessian diagonal."),
+        act_order: bool = typer.Option(True, "--act-order/--no-act-order",
+                                       help="GPTQ: quantize columns by decreasing Hessian diagonal (default on)."),
         no_clip: bool = typer.Option(False, "--no-clip", help="AWQ: skip the weight clipping search."),
         catalogue: Optional[Path] = typer.Option(None, "--catalogue", "-c",
                                                  help="Catalogue YAML: quantize every variant it lists (overrides the flags above)."),
@@ -66,8 +67,8 @@ def register(app: typer.Typer) -> None:
                 if bad:
                     raise ConfigError(f"--method: unknown method(s) {bad} (allowed: {method_names()})")
                 opts = {}
-                if act_order:
-                    opts["gptq"] = {"act_order": True}
+                if not act_order:
+                    opts["gptq"] = {"act_order": False}
                 if no_clip:
                     opts["awq"] = {"clip": False}
                 if group_size != -1 and group_size < 1:

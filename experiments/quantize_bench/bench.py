@@ -112,7 +112,9 @@ def run_gptqmodel(method: str, bits: int, group_size: int, calib: torch.Tensor, 
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", "2")
     load_model("smollm2-135m-instruct")  # makes sure the converted HF folder exists
     src = cache_dir() / "models" / "smollm2-135m-instruct"
-    kw = {"bits": bits, "group_size": group_size}
+    # Same grid as codesign's run (asymmetric, same group size); everything else is GPTQModel's own
+    # default (for GPTQ: damp 0.05, its group-aware activation reordering; for AWQ: GEMM format).
+    kw = {"bits": bits, "group_size": group_size, "sym": False}
     if method == "awq":
         from gptqmodel.quantization import METHOD
 
@@ -165,8 +167,16 @@ def main() -> None:
     for method in args.methods.split(","):
         for bits in [int(b) for b in args.bits.split(",")]:
             r = run_codesign(method, bits, args.group_size, calib, held, fp.model, args.layers)
-            g = run_gptqmodel(method, bits, args.group_size, calib, held, fp.model, args.layers,
-                              args.out / "work") if have_gptqmodel and method != "rtn" else None
+            g = None
+            if have_gptqmodel and method != "rtn":
+                try:
+                    g = run_gptqmodel(method, bits, args.group_size, calib, held, fp.model, args.layers,
+                                      args.out / "work")
+                except Exception as exc:  # e.g. GPTQModel's AWQ needs group sizes that divide every width
+                    msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                    print(f"gptqmodel {method} w{bits} failed: {msg}", flush=True)
+                    rows.append({"tool": "gptqmodel", "method": method, "bits": bits,
+                                 "group_size": args.group_size, "error": msg})
             if g:
                 r["time_ratio_vs_gptqmodel"] = r["wall_s"] / g["wall_s"]
                 r["err_ratio_vs_gptqmodel"] = r["heldout_layer_err"] / g["heldout_layer_err"]
