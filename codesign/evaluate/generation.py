@@ -251,7 +251,8 @@ class BatchGenerator:
         prefill: how prompts are run before decoding. ``"rows"``: prompts in lexicographic order
             through a :class:`~codesign.evaluate.prefix_cache.PrefixCache`, each distinct prefix
             computed once; neighbours whose own parts are short and alike share one padded pass
-            (:meth:`prefill_groups` weighs padding against the per-call overhead), others run
+            (:func:`~codesign.evaluate.prefix_cache.plan_runs` weighs padding against the per-call
+            overhead), others run
             alone; all are then stacked for batched decoding: fastest where the prompt pass is
             compute-bound (CPU). ``"batch"``: the batch's common prefix once (from the same cache),
             then all rows' own tokens in one left-padded pass: fastest where one pass of many rows
@@ -287,101 +288,23 @@ class BatchGenerator:
         return plan_batches(prompts, batch_size, max_tokens, self.min_shared_prefix)
 
     def prefill_groups(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
-        """Split a batch (in lexicographic order) into contiguous runs that share one padded pass.
+        """How :meth:`generate` splits a batch into padded runs and lone prompts
+        (:func:`~codesign.evaluate.prefix_cache.plan_runs`)."""
+        from codesign.evaluate.prefix_cache import plan_runs
 
-        Each model call costs a fixed overhead (streaming the weights: ``call_overhead_tokens``
-        tokens' worth of compute) on top of its tokens. A prompt alone costs one call for the
-        tokens the prefix cache lacks; a run of ``n`` costs one call for the part of its common
-        prefix the cache lacks (if any) plus one for ``n x (longest - prefix)`` padded tokens.
-        The split with the least total cost is found exactly by dynamic programming over the
-        run boundaries (``O(n^2)`` for a batch of ``n``; the cache is assumed to hold the
-        previous prompt, as it does after a lone prompt).
-        """
-        from codesign.evaluate.prefix_cache import common_prefix
-
-        n = len(prompts)
-        c0 = self.call_overhead_tokens
-        lens = [len(p) for p in prompts]
-        prev_lcp = [common_prefix(self.prefix.ids, prompts[0]) if n else 0] + \
-            [common_prefix(prompts[i - 1], prompts[i]) for i in range(1, n)]
-        best = [0.0] + [float("inf")] * n
-        start = [0] * (n + 1)
-        for i in range(n):  # run prompts[i..j]
-            shared, longest = lens[i] - 1, lens[i]
-            for j in range(i, n):
-                if j == i:
-                    cost = c0 + lens[i] - min(prev_lcp[i], lens[i] - 1)
-                else:
-                    shared = min(shared, prev_lcp[j], lens[j] - 1)
-                    longest = max(longest, lens[j])
-                    ext = shared - min(shared, prev_lcp[i])
-                    cost = (c0 if ext else 0) + ext + c0 + (j - i + 1) * (longest - shared)
-                if best[i] + cost < best[j + 1]:
-                    best[j + 1], start[j + 1] = best[i] + cost, i
-        groups, j = [], n
-        while j > 0:
-            groups.append(list(range(start[j], j)))
-            j = start[j]
-        return groups[::-1]
+        return plan_runs(prompts, self.prefix.ids, self.call_overhead_tokens)
 
     def _prefill_rows(self, prompts, max_new_tokens: int = 0):
-        """Prompts in runs (see :meth:`prefill_groups`): a run's common prefix from the prefix cache
-        and its rows' own tokens in one padded pass, a lone prompt through the prefix cache; then
-        one left-padded cache for decoding."""
+        """Prompts through the prefix cache in runs (:meth:`PrefixCache.prefill_many`), then one
+        left-padded cache for decoding."""
         import torch
 
-        from codesign.evaluate.prefix_cache import kv_of, stack_parts
+        from codesign.evaluate.prefix_cache import stack_parts
 
-        parts, last = [], []
-        for group in self.prefill_groups(prompts):
-            if len(group) == 1:
-                r = self.prefix.prefill(prompts[group[0]])
-                parts.append((r.kv, torch.ones((1, r.length), dtype=torch.long, device=self.device)))
-                last.append(r.logits[-1:])
-                continue
-            rows = [prompts[i] for i in group]
-            shared = min(common_prefix_length(rows), min(len(p) for p in rows) - 1)
-            cache, mask, logits = self._padded_pass(rows, shared, 0)
-            kv = kv_of(cache)
-            if kv is None:
-                raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
-            parts.append((kv, mask))
-            last.append(logits)
-        cache, mask = stack_parts(parts, extra=max_new_tokens)
-        nxt = torch.cat(last).argmax(-1)
+        parts = self.prefix.prefill_many(prompts, self.call_overhead_tokens, self.pad_id)
+        cache, mask = stack_parts([(p.kv, p.mask) for p in parts], extra=max_new_tokens)
+        nxt = torch.cat([p.logits for p in parts]).argmax(-1)
         return cache, mask, mask.sum(-1) - 1, nxt
-
-    def _padded_pass(self, prompts, shared: int, extra: int):
-        """The prompts' first ``shared`` tokens (common to all) from the prefix cache, repeated over
-        the batch, then every row's own tokens in one left-padded pass. Returns the cache, the mask
-        ``(b, shared + width)`` and the last position's logits ``(b, vocab)``."""
-        import torch
-
-        from codesign.evaluate.prefix_cache import cache_from
-
-        b = len(prompts)
-        lens = [len(p) for p in prompts]
-        width = max(lens) - shared
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((b, shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for i, p in enumerate(prompts):
-            suffix = p[shared:]
-            ids[i, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
-            mask[i, shared + width - len(suffix):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        # Explicit positions: padding sits between the shared prefix and each row's own tokens.
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-        cache = None
-        if shared:
-            kv = self.prefix.kv_for(prompts[0][:shared])
-            cache = cache_from([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv], width + extra)
-        with torch.inference_mode():
-            # logits_to_keep=1: only the last position's logits (b x vocab), not b x len x vocab.
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                             use_cache=True, logits_to_keep=1)
-        self.prefix.computed_tokens += b * width
-        return out.past_key_values, mask, out.logits[:, -1, :]
 
     def _prefill_batch(self, prompts, max_new_tokens: int = 0):
         """The batch's common prefix once (batch 1, through the prefix cache), its KV repeated over
@@ -393,9 +316,9 @@ class BatchGenerator:
         if shared < self.min_shared_prefix or not self.prefix.supported:
             shared = 0
         try:
-            cache, mask, logits = self._padded_pass(prompts, shared, max_new_tokens)
+            cache, mask, logits = self.prefix.padded_pass(prompts, shared, max_new_tokens, self.pad_id)
         except NotImplementedError:  # a cache layout the prefix cache cannot slice: run whole prompts
-            cache, mask, logits = self._padded_pass(prompts, 0, max_new_tokens)
+            cache, mask, logits = self.prefix.padded_pass(prompts, 0, max_new_tokens, self.pad_id)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         return cache, mask, pos[:, -1], logits.argmax(-1)
 
@@ -478,9 +401,12 @@ class OptionScorer:
 
     When every option of a prompt is a single token, one forward pass of the prompt scores them
     all (its last-position distribution); otherwise each (prompt, option) pair is one row.
+    ``prefill`` as for :class:`BatchGenerator`: ``rows`` (CPU default) goes through a prefix KV
+    cache, so a prompt's shared prefix is computed once and, for multi-token options, the prompt
+    once for all its options.
     """
 
-    def __init__(self, model, tokenizer, *, prefill: str = "auto"):
+    def __init__(self, model, tokenizer, *, prefill: str = "auto", call_overhead_tokens: int = 32):
         from codesign.evaluate.prefix_cache import PrefixCache
 
         if tokenizer is None:
@@ -490,6 +416,7 @@ class OptionScorer:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.prefill_mode = resolve_prefill(prefill, self.device)
         self.prefix = PrefixCache(model)
+        self.call_overhead_tokens = call_overhead_tokens
         self.stats = RunStats()
 
     def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
@@ -499,24 +426,32 @@ class OptionScorer:
         return length_batches([len(p) for p in prompts], batch_size, max_tokens)
 
     def _score_rows(self, prompts, opt_ids) -> list[np.ndarray]:
-        """Each (prompt, option) alone through the prefix cache: the prompt is computed once for all
-        its options (and its prefix shared with the previous prompt), each option costs its tokens."""
+        """Through the prefix cache: single-token-option prompts in planned runs; each (prompt, option)
+        of the others alone, so the prompt is computed once for all its options and each option
+        costs its own tokens."""
         import torch
 
-        out = []
-        for p, opts in zip(prompts, opt_ids):
-            p = list(p)
-            if all(len(c) == 1 for c in opts):
-                last = torch.log_softmax(self.prefix.prefill(p).logits[-1].float(), -1)
-                out.append(np.array([float(last[c[0]]) for c in opts]))
+        out: list[np.ndarray | None] = [None] * len(prompts)
+        # Prompts whose options are single tokens need only their last logits: run them in the
+        # cost-planned runs (padded passes for alike neighbours), in the given order.
+        single = [i for i, opts in enumerate(opt_ids) if all(len(c) == 1 for c in opts)]
+        if single:
+            parts = self.prefix.prefill_many([list(prompts[i]) for i in single], self.call_overhead_tokens,
+                                             self.pad_id)
+            last = torch.log_softmax(torch.cat([p.logits for p in parts]).float(), -1)
+            for r, i in enumerate(single):
+                out[i] = np.array([float(last[r, c[0]]) for c in opt_ids[i]])
+        for i, (p, opts) in enumerate(zip(prompts, opt_ids)):
+            if out[i] is not None:
                 continue
+            p = list(p)
             vals = []
             for c in opts:
                 logits = self.prefix.prefill(p + c, logits_to_keep=len(c) + 1).logits[:-1].float()
                 logp = torch.log_softmax(logits, -1).gather(-1, torch.tensor(c, device=logits.device)[:, None])
                 vals.append(float(logp.sum()))
-            out.append(np.array(vals))
-        return out
+            out[i] = np.array(vals)
+        return out  # type: ignore[return-value]
 
     def option_ids(self, option: str) -> list[int]:
         return [int(i) for i in self.tokenizer.encode(option, add_special_tokens=False)]

@@ -126,6 +126,54 @@ def cache_from(kv: KV, extra: int = 0):
     return buffered_cache(buffers, n) or DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])
 
 
+def plan_runs(prompts: Sequence[Sequence[int]], cached: Sequence[int], call_overhead_tokens: int) -> list[list[int]]:
+    """Split prompts (in lexicographic order) into contiguous runs that share one padded pass.
+
+    Each model call costs a fixed overhead (streaming the weights: ``call_overhead_tokens``
+    tokens' worth of compute) on top of its tokens. A prompt alone costs one call for the tokens
+    the prefix cache lacks; a run of ``n`` costs one call for the part of its common prefix the
+    cache lacks (if any) plus one for ``n x (longest - prefix)`` padded tokens. The split with the
+    least total cost is found exactly by dynamic programming over the run boundaries (``O(n^2)``
+    for ``n`` prompts; the cache is taken to hold the previous prompt, as after a lone prompt, and
+    ``cached`` before the first).
+    """
+    n = len(prompts)
+    c0 = call_overhead_tokens
+    lens = [len(p) for p in prompts]
+    prev_lcp = [common_prefix(cached, prompts[0]) if n else 0] + \
+        [common_prefix(prompts[i - 1], prompts[i]) for i in range(1, n)]
+    best = [0.0] + [float("inf")] * n
+    start = [0] * (n + 1)
+    for i in range(n):  # a run prompts[i..j]
+        shared, longest = lens[i] - 1, lens[i]
+        for j in range(i, n):
+            if j == i:
+                cost = c0 + lens[i] - min(prev_lcp[i], lens[i] - 1)
+            else:
+                # Each row keeps at least one own token (its logits come from the padded pass).
+                shared = min(shared, prev_lcp[j], lens[j] - 1)
+                longest = max(longest, lens[j])
+                ext = shared - min(shared, prev_lcp[i])
+                cost = (c0 if ext else 0) + ext + c0 + (j - i + 1) * (longest - shared)
+            if best[i] + cost < best[j + 1]:
+                best[j + 1], start[j + 1] = best[i] + cost, i
+    runs, j = [], n
+    while j > 0:
+        runs.append(list(range(start[j], j)))
+        j = start[j]
+    return runs[::-1]
+
+
+@dataclass
+class Part:
+    """Prompts run together: their KV (``(n, heads, L, dim)`` per layer), attention mask ``(n, L)``
+    (0 on padding) and last-position logits ``(n, vocab)``."""
+
+    kv: KV
+    mask: "torch.Tensor"  # noqa: F821
+    logits: "torch.Tensor"  # noqa: F821
+
+
 @dataclass
 class Prefilled:
     """One row after its prompt pass: logits of its last ``k`` positions ``(k, vocab)`` and its KV
@@ -176,6 +224,57 @@ class PrefixCache:
             raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
         self.ids, self.kv = ids, kv
         return Prefilled(out.logits[0, -logits_to_keep:], kv, len(ids))
+
+    def padded_pass(self, prompts: Sequence[Sequence[int]], shared: int, extra: int, pad_id: int):
+        """The prompts' first ``shared`` tokens (common to all) from this cache, repeated over the
+        batch, then every row's own tokens in one left-padded pass (padding sits between the shared
+        prefix and each row's tokens; positions skip it). Returns the model's cache (room for
+        ``extra`` more steps), the mask ``(b, shared + width)`` and the last logits ``(b, vocab)``."""
+        import torch
+
+        b = len(prompts)
+        width = max(len(p) for p in prompts) - shared
+        ids = torch.full((b, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((b, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, p in enumerate(prompts):
+            suffix = list(p[shared:])
+            ids[i, width - len(suffix):] = torch.tensor(suffix, dtype=torch.long)
+            mask[i, shared + width - len(suffix):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+        cache = None
+        if shared:
+            kv = self.kv_for(prompts[0][:shared])
+            cache = cache_from([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv], width + extra)
+        with torch.inference_mode():
+            # logits_to_keep=1: only the last position's logits (b x vocab), not b x len x vocab.
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+                             use_cache=True, logits_to_keep=1)
+        self.computed_tokens += b * width
+        return out.past_key_values, mask, out.logits[:, -1, :]
+
+    def prefill_many(self, prompts: Sequence[Sequence[int]], call_overhead_tokens: int, pad_id: int) -> list[Part]:
+        """Prompts (best in lexicographic order) in the runs :func:`plan_runs` picks: a lone prompt
+        through :meth:`prefill`, a run as one :meth:`padded_pass` after its common prefix."""
+        import torch
+
+        parts = []
+        for run in plan_runs(prompts, self.ids, call_overhead_tokens):
+            if len(run) == 1:
+                r = self.prefill(prompts[run[0]])
+                parts.append(Part(r.kv, torch.ones((1, r.length), dtype=torch.long, device=self.device),
+                                  r.logits[-1:]))
+                continue
+            rows = [prompts[i] for i in run]
+            shared = min(min(common_prefix(rows[0], r) for r in rows[1:]), min(len(r) for r in rows) - 1)
+            cache, mask, logits = self.padded_pass(rows, shared, 0, pad_id)
+            kv = kv_of(cache)
+            if kv is None:
+                self.supported = False
+                raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
+            parts.append(Part(kv, mask, logits))
+        return parts
 
     def kv_for(self, ids: Sequence[int]) -> KV:
         """KV of exactly ``ids`` (``(1, heads, len, dim)`` per layer), computing only what the cache
