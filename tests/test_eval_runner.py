@@ -163,6 +163,8 @@ def test_cli_eval_table_and_errors(tmp_path, data_dir):
     assert bad.returncode == 2 and "toxicity" in bad.stderr and "allowed" in bad.stderr
     bad = _cli("--model", "tiny-llama", "--variants", "nonsense", "--store", str(db))
     assert bad.returncode == 2 and "nonsense" in bad.stderr
+    bad = _cli("--model", "tiny-llama", "--prefill", "fast", "--store", str(db))
+    assert bad.returncode == 2 and "--prefill" in bad.stderr and "rows" in bad.stderr
 
 
 @pytest.mark.slow

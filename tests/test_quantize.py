@@ -119,21 +119,52 @@ def _correlated_inputs(n=2048, d=128, seed=0):
     return torch.randn(n, d, generator=g) @ mix + 0.1 * torch.randn(n, d, generator=g)
 
 
-@pytest.mark.parametrize("act_order", [False, True])
-def test_gptq_beats_rtn_on_output_error(act_order):
-    from codesign.quantize.gptq import gptq_quantize
+@pytest.mark.parametrize("act_order,group_aware", [(False, False), (True, False), (True, True)])
+def test_gptq_beats_rtn_on_output_error(act_order, group_aware):
+    from codesign.quantize.gptq import gptq_quantize, group_aware_order
     from codesign.quantize.rtn import relative_error, rtn_quantize
 
     X = _correlated_inputs()
     H = X.T @ X / X.shape[0]
     w = torch.randn(64, 128, generator=torch.Generator().manual_seed(3))
-    qg = gptq_quantize(w, H, 3, 32, False, act_order=act_order)
+    qg = gptq_quantize(w, H, 3, 32, False, act_order=act_order, group_aware=group_aware)
     e_gptq = relative_error(w, qg.dequantize(), H)
     e_rtn = relative_error(w, rtn_quantize(w, 3, 32, False).dequantize(), H)
     assert e_gptq < 0.8 * e_rtn
     assert sorted(np.bincount(qg.g_idx.numpy()).tolist()) == [32] * 4  # groups of 32 columns each
-    if act_order:
-        assert not torch.equal(qg.g_idx, contiguous_g_idx(128, 32))
+    # Plain act-order mixes columns across groups; the group-aware order keeps natural groups.
+    assert torch.equal(qg.g_idx, contiguous_g_idx(128, 32)) == (not act_order or group_aware)
+    order = group_aware_order(torch.diag(H)[:120], 32)  # 3 whole groups and a short one of 24
+    assert sorted(order.tolist()) == list(range(120)) and set(order[96:].tolist()) == set(range(96, 120))
+    assert all(len({int(c) // 32 for c in order[k:k + 32]}) == 1 for k in (0, 32, 64))
+
+
+def test_true_sequential_calibrates_later_groups_on_quantized_earlier_ones():
+    from codesign.models import load_model
+    from codesign.quantize import get_method
+    from codesign.quantize.registry import QuantConfig
+    from codesign.quantize.sequential import collect_stats, quantize_model
+    from codesign.quantize.walker import LayerHandle, capture_first_layer_inputs, walk
+
+    ids = torch.randint(0, 250, (4, 32), generator=torch.Generator().manual_seed(0))
+    # Stopping the pass at a group's input gives the same statistics as the full pass.
+    lm = load_model("tiny-llama", seed=0)
+    layer = walk(lm.model)[0]
+    inputs = capture_first_layer_inputs(lm.model, ids, 2)
+    full, outs = collect_stats(layer, inputs)
+    for g in layer.groups:
+        part, none = collect_stats(LayerHandle(layer.index, layer.prefix, layer.module, [g]), inputs, need_outputs=False)
+        assert none == [] and torch.allclose(part[g.names[0]].hessian, full[g.names[0]].hessian, atol=1e-6)
+    assert len(outs) == 2
+    res = {}
+    for ts in (False, True):
+        m = load_model("tiny-llama", seed=0)
+        res[ts] = quantize_model(m.model, get_method("gptq", true_sequential=ts), QuantConfig(3, 32), ids,
+                                 progress=False)
+    first = "model.layers.0.self_attn.q_proj"
+    later = "model.layers.0.mlp.down_proj"
+    assert torch.equal(res[False].weights[first].qint, res[True].weights[first].qint)  # same stats
+    assert not torch.equal(res[False].weights[later].qint, res[True].weights[later].qint)
 
 
 def test_awq_scale_search_helps_with_salient_channels():

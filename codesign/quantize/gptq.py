@@ -136,8 +136,10 @@ class GPTQ(QuantMethod):
     # bench.py): act-order cut the KL to the dense model on held-out MMLU text from 0.386 to 0.276
     # (4-bit g128; RTN 0.439) where plain GPTQ halved the layer error yet barely beat RTN end to end;
     # damping 0.05 (GPTQModel's default) beat 0.01 on held-out layer error at 3 and 4 bits; plain
-    # act-order beat the group-aware order slightly (kept as an option: it keeps a natural g_idx).
-    defaults = {"damp": 0.05, "act_order": True, "group_aware": False, "block_size": 128}
+    # act-order beat the group-aware order slightly (kept as an option: it keeps a natural g_idx);
+    # true-sequential (each group calibrated after the earlier groups of its layer are quantized, as
+    # AutoGPTQ and GPTQModel do) cut the 3-bit g64 layer error of the first 6 layers by 5%.
+    defaults = {"damp": 0.05, "act_order": True, "group_aware": False, "block_size": 128, "true_sequential": True}
 
     def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
         res = LayerResult()

@@ -66,6 +66,12 @@ class QuantMethod:
                               f"(allowed: {sorted(self.defaults) + ['n_samples', 'seq_len']})")
         self.options = {**self.defaults, **options}
 
+    @property
+    def sequential_groups(self) -> bool:
+        """Whether the driver should quantize a layer's linear groups one at a time, each calibrated
+        on activations through the groups already quantized (the ``true_sequential`` option)."""
+        return bool(self.options.get("true_sequential", False))
+
     def quantize_layer(self, layer, stats: dict[str, GroupStats] | None, cfg: QuantConfig) -> LayerResult:
         raise NotImplementedError
 

@@ -3,7 +3,9 @@
 Calibration tokens go through the model once, up to the first decoder layer; from then on only
 one decoder layer runs at a time on the cached hidden states: a first pass with hooks collects
 each linear group's input statistics (``H = E[x xᵀ]``, ``E|x|``), the method quantizes the layer,
-and a second pass through the now-quantized layer produces the next layer's inputs. So every
+and a second pass through the now-quantized layer produces the next layer's inputs. A method with
+``true_sequential`` (GPTQ) instead takes one group at a time, each group's pass stopping at its
+input, so a group is calibrated on what the already-quantized groups before it produce. So every
 layer is calibrated on activations that went through the already-quantized layers before it,
 and the model is never re-run from the start.
 """
@@ -32,13 +34,21 @@ class QuantResult:
     seconds: float = 0.0
 
 
-def collect_stats(layer: LayerHandle, inputs: LayerInputs) -> tuple[dict[str, GroupStats], list[torch.Tensor]]:
+class _Captured(Exception):
+    """Raised by a hook once the only statistics wanted are taken: the rest of the layer is skipped."""
+
+
+def collect_stats(layer: LayerHandle, inputs: LayerInputs,
+                  need_outputs: bool = True) -> tuple[dict[str, GroupStats], list[torch.Tensor]]:
     """Run ``layer`` on the cached inputs with hooks on each group's first linear.
 
-    Returns per-group stats keyed by the group's first linear name, and the layer's outputs.
+    Returns per-group stats keyed by the group's first linear name, and the layer's outputs
+    (an empty list with ``need_outputs=False`` and a single group: the pass then stops at that
+    group's input, which saves most of the layer for early groups such as q/k/v).
     """
     acc: dict[str, list] = {}
     handles = []
+    stop = not need_outputs and len(layer.groups) == 1
     for g in layer.groups:
         name = g.names[0]
         acc[name] = [None, None, 0]
@@ -50,10 +60,20 @@ def collect_stats(layer: LayerHandle, inputs: LayerInputs) -> tuple[dict[str, Gr
             a[0] = xtx if a[0] is None else a[0] + xtx
             a[1] = s if a[1] is None else a[1] + s
             a[2] += x.shape[0]
+            if stop:
+                raise _Captured
 
         handles.append(g.modules[0].register_forward_pre_hook(hook))
     try:
-        outs = run_layer(layer.module, inputs)
+        if stop:
+            outs = []
+            for hs, kw in zip(inputs.hidden, inputs.kwargs):
+                try:
+                    run_layer(layer.module, LayerInputs([hs], [kw]))
+                except _Captured:
+                    pass
+        else:
+            outs = run_layer(layer.module, inputs)
     finally:
         for h in handles:
             h.remove()
@@ -85,22 +105,28 @@ def quantize_model(model, method: QuantMethod, cfg: QuantConfig, calib_ids: torc
     bar = tqdm(handles, desc=desc or f"{method.name} w{cfg.bits}", unit="layer", disable=not progress)
     for layer in bar:
         tl = time.perf_counter()
-        stats = None
-        if inputs is not None:
-            stats, _ = collect_stats(layer, inputs)
-        with single_thread():  # small-op loops: see single_thread's docstring
-            out = method.quantize_layer(layer, stats, cfg)
-            for name, mod in layer.linears().items():
-                set_weight(mod, out.weights[name].dequantize())
-                if getattr(mod, "bias", None) is not None:
-                    res.float_params[f"{name}.bias"] = mod.bias.detach().clone()
-        res.weights.update(out.weights)
-        res.float_params.update(out.float_params)
-        res.errors.update(out.errors)
+        # True-sequential (GPTQ's default in AutoGPTQ/GPTQModel): each linear group's statistics
+        # come from a pass in which the groups before it in the layer are already quantized, so
+        # o_proj compensates q/k/v's error and down_proj gate/up's. Otherwise one pass serves all.
+        steps = [LayerHandle(layer.index, layer.prefix, layer.module, [g]) for g in layer.groups] \
+            if inputs is not None and method.sequential_groups else [layer]
+        errors: dict[str, float] = {}
+        for step in steps:
+            stats = collect_stats(step, inputs, need_outputs=False)[0] if inputs is not None else None
+            with single_thread():  # small-op loops: see single_thread's docstring
+                out = method.quantize_layer(step, stats, cfg)
+                for name, mod in step.linears().items():
+                    set_weight(mod, out.weights[name].dequantize())
+                    if getattr(mod, "bias", None) is not None:
+                        res.float_params[f"{name}.bias"] = mod.bias.detach().clone()
+            res.weights.update(out.weights)
+            res.float_params.update(out.float_params)
+            errors.update(out.errors)
+        res.errors.update(errors)
         if inputs is not None and layer.index + 1 < len(handles):
             inputs = LayerInputs(run_layer(layer.module, inputs), inputs.kwargs)
         res.layer_seconds.append(time.perf_counter() - tl)
-        if out.errors:
-            bar.set_postfix(err=f"{sum(out.errors.values()) / len(out.errors):.2e}")
+        if errors:
+            bar.set_postfix(err=f"{sum(errors.values()) / len(errors):.2e}")
     res.seconds = time.perf_counter() - t0
     return res
