@@ -402,14 +402,15 @@ def test_autoawq_packing_matches_reference():
     assert torch.equal(unpack_awq(p), q.to(torch.int32))
 
 
-def test_import_autoawq(tmp_path):
+@pytest.mark.parametrize("bits", [4, 3, 8])
+def test_import_autoawq(tmp_path, bits):
     from codesign.quantize import import_checkpoint
     from codesign.quantize.formats.autoawq import write_autoawq
 
-    lm, weights, floats = _tiny_checkpoint(4, 32, False)
+    lm, weights, floats = _tiny_checkpoint(bits, 32, False)
     folder = write_autoawq(tmp_path / "awq", weights, floats, lm.model.config.to_dict())
     spec, _ = import_checkpoint(folder)
-    assert spec.method == "awq" and spec.bits == 4 and spec.group_size == 32
+    assert spec.method == "awq" and spec.bits == bits and spec.group_size == 32
     _check_imported(spec, weights, floats)
 
 

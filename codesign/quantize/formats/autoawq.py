@@ -1,9 +1,11 @@
-"""The AutoAWQ "GEMM" checkpoint format (4-bit), read and written without AutoAWQ.
+"""The AutoAWQ "GEMM" checkpoint format, read and written without AutoAWQ.
 
-Per quantized linear ``<name>``: ``qweight`` ``(in, out/8)`` int32 and ``qzeros``
-``(n_groups, out/8)`` int32, both packed along the *output* axis with eight 4-bit values per
-word in the interleaved order ``[0, 2, 4, 6, 1, 3, 5, 7]`` (nibble ``i`` holds column
-``ORDER[i]`` of its block of 8); ``scales`` ``(n_groups, out)`` float16. Dequantization is
+Per quantized linear ``<name>``: ``qweight`` ``(in, out*bits/32)`` int32 and ``qzeros``
+``(n_groups, out*bits/32)`` int32, both packed along the *output* axis; ``scales``
+``(n_groups, out)`` float16. At 4 bits (AutoAWQ's only width) eight values per word sit in the
+interleaved order ``[0, 2, 4, 6, 1, 3, 5, 7]`` (nibble ``i`` holds column ``ORDER[i]`` of its
+block of 8). Other widths (2-8 bits, as GPTQModel writes them) are a plain contiguous
+little-endian bit stream, the layout of :mod:`codesign.quantize.packing`. Dequantization is
 ``w = (q - z) * s`` with contiguous groups along the input axis (``in % group_size == 0``).
 """
 
@@ -16,7 +18,7 @@ import torch
 
 from codesign.config import ConfigError
 from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
-from codesign.quantize.packing import pack, unpack
+from codesign.quantize.packing import SUPPORTED_BITS, pack, unpack
 
 ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
 
@@ -47,15 +49,16 @@ def read_autoawq(folder: Path):
     bits = int(qc.get("bits", qc.get("w_bit", 4)))
     gs = int(qc.get("group_size", qc.get("q_group_size", 128)))
     version = str(qc.get("version", "gemm")).lower()
-    if bits != 4 or version != "gemm":
+    if bits not in SUPPORTED_BITS or version != "gemm":
         raise ConfigError(f"{folder}: AutoAWQ checkpoint with bits={bits}, version={version!r}: only the "
-                          "4-bit GEMM format is supported (allowed: bits 4, version gemm)")
+                          f"GEMM format is supported (allowed: bits {list(SUPPORTED_BITS)}, version gemm)")
+    unpack_out = unpack_awq if bits == 4 else (lambda packed: unpack(packed, bits, dim=1))
     t = read_tensors(folder)
     names = sorted(k[: -len(".qweight")] for k in t if k.endswith(".qweight"))
     weights = {}
     for n in names:
-        q = unpack_awq(t[f"{n}.qweight"])  # (in, out)
-        z = unpack_awq(t[f"{n}.qzeros"])  # (ng, out)
+        q = unpack_out(t[f"{n}.qweight"])  # (in, out)
+        z = unpack_out(t[f"{n}.qzeros"])  # (ng, out)
         width = q.shape[0]
         if width % gs:
             raise ConfigError(f"{folder}: {n} has input width {width}, not a multiple of group_size {gs}")
@@ -69,22 +72,25 @@ def read_autoawq(folder: Path):
 
 def write_autoawq(folder: Path, weights: dict[str, QuantizedWeight], floats: dict[str, torch.Tensor],
                   config: dict | None = None) -> Path:
-    """Write 4-bit contiguous-group ``weights`` in the AutoAWQ GEMM layout."""
+    """Write contiguous-group ``weights`` in the AutoAWQ GEMM layout (4-bit interleaved; other widths
+    as GPTQModel writes them)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     first = next(iter(weights.values()))
     t = {k: v.contiguous() for k, v in floats.items()}
+    bits = first.bits
+    pack_out = pack_awq if bits == 4 else (lambda values: pack(values, bits, dim=1))
     for n, qw in weights.items():
-        if qw.bits != 4:
-            raise ConfigError("the AutoAWQ GEMM format holds 4-bit weights only")
-        t[f"{n}.qweight"] = pack_awq(qw.qint.T.contiguous())
-        t[f"{n}.qzeros"] = pack_awq(qw.zeros)
+        if qw.bits != bits:
+            raise ConfigError("an AutoAWQ GEMM checkpoint holds one bit width")
+        t[f"{n}.qweight"] = pack_out(qw.qint.T.contiguous())
+        t[f"{n}.qzeros"] = pack_out(qw.zeros)
         t[f"{n}.scales"] = qw.scales.half()
     save_file(t, str(folder / "model.safetensors"))
     qc = {"quant_method": "awq", "zero_point": not first.sym, "q_group_size": first.group_size,
-          "group_size": first.group_size, "w_bit": 4, "bits": 4, "version": "gemm"}
+          "group_size": first.group_size, "w_bit": bits, "bits": bits, "version": "gemm"}
     (folder / "quant_config.json").write_text(json.dumps(qc, indent=2))
     if config is not None:
         (folder / "config.json").write_text(json.dumps({**config, "quantization_config": qc}, indent=2))
