@@ -24,19 +24,20 @@ HERE = Path(__file__).resolve().parent
 
 # (method, bits, n_samples, seq_len, options); every GPTQ option spelled out (defaults change).
 OLD = {"act_order": False, "damp": 0.01, "true_sequential": False}  # codesign's GPTQ defaults before
-NEW = {"act_order": True, "group_aware": False, "damp": 0.05, "true_sequential": True}  # its defaults after
+NEW = {"act_order": True, "group_aware": False, "damp": 0.05, "true_sequential": False}  # its defaults after
 GRID = [
     ("rtn", 4, 0, 0, {}),
     ("gptq", 4, 32, 256, OLD),
     ("gptq", 4, 32, 256, {**OLD, "damp": 0.1}),
     ("gptq", 4, 32, 256, {"act_order": True, "group_aware": False, "damp": 0.01, "true_sequential": False}),
-    ("gptq", 4, 32, 256, {"act_order": True, "group_aware": False, "damp": 0.05, "true_sequential": False}),
-    ("gptq", 4, 32, 256, {"act_order": True, "group_aware": True, "damp": 0.05, "true_sequential": True}),
     ("gptq", 4, 32, 256, NEW),
-    ("gptq", 4, 16, 128, NEW),
+    ("gptq", 4, 32, 256, {**NEW, "group_aware": True, "true_sequential": True}),
+    ("gptq", 4, 32, 256, {**NEW, "true_sequential": True}),
+    ("gptq", 4, 16, 128, {**NEW, "true_sequential": True}),
     ("gptq", 4, 128, 512, OLD),
     ("rtn", 3, 0, 0, {}),
     ("gptq", 3, 32, 256, OLD),
+    ("gptq", 3, 32, 256, {**NEW, "true_sequential": True}),
     ("gptq", 3, 32, 256, NEW),
 ]
 
