@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, plan_runs, stack_parts
+
 DEFAULT_STOP = ("\n\n",)
 PREFILL_MODES = ("auto", "rows", "batch")
 
@@ -160,11 +162,7 @@ def plan_batches(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: 
     shared = longest = shortest = 0
     for i in order:
         if cur:
-            first = prompts[cur[0]]
-            k = min(shared, lens[i])
-            j = 0
-            while j < k and prompts[i][j] == first[j]:
-                j += 1
+            j = common_prefix(prompts[cur[0]][:shared], prompts[i])
             n_long, n_short = max(longest, lens[i]), min(shortest, lens[i])
             ok = (len(cur) < batch_size and (len(cur) + 1) * n_long <= max_tokens
                   and cost(len(cur) + 1, j, n_long, n_short) <= cost(len(cur), shared, longest, shortest) + lens[i])
@@ -206,14 +204,7 @@ def sorted_chunks(prompts: Sequence[Sequence[int]], batch_size: int, max_tokens:
 
 def common_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix shared by all prompts."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts)
-    for p in prompts[1:]:
-        k = 0
-        while k < n and p[k] == first[k]:
-            k += 1
-        n = k
-    return n
+    return min((common_prefix(prompts[0], p) for p in prompts[1:]), default=len(prompts[0]))
 
 
 def fit_context(ids: list[int], max_len: int | None, reserve: int) -> list[int]:
@@ -263,12 +254,8 @@ class BatchGenerator:
 
     def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP, min_shared_prefix: int = 8,
                  prefill: str = "auto", call_overhead_tokens: int = 32):
-        from codesign.evaluate.prefix_cache import PrefixCache
-
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
-        if prefill not in PREFILL_MODES:
-            raise ValueError(f"prefill={prefill!r} is not allowed (allowed: {list(PREFILL_MODES)})")
         self.model, self.tokenizer = model, tokenizer
         self.device = _device_of(model)
         self.eos = eos_ids(tokenizer, model)
@@ -290,16 +277,12 @@ class BatchGenerator:
     def prefill_groups(self, prompts: Sequence[Sequence[int]]) -> list[list[int]]:
         """How :meth:`generate` splits a batch into padded runs and lone prompts
         (:func:`~codesign.evaluate.prefix_cache.plan_runs`)."""
-        from codesign.evaluate.prefix_cache import plan_runs
-
         return plan_runs(prompts, self.prefix.ids, self.call_overhead_tokens)
 
     def _prefill_rows(self, prompts, max_new_tokens: int = 0):
         """Prompts through the prefix cache in runs (:meth:`PrefixCache.prefill_many`), then one
         left-padded cache for decoding."""
         import torch
-
-        from codesign.evaluate.prefix_cache import stack_parts
 
         parts = self.prefix.prefill_many(prompts, self.call_overhead_tokens, self.pad_id)
         cache, mask = stack_parts([(p.kv, p.mask) for p in parts], extra=max_new_tokens)
@@ -407,8 +390,6 @@ class OptionScorer:
     """
 
     def __init__(self, model, tokenizer, *, prefill: str = "auto", call_overhead_tokens: int = 32):
-        from codesign.evaluate.prefix_cache import PrefixCache
-
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
         self.model, self.tokenizer = model, tokenizer

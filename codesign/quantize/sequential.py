@@ -3,11 +3,11 @@
 Calibration tokens go through the model once, up to the first decoder layer; from then on only
 one decoder layer runs at a time on the cached hidden states: a first pass with hooks collects
 each linear group's input statistics (``H = E[x xᵀ]``, ``E|x|``), the method quantizes the layer,
-and a second pass through the now-quantized layer produces the next layer's inputs. A method with
-``true_sequential`` (GPTQ) instead takes one group at a time, each group's pass stopping at its
-input, so a group is calibrated on what the already-quantized groups before it produce. So every
-layer is calibrated on activations that went through the already-quantized layers before it,
-and the model is never re-run from the start.
+and a second pass through the now-quantized layer produces the next layer's inputs. A method run
+with ``true_sequential`` (a GPTQ option) instead takes one group at a time, each group's pass
+stopping at its input, so a group is calibrated on what the already-quantized groups before it
+produce. So every layer is calibrated on activations that went through the already-quantized
+layers before it, and the model is never re-run from the start.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def quantize_model(model, method: QuantMethod, cfg: QuantConfig, calib_ids: torc
     bar = tqdm(handles, desc=desc or f"{method.name} w{cfg.bits}", unit="layer", disable=not progress)
     for layer in bar:
         tl = time.perf_counter()
-        # True-sequential (GPTQ's default in AutoGPTQ/GPTQModel): each linear group's statistics
+        # True-sequential (AutoGPTQ's and GPTQModel's default; an option here): each group's statistics
         # come from a pass in which the groups before it in the layer are already quantized, so
         # o_proj compensates q/k/v's error and down_proj gate/up's. Otherwise one pass serves all.
         steps = [LayerHandle(layer.index, layer.prefix, layer.module, [g]) for g in layer.groups] \
