@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from codesign.evaluate.generation import BatchGenerator, OptionScorer, chat_ids, resolve_prefill, sorted_chunks
-from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, stack_left_padded
+from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, stack_left_padded, stack_trees, tree_layout
 from codesign.evaluate.runner import prepare_tasks
 from codesign.models import load_model
 
@@ -67,7 +67,7 @@ def test_sorted_chunks_order_and_bounds():
     assert all(len(b) <= 2 for b in batches)
     assert all(len(b) * max(len(prompts[i]) for i in b) <= 60 for b in sorted_chunks(prompts, 8, max_tokens=60))
     assert common_prefix([1, 2, 3], [1, 2, 4]) == 2 and common_prefix([], [1]) == 0
-    assert resolve_prefill("auto", torch.device("cpu")) == "rows"
+    assert resolve_prefill("auto", torch.device("cpu")) == "tree"
     assert resolve_prefill("auto", torch.device("cuda", 0)) == "batch"
     with pytest.raises(ValueError, match="allowed"):
         resolve_prefill("fast", torch.device("cpu"))
@@ -79,25 +79,73 @@ def test_rows_and_batch_prefill_agree(tiny_llama, data_dir, task):
     (t, items), = prepare_tasks([task], data_dir, limit=10, seed=1).values()
     prompts = [chat_ids(tok, it.messages) for it in items]
     texts, computed = {}, {}
-    for mode in ("rows", "batch"):
-        gen = BatchGenerator(model, tok, prefill=mode)
+    for mode in ("tree", "rows", "batch"):
+        gen = BatchGenerator(model, tok, prefill=mode, pack_tokens=256)
         for batch in gen.plan(prompts, 4):
             for i, o in zip(batch, gen.generate([prompts[i] for i in batch], 6)):
                 texts[mode, i] = o.text
         computed[mode] = gen.stats.computed_prompt_tokens
         assert gen.stats.prompt_tokens == sum(map(len, prompts))
-    assert sum(texts["rows", i] == texts["batch", i] for i in range(len(prompts))) >= len(prompts) - 1
-    # Rows mode computes each distinct prefix once: no more than the padded batch path, and
-    # less than running every prompt in full.
-    assert computed["rows"] <= computed["batch"] < sum(map(len, prompts))
+    for other in ("rows", "batch"):
+        assert sum(texts["tree", i] == texts[other, i] for i in range(len(prompts))) >= len(prompts) - 1
+    # Tree and rows modes compute each distinct prefix once (rows may pad alike neighbours): no
+    # more than the padded batch path, and less than running every prompt in full.
+    assert computed["tree"] <= computed["rows"] <= computed["batch"] < sum(map(len, prompts))
     scores = {}
-    for mode in ("rows", "batch"):
-        sc = OptionScorer(model, tok, prefill=mode)
+    for mode in ("tree", "rows", "batch"):
+        sc = OptionScorer(model, tok, prefill=mode, pack_tokens=256)
         for batch in sc.plan(prompts, 4):
             for i, s in zip(batch, sc.score([prompts[i] for i in batch], [items[i].continuations for i in batch])):
                 scores[mode, i] = s
     for i in range(len(prompts)):
         np.testing.assert_allclose(scores["rows", i], scores["batch", i], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(scores["tree", i], scores["batch", i], rtol=1e-4, atol=1e-4)
+
+
+def test_tree_layout_shares_every_prefix_once():
+    seqs = [[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 7], [1, 2, 7]]
+    tokens, positions, paths, anc = tree_layout(seqs, base=1)
+    # Slots: 2 3 4 | 5 6 | 7 (the duplicate adds nothing); positions continue after the base.
+    assert tokens == [2, 3, 4, 5, 6, 7] and positions == [1, 2, 3, 3, 4, 2]
+    assert paths == [[0, 1, 2], [0, 1, 3, 4], [0, 5], [0, 5]]
+    expect = torch.zeros(6, 6, dtype=torch.bool)
+    for path in paths:
+        for j, slot in enumerate(path):
+            expect[slot, path[: j + 1]] = True
+    assert torch.equal(anc, expect)
+    with pytest.raises(ValueError, match="not more than the shared base"):
+        tree_layout([[1, 2]], base=2)
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-neox"])
+def test_tree_pass_gives_full_pass_logits_and_decodes(name):
+    model = load_model(name, seed=0).model
+    pc = PrefixCache(model)
+    pc.prefill([10, 11, 99])  # all the sequences share [10, 11] with the cache
+    seqs = [list(range(10, 25)) + [3, 4, 5], list(range(10, 22)) + [7], list(range(10, 25)) + [3, 9],
+            [10, 11, 50, 51, 52], list(range(10, 22)) + [7]]
+    before = pc.computed_tokens
+    one = pc.tree_passes(seqs, keep=2)
+    # One pack: every distinct token of the trie beyond the cached [10, 11] computed once.
+    trie = {tuple(s[:k]) for s in seqs for k in range(3, len(s) + 1)}
+    assert len(one) == 1 and pc.computed_tokens - before == len(trie)
+    pc = PrefixCache(model)
+    passes = pc.tree_passes(seqs, keep=2, pack_tokens=8, call_overhead_tokens=0)
+    assert len(passes) > 1 and sorted(i for _, rows in passes for i in rows) == list(range(len(seqs)))
+    logits = {}
+    for tp, rows in passes:
+        for j, i in enumerate(rows):
+            logits[i] = tp.logits_of(j, 2)
+            torch.testing.assert_close(logits[i], _full_logits(model, seqs[i])[-2:], rtol=1e-4, atol=1e-4)
+    cache, mask = stack_trees(passes, extra=2)
+    assert mask.sum(1).tolist() == [len(s) for s in seqs]
+    nxt = torch.stack([logits[i][-1] for i in range(len(seqs))]).argmax(-1)
+    pos = torch.tensor([[len(p)] for p in seqs])
+    mask = torch.cat([mask, mask.new_ones((len(seqs), 1))], 1)
+    with torch.inference_mode():
+        step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache).logits
+    for i, p in enumerate(seqs):
+        torch.testing.assert_close(step[i, -1], _full_logits(model, p + [int(nxt[i])])[-1], rtol=1e-4, atol=1e-4)
 
 
 def test_prefill_groups_weigh_padding_against_call_overhead(tiny_llama):

@@ -112,6 +112,29 @@ def test_quantized_weight_tensor_roundtrip():
     assert torch.equal(back.dequantize(), qw.dequantize())
 
 
+@pytest.mark.parametrize("sym", [False, True])
+def test_range_search_beats_min_max_and_matches_exhaustive_grid(sym):
+    from codesign.quantize.grid import fake_quantize, find_params, search_params
+
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(256, 64, generator=g) * torch.rand(256, 1, generator=g)
+    w[:, 7] *= 6  # an outlier column: clipping it buys finer steps for the rest
+    w[3] = 0      # a dead row keeps its min/max params
+
+    def err(p, bits):
+        return (fake_quantize(w, p[0][:, None], p[1][:, None], bits) - w).abs().pow(2.4).sum(-1)
+
+    for bits in (2, 3, 4):
+        base = err(find_params(w, bits, sym), bits)
+        fast = err(search_params(w, bits, sym, 2.4), bits)
+        full = err(search_params(w, bits, sym, 2.4, coarse=1), bits)
+        assert (fast <= base + 1e-6).all() and (full <= fast + 1e-6).all()  # never worse than min/max
+        assert fast.sum() < 0.95 * base.sum()
+        assert fast.sum() <= 1.01 * full.sum()  # coarse-to-fine finds (nearly) the exhaustive optimum
+    s, z = search_params(w.view(4, 64, 64), 3, sym, 2.0)  # batched rows
+    assert s.shape == z.shape == (4, 64) and (z >= 0).all() and (z <= 7).all()
+
+
 # -- GPTQ / AWQ mechanics -------------------------------------------------------------------------
 def _correlated_inputs(n=2048, d=128, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -119,15 +142,16 @@ def _correlated_inputs(n=2048, d=128, seed=0):
     return torch.randn(n, d, generator=g) @ mix + 0.1 * torch.randn(n, d, generator=g)
 
 
-@pytest.mark.parametrize("act_order,group_aware", [(False, False), (True, False), (True, True)])
-def test_gptq_beats_rtn_on_output_error(act_order, group_aware):
+@pytest.mark.parametrize("act_order,group_aware,mse", [(False, False, 0), (True, False, 0), (True, True, 0),
+                                                      (True, True, 2.4)])
+def test_gptq_beats_rtn_on_output_error(act_order, group_aware, mse):
     from codesign.quantize.gptq import gptq_quantize, group_aware_order
     from codesign.quantize.rtn import relative_error, rtn_quantize
 
     X = _correlated_inputs()
     H = X.T @ X / X.shape[0]
     w = torch.randn(64, 128, generator=torch.Generator().manual_seed(3))
-    qg = gptq_quantize(w, H, 3, 32, False, act_order=act_order, group_aware=group_aware)
+    qg = gptq_quantize(w, H, 3, 32, False, act_order=act_order, group_aware=group_aware, mse=mse)
     e_gptq = relative_error(w, qg.dequantize(), H)
     e_rtn = relative_error(w, rtn_quantize(w, 3, 32, False).dequantize(), H)
     assert e_gptq < 0.8 * e_rtn

@@ -109,9 +109,10 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per batch."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA if present, else CPU), cpu or cuda."),
         prefill: str = typer.Option("auto", "--prefill",
-                                    help="rows: prompts one at a time through a prefix KV cache, decoded in "
-                                         "batches (fastest on CPU); batch: padded batches after their common "
-                                         "prefix (fastest on GPU); auto: rows on CPU, batch on GPU."),
+                                    help="tree: a batch's prompts packed as one prefix tree per call (each "
+                                         "distinct prefix once, no padding; fastest on CPU); rows: prompts one "
+                                         "at a time through a prefix KV cache; batch: padded batches after "
+                                         "their common prefix (GPU); auto: tree on CPU, batch on GPU."),
         dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float16."),
         packed: bool = typer.Option(False, "--packed/--dequantized",
                                     help="Run quantized variants on packed-int QuantLinear modules (slower on CPU)."),

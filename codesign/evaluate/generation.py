@@ -9,9 +9,11 @@ get explicit position ids, so padding does not shift positions.
 Prompts share long prefixes (the chat template's system prompt, the task's instruction,
 few-shot demonstrations); a :class:`~codesign.evaluate.prefix_cache.PrefixCache` computes each
 distinct prefix once. On a CPU, where the prompt pass is compute-bound, that (not batching) is
-most of the speed-up: prompts run one at a time in lexicographic order through the cache and
-are then decoded together (``prefill="rows"``). On a GPU a batch's rows run in one padded pass
-after their common prefix (``prefill="batch"``, batches from :func:`plan_batches`).
+most of the speed-up: a batch's prompts (in lexicographic order) are packed as one prefix tree
+per model call, each distinct token once and no padding, and then decoded together
+(``prefill="tree"``; ``"rows"`` runs them one at a time through the cache instead). On a GPU a
+batch's rows run in one padded pass after their common prefix (``prefill="batch"``, batches
+from :func:`plan_batches`).
 
 Padding and prefix reuse change the shapes of the matrix products, hence the floating-point
 rounding, so a batched greedy answer can (rarely) differ from a batch-1 answer; the benchmark
@@ -27,19 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, plan_runs, stack_parts
+from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, plan_runs, stack_parts, stack_trees
 
 DEFAULT_STOP = ("\n\n",)
-PREFILL_MODES = ("auto", "rows", "batch")
+PREFILL_MODES = ("auto", "tree", "rows", "batch")
 
 
 def resolve_prefill(mode: str, device) -> str:
-    """``auto`` → ``rows`` on CPU (compute-bound prompt pass), ``batch`` on accelerators."""
+    """``auto`` → ``tree`` on CPU (compute-bound prompt pass), ``batch`` on accelerators."""
     if mode not in PREFILL_MODES:
         raise ValueError(f"prefill={mode!r} is not allowed (allowed: {list(PREFILL_MODES)})")
     if mode != "auto":
         return mode
-    return "rows" if getattr(device, "type", str(device)) == "cpu" else "batch"
+    return "tree" if getattr(device, "type", str(device)) == "cpu" else "batch"
 
 
 @dataclass
@@ -239,7 +241,10 @@ class BatchGenerator:
     """Greedy decoding of many chat prompts in batches, with per-sequence early stop.
 
     Args:
-        prefill: how prompts are run before decoding. ``"rows"``: prompts in lexicographic order
+        prefill: how prompts are run before decoding. ``"tree"``: the batch's prompts, past what the
+            prefix cache holds, packed as a prefix tree into one call (or a few, of about
+            ``pack_tokens`` tokens each) under a 4D attention mask (each token sees its ancestors);
+            every distinct prefix computed once, no padding, few calls: fastest on CPU. ``"rows"``: prompts in lexicographic order
             through a :class:`~codesign.evaluate.prefix_cache.PrefixCache`, each distinct prefix
             computed once; neighbours whose own parts are short and alike share one padded pass
             (:func:`~codesign.evaluate.prefix_cache.plan_runs` weighs padding against the per-call
@@ -247,17 +252,20 @@ class BatchGenerator:
             alone; all are then stacked for batched decoding: fastest where the prompt pass is
             compute-bound (CPU). ``"batch"``: the batch's common prefix once (from the same cache),
             then all rows' own tokens in one left-padded pass: fastest where one pass of many rows
-            costs about as much as one row (GPU). ``"auto"``: rows on CPU, batch otherwise.
+            costs about as much as one row (GPU). ``"auto"``: tree on CPU, batch otherwise.
         call_overhead_tokens: the fixed cost of one model call in prompt tokens' worth of compute
             (SmolLM2-135M on 2 CPU cores: ~40 ms per call vs ~1.3 ms per token, about 32).
+        pack_tokens: about how many tokens one tree pass computes at most (the tree mask's
+            attention is dense within a pass).
     """
 
     def __init__(self, model, tokenizer, *, stop_strings: Sequence[str] = DEFAULT_STOP, min_shared_prefix: int = 8,
-                 prefill: str = "auto", call_overhead_tokens: int = 32):
+                 prefill: str = "auto", call_overhead_tokens: int = 32, pack_tokens: int = 512):
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
         self.model, self.tokenizer = model, tokenizer
         self.device = _device_of(model)
+        self.pack_tokens = pack_tokens
         self.eos = eos_ids(tokenizer, model)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos), 0)
         self.pad_id = int(pad)
@@ -270,7 +278,7 @@ class BatchGenerator:
 
     def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
         """Batches of prompt indices in the order that suits this generator's prefill mode."""
-        if self.prefill_mode == "rows" and self.prefix.supported:
+        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
             return sorted_chunks(prompts, batch_size, max_tokens)
         return plan_batches(prompts, batch_size, max_tokens, self.min_shared_prefix)
 
@@ -288,6 +296,19 @@ class BatchGenerator:
         cache, mask = stack_parts([(p.kv, p.mask) for p in parts], extra=max_new_tokens)
         nxt = torch.cat([p.logits for p in parts]).argmax(-1)
         return cache, mask, mask.sum(-1) - 1, nxt
+
+    def _prefill_tree(self, prompts, max_new_tokens: int = 0):
+        """Prompts as prefix trees packed into few calls (:meth:`PrefixCache.tree_passes`), then one
+        left-padded cache for decoding."""
+        import torch
+
+        passes = self.prefix.tree_passes(prompts, 1, self.pack_tokens, self.call_overhead_tokens)
+        cache, mask = stack_trees(passes, extra=max_new_tokens)
+        logits = [None] * len(prompts)
+        for tp, rows in passes:
+            for j, r in enumerate(rows):
+                logits[r] = tp.logits_of(j)[0]
+        return cache, mask, mask.sum(-1) - 1, torch.stack(logits).argmax(-1)
 
     def _prefill_batch(self, prompts, max_new_tokens: int = 0):
         """The batch's common prefix once (batch 1, through the prefix cache), its KV repeated over
@@ -315,9 +336,10 @@ class BatchGenerator:
         t0 = time.perf_counter()
         with torch.inference_mode():
             cache = None
-            if self.prefill_mode == "rows" and self.prefix.supported:
+            if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
+                fill = self._prefill_tree if self.prefill_mode == "tree" else self._prefill_rows
                 try:
-                    cache, mask, last_pos, nxt = self._prefill_rows(prompts, max_new_tokens)
+                    cache, mask, last_pos, nxt = fill(prompts, max_new_tokens)
                 except NotImplementedError:
                     cache = None
             if cache is None:
@@ -389,11 +411,13 @@ class OptionScorer:
     once for all its options.
     """
 
-    def __init__(self, model, tokenizer, *, prefill: str = "auto", call_overhead_tokens: int = 32):
+    def __init__(self, model, tokenizer, *, prefill: str = "auto", call_overhead_tokens: int = 32,
+                 pack_tokens: int = 512):
         if tokenizer is None:
             raise ValueError("evaluation needs a tokenizer (random:<shape> models have none)")
         self.model, self.tokenizer = model, tokenizer
         self.device = _device_of(model)
+        self.pack_tokens = pack_tokens
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.prefill_mode = resolve_prefill(prefill, self.device)
         self.prefix = PrefixCache(model)
@@ -402,9 +426,33 @@ class OptionScorer:
 
     def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
         """Batches of prompt indices: lexicographic order for the prefix cache, else by length."""
-        if self.prefill_mode == "rows" and self.prefix.supported:
+        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
             return sorted_chunks(prompts, batch_size, max_tokens)
         return length_batches([len(p) for p in prompts], batch_size, max_tokens)
+
+    def _score_tree(self, prompts, opt_ids) -> list[np.ndarray]:
+        """Every prompt, and every prompt + option where options span several tokens, as one prefix
+        tree (packed calls): the prompt is computed once for all its options, each option once."""
+        import torch
+
+        rows: list[tuple[list[int], int, tuple[int, int | None]]] = []  # (sequence, logits kept, (item, option))
+        for i, (p, opts) in enumerate(zip(prompts, opt_ids)):
+            if all(len(c) == 1 for c in opts):
+                rows.append((list(p), 1, (i, None)))  # the prompt's last logits score every option
+            else:
+                rows += [(list(p) + c, len(c) + 1, (i, j)) for j, c in enumerate(opts)]
+        seqs, keep, owner = (list(x) for x in zip(*rows))
+        vals: list[list[float]] = [[0.0] * len(opts) for opts in opt_ids]
+        for tp, rows in self.prefix.tree_passes(seqs, keep, self.pack_tokens, self.call_overhead_tokens):
+            for r, s_idx in enumerate(rows):
+                i, j = owner[s_idx]
+                logp = torch.log_softmax(tp.logits_of(r, keep[s_idx]).float(), -1)
+                if j is None:
+                    vals[i] = [float(logp[-1, c[0]]) for c in opt_ids[i]]
+                else:
+                    c = opt_ids[i][j]
+                    vals[i][j] = float(logp[:-1].gather(-1, torch.tensor(c, device=logp.device)[:, None]).sum())
+        return [np.array(v) for v in vals]
 
     def _score_rows(self, prompts, opt_ids) -> list[np.ndarray]:
         """Through the prefix cache: single-token-option prompts in planned runs; each (prompt, option)
@@ -470,10 +518,10 @@ class OptionScorer:
 
         t0 = time.perf_counter()
         opt_ids = [[self.option_ids(o) for o in opts] for opts in options]
-        if self.prefill_mode == "rows" and self.prefix.supported:
+        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
             computed0 = self.prefix.computed_tokens
             try:
-                res = self._score_rows(prompts, opt_ids)
+                res = (self._score_tree if self.prefill_mode == "tree" else self._score_rows)(prompts, opt_ids)
             except NotImplementedError:
                 res = None
             if res is not None:

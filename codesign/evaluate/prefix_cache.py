@@ -7,9 +7,12 @@ reuses them up to their longest common prefix and computes only its own tokens. 
 lexicographic order, every distinct prefix is computed once: the token count of a trie of the
 prompts, the least any exact method computes.
 
-On a CPU the prompt pass is compute-bound, so computing each row alone from the cache (no padding,
-no repeated prefix) is the fastest prefill, and :func:`stack_left_padded` then joins the rows'
-caches into one left-padded batch for the (memory-bound) decode steps. Slicing a cache to a
+On a CPU the prompt pass is compute-bound, so the fastest prefill computes no token twice and no
+padding, in as few calls as possible (each call streams all the weights): :meth:`PrefixCache.tree_pass`
+packs a batch's prompts, past the cached prefix, as one prefix tree and runs it in one call under
+a 4D mask (each token attends to its ancestors, at its own position); :func:`stack_trees` (or
+:func:`stack_left_padded` for rows run one at a time) then joins the rows' caches into one
+left-padded batch for the (memory-bound) decode steps. Slicing a cache to a
 shorter prefix is a view and the model appends with ``torch.cat``, so reuse never copies or
 mutates stored tensors.
 """
@@ -276,6 +279,76 @@ class PrefixCache:
             parts.append(Part(kv, mask, logits))
         return parts
 
+    def tree_pass(self, seqs: Sequence[Sequence[int]], keep: Sequence[int] | int = 1) -> TreePass:
+        """All ``seqs`` in one model call: the prefix they share with the cached sequence comes from
+        the cache, the rest is packed as a prefix tree (:func:`tree_layout`) and run with a 4D mask
+        that lets each slot see its ancestors only, at its own position. No token is computed twice
+        and none is padding. Logits are kept at each sequence's last ``keep`` positions.
+
+        Best fed in lexicographic order. Afterwards the cache holds the last sequence.
+        """
+        import torch
+
+        seqs = [[int(t) for t in s] for s in seqs]
+        keeps = [keep] * len(seqs) if isinstance(keep, int) else [int(k) for k in keep]
+        base = 0
+        if self.kv is not None and self.supported:
+            base = min(min(common_prefix(self.ids, s), len(s) - k) for s, k in zip(seqs, keeps))
+        tokens, positions, paths, anc = tree_layout(seqs, base)
+        n = len(tokens)
+        dtype = next(self.model.parameters()).dtype
+        allowed = torch.ones((n, base + n), dtype=torch.bool)
+        allowed[:, base:] = anc
+        # Additive float mask: what eager attention adds and SDPA accepts alike.
+        mask = torch.zeros((1, 1, n, base + n), dtype=dtype)
+        mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+        kept_slots = sorted({s for p, k in zip(paths, keeps) for s in p[-k:]})
+        past = cache_from([(k[..., :base, :], v[..., :base, :]) for k, v in self.kv], n) if base else None
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([tokens], device=self.device),
+                             position_ids=torch.tensor([positions], device=self.device),
+                             attention_mask=mask.to(self.device), past_key_values=past, use_cache=True,
+                             logits_to_keep=torch.tensor(kept_slots, device=self.device))
+        self.computed_tokens += n
+        kv = kv_of(out.past_key_values)
+        if kv is None:
+            self.supported, self.ids, self.kv = False, [], None
+            raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
+        tp = TreePass(kv, base, paths, out.logits[0], {s: r for r, s in enumerate(kept_slots)})
+        last = torch.tensor(tp.index(len(seqs) - 1), device=self.device)
+        self.ids, self.kv = seqs[-1], [(k.index_select(2, last), v.index_select(2, last)) for k, v in kv]
+        return tp
+
+    def tree_passes(self, seqs: Sequence[Sequence[int]], keep: Sequence[int] | int = 1, pack_tokens: int = 512,
+                    call_overhead_tokens: int = 32) -> list[tuple[TreePass, list[int]]]:
+        """``seqs`` in lexicographic order through :meth:`tree_pass`, in packs of at most about
+        ``pack_tokens`` computed tokens: attention inside a pack is computed densely under the tree
+        mask, so one huge pack wastes attention work, while every call costs
+        ``call_overhead_tokens`` tokens' worth (streaming the weights). A sequence joins the open
+        pack when that costs no more than a pack of its own would.
+
+        Returns each pass with the indices (into ``seqs``) of the sequences it holds, in its order.
+        """
+        keeps = [keep] * len(seqs) if isinstance(keep, int) else list(keep)
+        order = sorted(range(len(seqs)), key=lambda i: list(seqs[i]))
+        packs: list[list[int]] = []
+        cur: list[int] = []
+        cur_cost, cached = 0, self.ids
+        for i in order:
+            if cur:
+                joined = pack_cost(cached, [seqs[j] for j in cur + [i]], [keeps[j] for j in cur + [i]])
+                alone = call_overhead_tokens + pack_cost(seqs[cur[-1]], [seqs[i]], [keeps[i]])
+                if joined <= pack_tokens and joined - cur_cost <= alone:
+                    cur.append(i)
+                    cur_cost = joined
+                    continue
+                packs.append(cur)
+                cached = seqs[cur[-1]]  # what the cache holds when the next pack runs
+            cur, cur_cost = [i], pack_cost(cached, [seqs[i]], [keeps[i]])
+        if cur:
+            packs.append(cur)
+        return [(self.tree_pass([seqs[i] for i in pk], [keeps[i] for i in pk]), pk) for pk in packs]
+
     def kv_for(self, ids: Sequence[int]) -> KV:
         """KV of exactly ``ids`` (``(1, heads, len, dim)`` per layer), computing only what the cache
         lacks (nothing when ``ids`` is a prefix of the cached sequence)."""
@@ -283,6 +356,81 @@ class PrefixCache:
         if self.kv is not None and self.supported and common_prefix(self.ids, ids) == len(ids):
             return [(k[..., : len(ids), :], v[..., : len(ids), :]) for k, v in self.kv]
         return self.prefill(ids).kv
+
+
+def tree_layout(seqs: Sequence[Sequence[int]], base: int):
+    """Pack the tokens of ``seqs`` past their shared cached prefix ``base`` as a prefix tree.
+
+    Each sequence shares its longest common prefix with the one before it (in lexicographic order,
+    the longest it shares with any earlier one), so every distinct prefix gets one packed slot.
+
+    Returns:
+        ``tokens`` and ``positions`` (lists of the packed slots' token ids and positions),
+        ``paths`` (per sequence, the packed slot of each of its positions ``base..len-1``) and
+        ``ancestors``, a bool ``(n, n)`` tensor: slot ``s`` may attend to slot ``t`` iff ``t`` is
+        ``s`` or one of its ancestors in the tree (every slot also sees all ``base`` cached positions).
+    """
+    import torch
+
+    tokens: list[int] = []
+    positions: list[int] = []
+    paths: list[list[int]] = []
+    owners: list[tuple[int, int]] = []  # (sequence, first new position) that created new slots
+    prev: Sequence[int] = ()
+    prev_path: list[int] = []
+    for i, seq in enumerate(seqs):
+        if len(seq) <= base:
+            raise ValueError(f"sequence {i} has {len(seq)} tokens, not more than the shared base {base}")
+        share = max(base, min(common_prefix(prev, seq), len(seq))) if i else base
+        path = prev_path[: share - base]
+        start = len(tokens)
+        tokens.extend(int(t) for t in seq[share:])
+        positions.extend(range(share, len(seq)))
+        path = path + list(range(start, len(tokens)))
+        paths.append(path)
+        owners.append((i, share - base))
+        prev, prev_path = seq, path
+    n = len(tokens)
+    anc = torch.zeros((n, n), dtype=torch.bool)
+    for (i, first), path in zip(owners, paths):
+        m = len(path)
+        if first >= m:
+            continue
+        p = torch.tensor(path, dtype=torch.long)
+        tri = torch.ones((m, m), dtype=torch.bool).tril()[first:]
+        anc[p[first:, None], p[None, :]] = tri
+    return tokens, positions, paths, anc
+
+
+def pack_cost(cached: Sequence[int], seqs: Sequence[Sequence[int]], keeps: Sequence[int]) -> int:
+    """Tokens :meth:`PrefixCache.tree_pass` computes for ``seqs`` (in order) when the cache holds
+    ``cached``: the tree's slots past the prefix all of them share with the cache."""
+    base = min(min(common_prefix(cached, s), len(s) - k) for s, k in zip(seqs, keeps))
+    n = len(seqs[0]) - base
+    for a, b in zip(seqs, seqs[1:]):
+        n += len(b) - max(base, common_prefix(a, b))
+    return n
+
+
+@dataclass
+class TreePass:
+    """One packed prefix-tree pass: the model's KV (``(1, heads, base + n, dim)`` per layer), the
+    cached prefix length ``base``, per sequence its packed slots ``paths[i]`` (positions ``base..``)
+    and the kept logits ``(k, vocab)`` at packed slots ``kept`` (a dict slot -> row)."""
+
+    kv: KV
+    base: int
+    paths: list[list[int]]
+    logits: "torch.Tensor"  # noqa: F821
+    kept: dict[int, int]
+
+    def logits_of(self, i: int, k: int = 1) -> "torch.Tensor":  # noqa: F821
+        """Logits ``(k, vocab)`` at sequence ``i``'s last ``k`` positions."""
+        return self.logits[[self.kept[s] for s in self.paths[i][-k:]]]
+
+    def index(self, i: int) -> list[int]:
+        """Positions in :attr:`kv` of sequence ``i``'s tokens, in order."""
+        return list(range(self.base)) + [self.base + s for s in self.paths[i]]
 
 
 def stack_parts(parts: Sequence[tuple[KV, "torch.Tensor"]], extra: int = 0):  # noqa: F821
@@ -330,3 +478,37 @@ def stack_left_padded(rows: Sequence[Prefilled], extra: int = 0):
 
     return stack_parts([(r.kv, torch.ones((1, r.length), dtype=torch.long, device=r.kv[0][0].device))
                         for r in rows], extra)
+
+
+def stack_trees(passes: Sequence[tuple[TreePass, Sequence[int]]], extra: int = 0):
+    """Join the sequences of tree passes (each with the indices of the rows it holds in the batch)
+    into one left-padded batch cache with room for ``extra`` decode steps, as :func:`stack_parts`.
+    Returns ``(cache, mask)``, ``mask`` ``(b, L)`` with 0 on padding."""
+    import torch
+    from transformers import DynamicCache
+
+    lens = {r: tp.base + len(tp.paths[i]) for tp, rows in passes for i, r in enumerate(rows)}
+    b, width = len(lens), max(lens.values())
+    dev = passes[0][0].kv[0][0].device
+    mask = torch.zeros((b, width), dtype=torch.long, device=dev)
+    for r, n in lens.items():
+        mask[r, width - n:] = 1
+    kv: KV = []
+    for layer in range(len(passes[0][0].kv)):
+        k0 = passes[0][0].kv[layer][0]
+        keys = k0.new_empty((b, k0.shape[1], width + extra, k0.shape[3]))
+        values = torch.empty_like(keys)
+        for tp, rows in passes:
+            # Padding copies position 0: finite (0 x NaN would poison the softmax product), masked out.
+            idx = torch.zeros((len(rows), width), dtype=torch.long)
+            for j in range(len(rows)):
+                ix = tp.index(j)
+                idx[j, width - len(ix):] = torch.tensor(ix, dtype=torch.long)
+            idx = idx.to(dev)
+            k, v = tp.kv[layer]
+            sel = torch.tensor(list(rows), device=dev)
+            keys[sel, :, :width] = k[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
+            values[sel, :, :width] = v[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
+        kv.append((keys, values))
+    cache = buffered_cache(kv, width)
+    return cache or DynamicCache(ddp_cache_data=[(k[..., :width, :], v[..., :width, :]) for k, v in kv]), mask

@@ -6,13 +6,16 @@ activations that already passed through the quantized earlier layers:
 
 1. damp ``H += λ·mean(diag H)·I``; dead input channels (zero activations) get ``H_jj = 1``, ``W_j = 0``;
 2. optionally reorder columns by decreasing ``diag H`` (act-order; by default group-aware, so each
-   quantization group stays whole and the checkpoint keeps a natural ``g_idx``);
+   quantization group stays whole and the checkpoint keeps a natural ``g_idx``); by default each
+   linear group is calibrated on activations through the already quantized groups before it
+   (true-sequential);
 3. ``U = chol(H⁻¹)ᵀ`` (upper Cholesky factor of the inverse);
 4. quantize columns left to right in blocks of ``block_size``: each column's rounding error is
    divided by ``U_jj`` and fed back to the columns still to come in the block (rank-1 updates),
    and the block's errors to all later columns at once (one matmul, "lazy batch" updates);
 5. group scales/zeros are chosen when the quantizer reaches a group's first column, from the
-   error-updated weights.
+   error-updated weights: min/max, or (``mse``; by default at 3 bits and fewer) the range that
+   minimises ``Σ|w - ŵ|^2.4`` over shrunk min/max ranges.
 
 The rows of all linears in a group are processed together (they share ``H``), which keeps the
 per-column Python loop to one pass per group.
@@ -22,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int, single_thread
+from codesign.config import ConfigError
+from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int, search_params, single_thread
 from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
 from codesign.quantize.rtn import relative_error
 from codesign.quantize.walker import get_weight
@@ -49,18 +53,20 @@ def group_aware_order(diag: torch.Tensor, group_size: int) -> torch.Tensor:
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, *,
                   damp: float = 0.05, act_order: bool = True, group_aware: bool = False,
-                  block_size: int = 128) -> QuantizedWeight:
+                  block_size: int = 128, mse: float = 0.0) -> QuantizedWeight:
     """Quantize ``w`` ``(out, in)`` with GPTQ given ``hessian`` ``(in, in)``.
 
     ``act_order``: process columns by decreasing ``diag H``; with groups and ``group_aware`` the
     order keeps groups intact (:func:`group_aware_order`), else columns are free to mix (a
-    permuted ``g_idx``, as AutoGPTQ's ``desc_act``).
+    permuted ``g_idx``, as AutoGPTQ's ``desc_act``). ``mse > 0``: each group's range is chosen by
+    :func:`~codesign.quantize.grid.search_params` with that norm (GPTQ's ``mse`` option, 2.4 in
+    its paper's code) instead of min/max.
     """
     with single_thread():  # a loop of small vector ops: see single_thread
-        return _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size)
+        return _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse)
 
 
-def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size) -> QuantizedWeight:
+def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse) -> QuantizedWeight:
     W = w.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
@@ -106,7 +112,7 @@ def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block
             if col % gs == 0:
                 # The group's columns as updated so far: this block's from W1, later blocks' from W.
                 grp = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
-                scale, zero = find_params(grp, bits, sym)
+                scale, zero = (search_params(grp, bits, sym, mse) if mse > 0 else find_params(grp, bits, sym))
                 scales[col // gs], zeros[col // gs] = scale, zero
             w_col = W1[:, i]
             d = Hinv1[i, i]
@@ -132,12 +138,33 @@ def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block
 class GPTQ(QuantMethod):
     name = "gptq"
     needs_calibration = True
-    # Defaults from measurements on SmolLM2-135M (experiments/quantize_bench/gptq_ablation.csv: KL to
-    # the dense model on held-out MMLU text, 4-bit g128): act-order took GPTQ from 0.386 (barely
-    # better than RTN's 0.439, though it halved the layer error) to 0.276; damping 0.05 (GPTQModel's
-    # default) to 0.265. True-sequential (AutoGPTQ's and GPTQModel's default) and the group-aware
-    # order did not help end to end here (0.284, 0.274; 3-bit: 1.428 vs 1.366), so they are options.
-    defaults = {"damp": 0.05, "act_order": True, "group_aware": False, "block_size": 128, "true_sequential": False}
+    # Defaults from measurements on SmolLM2-135M, KL to the dense model on held-out MMLU text
+    # (experiments/quantize_bench/gptq_ablation*.csv). Act-order matters most (4-bit g128: 0.386 ->
+    # 0.265; RTN 0.439). At group 64 (gptq_ablation_gptqmodel_g64.csv, 4,096 tokens), with
+    # GPTQModel's choices (group-aware order, true-sequential: natural groups, a plain g_idx that
+    # fast kernels want, and a quarter less layer-output error at 3 bits than plain act-order), the
+    # range search (mse = 2.4) cut the 3-bit KL from 0.97 to 0.78 but left 4 bits level (0.236 vs
+    # 0.228) while raising the held-out layer-output error by a fifth: "auto" searches at <= 3 bits.
+    defaults = {"damp": 0.05, "act_order": True, "group_aware": True, "block_size": 128, "true_sequential": True,
+                "mse": "auto"}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        self.range_norm(self.options["mse"], 3)  # a bad value fails here, before any work
+
+    @staticmethod
+    def range_norm(mse, bits: int) -> float:
+        """The ``mse`` option as a norm for :func:`~codesign.quantize.grid.search_params` (0: min/max)."""
+        if mse == "auto":
+            return 2.4 if bits <= 3 else 0.0
+        try:
+            v = float(mse)
+            if v < 0:
+                raise ValueError
+            return v
+        except (TypeError, ValueError):
+            raise ConfigError(f"gptq option mse = {mse!r} is not allowed (allowed: 'auto', 0 for min/max, "
+                              "or a norm > 0 such as 2.4)") from None
 
     def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
         res = LayerResult()
@@ -147,7 +174,7 @@ class GPTQ(QuantMethod):
             ws = [get_weight(m).detach().float() for m in g.modules]
             qw = gptq_quantize(torch.cat(ws, 0), H, cfg.bits, cfg.group_size, cfg.sym, damp=float(o["damp"]),
                                act_order=bool(o["act_order"]), group_aware=bool(o["group_aware"]),
-                               block_size=int(o["block_size"]))
+                               block_size=int(o["block_size"]), mse=self.range_norm(o["mse"], cfg.bits))
             r0 = 0
             for name, w in zip(g.names, ws):
                 r1 = r0 + w.shape[0]

@@ -23,12 +23,12 @@ _METHODS: dict[str, type["QuantMethod"]] = {}
 
 @dataclass
 class QuantConfig:
-    """What to quantize to: bits, group size (-1 = per output channel), symmetry, method options."""
+    """What to quantize to: bits, group size (-1 = per output channel), symmetry. Method options
+    live on the :class:`QuantMethod` instance (``get_method(name, **options)``)."""
 
     bits: int
     group_size: int = 128
     sym: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

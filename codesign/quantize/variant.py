@@ -97,7 +97,7 @@ def quantize_variant(spec: VariantSpec, *, calib=None, progress: bool = True, ou
             n, L = int(ex.get("n_samples", DEFAULT_N_SAMPLES)), int(ex.get("seq_len", DEFAULT_SEQ_LEN))
             ids = calibration_tokens(lm.tokenizer, source, n, L, spec.seed, data_dir)
             calib_info = {"source": source, "n_samples": n, "seq_len": L, "seed": spec.seed}
-    cfg = QuantConfig(spec.bits, spec.group_size, spec.sym, method_options(spec))
+    cfg = QuantConfig(spec.bits, spec.group_size, spec.sym)
     torch.manual_seed(spec.seed)
     res = quantize_model(lm.model, method, cfg, ids, batch_size=batch_size, progress=progress,
                          desc=spec.short_name)

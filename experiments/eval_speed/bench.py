@@ -54,7 +54,8 @@ def main() -> None:
                          "subjects/prompts: little shared prefix, the worst case); contiguous: the first items "
                          "of each subtask in id order (same subject / demonstration set, as a full run sees them)")
     ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--prefill", default="auto", help="codesign's prefill mode: auto (rows on CPU), rows or batch")
+    ap.add_argument("--pack-tokens", type=int, default=512, help="tree prefill: tokens per packed pass at most")
+    ap.add_argument("--prefill", default="auto", help="codesign's prefill mode: auto (tree on CPU), tree, rows or batch")
     ap.add_argument("--baseline-tokens", type=int, default=16)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -79,7 +80,7 @@ def main() -> None:
             cases.append((name, sample, task, pick(items, args.limit, args.seed, sample)))
     for name, sample, task, items in cases:
         prompts = [chat_ids(tok, it.messages) for it in items]
-        gen = BatchGenerator(model, tok, prefill=args.prefill)
+        gen = BatchGenerator(model, tok, prefill=args.prefill, pack_tokens=args.pack_tokens)
         t_base = t_ours = 0.0
         base_lab, ours_lab, base_txt, ours_txt = {}, {}, {}, {}
         for batch in gen.plan(prompts, args.batch_size):
@@ -106,7 +107,7 @@ def main() -> None:
             "label_agreement": agree / n, "text_prefix_agreement": prefix / n,
             "ours_max_new_tokens": task.max_new_tokens, "baseline_max_new_tokens": args.baseline_tokens,
             "mean_prompt_tokens": sum(map(len, prompts)) / n,
-            "prefill": gen.prefill_mode,
+            "prefill": gen.prefill_mode, "pack_tokens": args.pack_tokens,
             # Prompt tokens the baseline runs over those codesign ran: the speed-up's prefill bound.
             "prompt_token_ratio": sum(map(len, prompts)) / max(1, gen.stats.computed_prompt_tokens),
         }

@@ -59,7 +59,7 @@ def truncate(model, n_layers: int | None):
 
 
 def run_codesign(method: str, bits: int, group_size: int, calib: torch.Tensor, held: torch.Tensor,
-                 fp_model, n_layers: int | None) -> dict:
+                 fp_model, n_layers: int | None, options: dict | None = None) -> dict:
     from codesign.models import load_model
     from codesign.quantize import get_method
     from codesign.quantize.registry import QuantConfig
@@ -68,7 +68,7 @@ def run_codesign(method: str, bits: int, group_size: int, calib: torch.Tensor, h
     lm = load_model("smollm2-135m-instruct")
     truncate(lm.model, n_layers)
     t0 = time.perf_counter()
-    res = quantize_model(lm.model, get_method(method), QuantConfig(bits, group_size),
+    res = quantize_model(lm.model, get_method(method, **(options or {})), QuantConfig(bits, group_size),
                          None if method == "rtn" else calib, desc=f"{method} w{bits}")
     wall = time.perf_counter() - t0
     calib_err = None
@@ -91,13 +91,13 @@ def run_codesign(method: str, bits: int, group_size: int, calib: torch.Tensor, h
     else:
         calib_err = sum(res.errors.values()) / len(res.errors)
     return {"tool": "codesign", "method": method, "bits": bits, "group_size": group_size, "wall_s": wall,
-            "calib_err": calib_err, "heldout_layer_err": heldout_layer_error(fp_model, lm.model, held, n_layers)}
+            "options": json.dumps(options or {}, sort_keys=True), "calib_err": calib_err, "heldout_layer_err": heldout_layer_error(fp_model, lm.model, held, n_layers)}
 
 
-def run_gptqmodel(method: str, bits: int, group_size: int, calib: torch.Tensor, held: torch.Tensor, fp_model,
-                  n_layers: int | None, workdir: Path) -> dict | None:
-    """GPTQModel on the same model folder and calibration tokens; its checkpoint is read back with
-    codesign's AutoGPTQ importer. Written against GPTQModel 7.x; untested where it is not installed."""
+def run_gptqmodel_model(method: str, bits: int, group_size: int, calib: torch.Tensor, workdir: Path):
+    """GPTQModel on the same model folder and calibration tokens; its checkpoint read back with
+    codesign's importer. Returns ``(model, wall_s)``, or ``None`` when ``gptqmodel`` is missing.
+    Written against GPTQModel 7.x."""
     try:
         import gptqmodel  # noqa: F401
         from gptqmodel import GPTQModel, QuantizeConfig
@@ -134,9 +134,34 @@ def run_gptqmodel(method: str, bits: int, group_size: int, calib: torch.Tensor, 
     from codesign.quantize import load_variant
 
     spec, entry = import_checkpoint(out, root=workdir / "variants")
-    q = load_variant(spec, path=entry).model
+    return load_variant(spec, path=entry).model, wall
+
+
+def run_gptqmodel(method: str, bits: int, group_size: int, calib: torch.Tensor, held: torch.Tensor, fp_model,
+                  n_layers: int | None, workdir: Path) -> dict | None:
+    got = run_gptqmodel_model(method, bits, group_size, calib, workdir)
+    if got is None:
+        return None
+    q, wall = got
     return {"tool": "gptqmodel", "method": method, "bits": bits, "group_size": group_size, "wall_s": wall,
             "calib_err": None, "heldout_layer_err": heldout_layer_error(fp_model, q, held, n_layers)}
+
+
+def method_options(method: str, spec: str) -> dict:
+    """``key=value`` pairs from ``--options`` that ``method`` knows (its ``defaults``)."""
+    from codesign.quantize import get_method
+
+    known = get_method(method).defaults
+    out = {}
+    for pair in filter(None, spec.split(",")):
+        key, _, raw = pair.partition("=")
+        try:
+            val = json.loads(raw)
+        except json.JSONDecodeError:
+            val = raw
+        if key in known:
+            out[key] = type(known[key])(val) if known[key] is not None else val
+    return out
 
 
 def main() -> None:
@@ -148,6 +173,9 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--layers", type=int, default=None, help="only the first N decoder layers (quick runs)")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--options", default="", help="codesign method options, e.g. 'true_sequential=1,group_aware=1' "
+                    "(applied to every method that has them; values parsed as JSON, else strings)")
+    ap.add_argument("--no-gptqmodel", action="store_true", help="skip GPTQModel even when it is importable")
     args = ap.parse_args()
 
     from codesign.models import load_model
@@ -159,14 +187,15 @@ def main() -> None:
     held = calibration_tokens(fp.tokenizer, n_samples=8, seq_len=args.seq_len, seed=1)
     try:
         import gptqmodel  # noqa: F401
-        have_gptqmodel = True
+        have_gptqmodel = not args.no_gptqmodel
     except ImportError:
         have_gptqmodel = False
         print("gptqmodel is not importable: GPTQModel columns are skipped (pip install gptqmodel==7.6.0 to compare)")
     rows = []
     for method in args.methods.split(","):
         for bits in [int(b) for b in args.bits.split(",")]:
-            r = run_codesign(method, bits, args.group_size, calib, held, fp.model, args.layers)
+            opts = method_options(method, args.options)
+            r = run_codesign(method, bits, args.group_size, calib, held, fp.model, args.layers, opts)
             g = None
             if have_gptqmodel and method != "rtn":
                 try:
