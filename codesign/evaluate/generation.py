@@ -35,6 +35,11 @@ DEFAULT_STOP = ("\n\n",)
 PREFILL_MODES = ("auto", "tree", "rows", "batch")
 
 
+def through_cache(mode: str, prefix: PrefixCache) -> bool:
+    """Whether prompts go through the prefix cache (tree or rows mode, on a cache it can slice)."""
+    return mode in ("tree", "rows") and prefix.supported
+
+
 def resolve_prefill(mode: str, device) -> str:
     """``auto`` → ``tree`` on CPU (compute-bound prompt pass), ``batch`` on accelerators."""
     if mode not in PREFILL_MODES:
@@ -278,7 +283,7 @@ class BatchGenerator:
 
     def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
         """Batches of prompt indices in the order that suits this generator's prefill mode."""
-        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
+        if through_cache(self.prefill_mode, self.prefix):
             return sorted_chunks(prompts, batch_size, max_tokens)
         return plan_batches(prompts, batch_size, max_tokens, self.min_shared_prefix)
 
@@ -336,7 +341,7 @@ class BatchGenerator:
         t0 = time.perf_counter()
         with torch.inference_mode():
             cache = None
-            if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
+            if through_cache(self.prefill_mode, self.prefix):
                 fill = self._prefill_tree if self.prefill_mode == "tree" else self._prefill_rows
                 try:
                     cache, mask, last_pos, nxt = fill(prompts, max_new_tokens)
@@ -406,9 +411,9 @@ class OptionScorer:
 
     When every option of a prompt is a single token, one forward pass of the prompt scores them
     all (its last-position distribution); otherwise each (prompt, option) pair is one row.
-    ``prefill`` as for :class:`BatchGenerator`: ``rows`` (CPU default) goes through a prefix KV
-    cache, so a prompt's shared prefix is computed once and, for multi-token options, the prompt
-    once for all its options.
+    ``prefill`` as for :class:`BatchGenerator`: ``tree`` (CPU default) and ``rows`` go through a
+    prefix KV cache, so a prompt's shared prefix is computed once and, for multi-token options, the
+    prompt once for all its options.
     """
 
     def __init__(self, model, tokenizer, *, prefill: str = "auto", call_overhead_tokens: int = 32,
@@ -426,7 +431,7 @@ class OptionScorer:
 
     def plan(self, prompts: Sequence[Sequence[int]], batch_size: int, max_tokens: int = 16384) -> list[list[int]]:
         """Batches of prompt indices: lexicographic order for the prefix cache, else by length."""
-        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
+        if through_cache(self.prefill_mode, self.prefix):
             return sorted_chunks(prompts, batch_size, max_tokens)
         return length_batches([len(p) for p in prompts], batch_size, max_tokens)
 
@@ -443,8 +448,8 @@ class OptionScorer:
                 rows += [(list(p) + c, len(c) + 1, (i, j)) for j, c in enumerate(opts)]
         seqs, keep, owner = (list(x) for x in zip(*rows))
         vals: list[list[float]] = [[0.0] * len(opts) for opts in opt_ids]
-        for tp, rows in self.prefix.tree_passes(seqs, keep, self.pack_tokens, self.call_overhead_tokens):
-            for r, s_idx in enumerate(rows):
+        for tp, members in self.prefix.tree_passes(seqs, keep, self.pack_tokens, self.call_overhead_tokens):
+            for r, s_idx in enumerate(members):
                 i, j = owner[s_idx]
                 logp = torch.log_softmax(tp.logits_of(r, keep[s_idx]).float(), -1)
                 if j is None:
@@ -518,7 +523,7 @@ class OptionScorer:
 
         t0 = time.perf_counter()
         opt_ids = [[self.option_ids(o) for o in opts] for opts in options]
-        if self.prefill_mode in ("tree", "rows") and self.prefix.supported:
+        if through_cache(self.prefill_mode, self.prefix):
             computed0 = self.prefix.computed_tokens
             try:
                 res = (self._score_tree if self.prefill_mode == "tree" else self._score_rows)(prompts, opt_ids)

@@ -102,8 +102,8 @@ def _empty_like_with(t, length: int):
 
 def buffered_cache(buffers: list[tuple["torch.Tensor", "torch.Tensor"]], n: int):  # noqa: F821
     """A ``DynamicCache`` over per-layer ``(keys, values)`` buffers whose first ``n`` positions hold
-    the cache; later positions are room for appends. ``None`` where transformers' cache layers are
-    not the kind this module knows (callers then fall back to a plain ``DynamicCache``)."""
+    the cache; later positions are room for appends. Where transformers' cache layers are not the
+    kind this module knows, a plain ``DynamicCache`` of the first ``n`` positions (appends copy)."""
     from transformers import DynamicCache
 
     try:
@@ -112,12 +112,11 @@ def buffered_cache(buffers: list[tuple["torch.Tensor", "torch.Tensor"]], n: int)
         cache.layers = [layer_cls(k, v, n) for k, v in buffers]
         return cache
     except (AttributeError, TypeError, ImportError):
-        return None
+        return DynamicCache(ddp_cache_data=[(k[..., :n, :], v[..., :n, :]) for k, v in buffers])
 
 
 def cache_from(kv: KV, extra: int = 0):
     """A ``DynamicCache`` holding a copy of ``kv`` with room for ``extra`` more tokens per layer."""
-    from transformers import DynamicCache
 
     n = kv[0][0].shape[-2]
     buffers = []
@@ -126,7 +125,7 @@ def cache_from(kv: KV, extra: int = 0):
         kb[..., :n, :] = k
         vb[..., :n, :] = v
         buffers.append((kb, vb))
-    return buffered_cache(buffers, n) or DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])
+    return buffered_cache(buffers, n)
 
 
 def plan_runs(prompts: Sequence[Sequence[int]], cached: Sequence[int], call_overhead_tokens: int) -> list[list[int]]:
@@ -438,7 +437,6 @@ def stack_parts(parts: Sequence[tuple[KV, "torch.Tensor"]], extra: int = 0):  # 
     ``(n_i, L_i)``) into one, each left-padded to the widest ``L``, with room for ``extra`` decode
     steps. Returns ``(cache, mask)`` with ``mask`` ``(sum n_i, L)`` (0 on padding)."""
     import torch
-    from transformers import DynamicCache
 
     width = max(int(m.shape[1]) for _, m in parts)
     b = sum(int(m.shape[0]) for _, m in parts)
@@ -463,8 +461,7 @@ def stack_parts(parts: Sequence[tuple[KV, "torch.Tensor"]], extra: int = 0):  # 
     for _, m in parts:
         mask[r:r + m.shape[0], width - m.shape[1]:] = m
         r += m.shape[0]
-    cache = buffered_cache(kv, width)
-    return cache or DynamicCache(ddp_cache_data=[(k[..., :width, :], v[..., :width, :]) for k, v in kv]), mask
+    return buffered_cache(kv, width), mask
 
 
 def stack_left_padded(rows: Sequence[Prefilled], extra: int = 0):
@@ -485,7 +482,6 @@ def stack_trees(passes: Sequence[tuple[TreePass, Sequence[int]]], extra: int = 0
     into one left-padded batch cache with room for ``extra`` decode steps, as :func:`stack_parts`.
     Returns ``(cache, mask)``, ``mask`` ``(b, L)`` with 0 on padding."""
     import torch
-    from transformers import DynamicCache
 
     lens = {r: tp.base + len(tp.paths[i]) for tp, rows in passes for i, r in enumerate(rows)}
     b, width = len(lens), max(lens.values())
@@ -493,22 +489,23 @@ def stack_trees(passes: Sequence[tuple[TreePass, Sequence[int]]], extra: int = 0
     mask = torch.zeros((b, width), dtype=torch.long, device=dev)
     for r, n in lens.items():
         mask[r, width - n:] = 1
+    # Per pass: the batch rows it fills and, per row, the KV positions to gather (left-padded).
+    # Padding gathers position 0: finite (0 x NaN would poison the softmax product), masked out.
+    gathers = []
+    for tp, rows in passes:
+        idx = torch.zeros((len(rows), width), dtype=torch.long)
+        for j in range(len(rows)):
+            ix = tp.index(j)
+            idx[j, width - len(ix):] = torch.tensor(ix, dtype=torch.long)
+        gathers.append((tp, torch.tensor(list(rows), device=dev), idx.to(dev)))
     kv: KV = []
     for layer in range(len(passes[0][0].kv)):
         k0 = passes[0][0].kv[layer][0]
         keys = k0.new_empty((b, k0.shape[1], width + extra, k0.shape[3]))
         values = torch.empty_like(keys)
-        for tp, rows in passes:
-            # Padding copies position 0: finite (0 x NaN would poison the softmax product), masked out.
-            idx = torch.zeros((len(rows), width), dtype=torch.long)
-            for j in range(len(rows)):
-                ix = tp.index(j)
-                idx[j, width - len(ix):] = torch.tensor(ix, dtype=torch.long)
-            idx = idx.to(dev)
+        for tp, sel, idx in gathers:
             k, v = tp.kv[layer]
-            sel = torch.tensor(list(rows), device=dev)
             keys[sel, :, :width] = k[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
             values[sel, :, :width] = v[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
         kv.append((keys, values))
-    cache = buffered_cache(kv, width)
-    return cache or DynamicCache(ddp_cache_data=[(k[..., :width, :], v[..., :width, :]) for k, v in kv]), mask
+    return buffered_cache(kv, width), mask

@@ -60,7 +60,8 @@ def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size:
     order keeps groups intact (:func:`group_aware_order`), else columns are free to mix (a
     permuted ``g_idx``, as AutoGPTQ's ``desc_act``). ``mse > 0``: each group's range is chosen by
     :func:`~codesign.quantize.grid.search_params` with that norm (GPTQ's ``mse`` option, 2.4 in
-    its paper's code) instead of min/max.
+    its paper's code) instead of min/max. These keyword defaults are the plain algorithm; the
+    registered method's defaults (:attr:`GPTQ.defaults`) add the group-aware order and the search.
     """
     with single_thread():  # a loop of small vector ops: see single_thread
         return _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse)
