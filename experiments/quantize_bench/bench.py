@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--group-size", type=int, default=128)
     ap.add_argument("--n-samples", type=int, default=32)
     ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--calib-seed", type=int, default=0, help="calibration sampling seed (held-out text is seed 1)")
     ap.add_argument("--layers", type=int, default=None, help="only the first N decoder layers (quick runs)")
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--options", default="", help="codesign method options, e.g. 'true_sequential=1,group_aware=1' "
@@ -183,7 +184,7 @@ def main() -> None:
 
     fp = load_model("smollm2-135m-instruct")
     truncate(fp.model, args.layers)
-    calib = calibration_tokens(fp.tokenizer, n_samples=args.n_samples, seq_len=args.seq_len, seed=0)
+    calib = calibration_tokens(fp.tokenizer, n_samples=args.n_samples, seq_len=args.seq_len, seed=args.calib_seed)
     held = calibration_tokens(fp.tokenizer, n_samples=8, seq_len=args.seq_len, seed=1)
     try:
         import gptqmodel  # noqa: F401
@@ -216,6 +217,7 @@ def main() -> None:
                   + (f"  | gptqmodel wall {g['wall_s']:.1f} s err {g['heldout_layer_err']:.3e}" if g else ""),
                   flush=True)
     meta = {"model": "smollm2-135m-instruct", "layers": args.layers or 30, "n_samples": args.n_samples,
+            "calib_seed": args.calib_seed,
             "seq_len": args.seq_len, "group_size": args.group_size, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "machine": platform.machine(), "gptqmodel": have_gptqmodel}
     args.out.mkdir(parents=True, exist_ok=True)
