@@ -135,6 +135,27 @@ def test_range_search_beats_min_max_and_matches_exhaustive_grid(sym):
     assert s.shape == z.shape == (4, 64) and (z >= 0).all() and (z <= 7).all()
 
 
+def test_range_search_weighs_columns():
+    """With column weights the search minimises the weighted error: a heavy column's own error
+    drops below what the unweighted search leaves it."""
+    from codesign.quantize.grid import fake_quantize, search_params
+
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(256, 64, generator=g)
+    w[:, 7] *= 6
+    cw = torch.ones(64)
+    cw[7] = 50.0  # the outlier column's error counts most: clipping it is no longer cheap
+
+    def err(p, weight):
+        return ((fake_quantize(w, p[0][:, None], p[1][:, None], 3) - w).pow(2) * weight).sum(-1)
+
+    plain, weighted = search_params(w, 3, False, 2.0), search_params(w, 3, False, 2.0, col_weight=cw)
+    full = search_params(w, 3, False, 2.0, col_weight=cw, coarse=1)
+    assert err(weighted, cw).sum() < 0.9 * err(plain, cw).sum()
+    assert err(weighted, cw).sum() <= 1.01 * err(full, cw).sum()
+    assert err(plain, 1.0).sum() < err(weighted, 1.0).sum()  # each search wins its own objective
+
+
 # -- GPTQ / AWQ mechanics -------------------------------------------------------------------------
 def _correlated_inputs(n=2048, d=128, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -161,6 +182,23 @@ def test_gptq_beats_rtn_on_output_error(act_order, group_aware, mse):
     order = group_aware_order(torch.diag(H)[:120], 32)  # 3 whole groups and a short one of 24
     assert sorted(order.tolist()) == list(range(120)) and set(order[96:].tolist()) == set(range(96, 120))
     assert all(len({int(c) // 32 for c in order[k:k + 32]}) == 1 for k in (0, 32, 64))
+
+
+def test_gptq_hessian_range_lowers_output_error():
+    """Choosing each group's range by what rounding costs in output error (columns weighed by
+    1/U_jj², GPTQ's own loss) beats min/max and the plain weight-space range search."""
+    from codesign.quantize.gptq import gptq_quantize
+    from codesign.quantize.rtn import relative_error
+
+    X = _correlated_inputs(seed=1)
+    X[:, :8] *= 8.0  # a few strong input channels, as in real activations
+    H = X.T @ X / X.shape[0]
+    w = torch.randn(96, 128, generator=torch.Generator().manual_seed(6))
+    errs = {}
+    for name, kw in {"minmax": {}, "mse": {"mse": 2.0}, "hessian": {"mse": 2.0, "hessian_range": True}}.items():
+        q = gptq_quantize(w, H, 3, 32, False, group_aware=True, **kw)
+        errs[name] = relative_error(w, q.dequantize(), H)
+    assert errs["hessian"] < errs["mse"] and errs["hessian"] < errs["minmax"], errs
 
 
 def test_true_sequential_calibrates_later_groups_on_quantized_earlier_ones():
@@ -203,6 +241,56 @@ def test_awq_scale_search_helps_with_salient_channels():
     e_rtn = relative_error(w, fake_rtn(w, 4, 32, False), H)
     assert err < 0.8 * e_rtn
     assert s[:4].mean() > s[4:].mean()  # salient channels scaled up
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-neox"])
+def test_awq_block_error_replays_the_block(name):
+    """The block calls kept during the statistics pass replay the block exactly; a 3-bit group errs
+    more than an 8-bit one, the weights are restored after every call, and the search re-ranks
+    its ``topk`` best candidates by the block error."""
+    from codesign.models import load_model
+    from codesign.quantize.awq import block_error, search_scale
+    from codesign.quantize.sequential import call_tokens, collect_stats
+    from codesign.quantize.walker import capture_first_layer_inputs, get_weight, walk
+
+    lm = load_model(name)
+    ids = torch.randint(0, 250, (6, 16), generator=torch.Generator().manual_seed(0))
+    inputs = capture_first_layer_inputs(lm.model, ids, 2)
+    layer = walk(lm.model)[0]
+    blocked = [g for g in layer.groups if g.block is not None]
+    assert len(blocked) == 2
+    seen_out = {id(g.block): [] for g in blocked}
+    hooks = [g.block.register_forward_hook(lambda m, a, o: seen_out[id(m)].append(o[0] if isinstance(o, tuple) else o))
+             for g in blocked]
+    stats, _ = collect_stats(layer, inputs, block_tokens=40)
+    for h in hooks:
+        h.remove()
+    for g in blocked:
+        with torch.no_grad():
+            replay = [g.block(*a, **kw) for a, kw in stats[g.names[0]].block_calls]
+        replay = [o[0] if isinstance(o, tuple) else o for o in replay]
+        assert all(torch.equal(r, o) for r, o in zip(replay, seen_out[id(g.block)][:2]))
+    for g in layer.groups:
+        calls = stats[g.names[0]].block_calls
+        if g.block is None:
+            assert calls == []
+            continue
+        assert [call_tokens(*c) for c in calls] == [32, 32]  # whole batches until >= 40 tokens
+        before = [get_weight(m).detach().clone() for m in g.modules]
+        width = before[0].shape[1]
+        e3, e8 = (block_error(g, calls, b, 32, False)(torch.ones(width)) for b in (3, 8))
+        assert 0 < e8 < e3 / 100
+        assert all(torch.equal(b, get_weight(m)) for b, m in zip(before, g.modules))
+        w = torch.cat(before, 0).float()
+        st = stats[g.names[0]]
+        seen = []
+
+        def scored(s, _f=block_error(g, calls, 3, 32, False)):
+            seen.append(s)
+            return _f(s)
+
+        s, _ = search_scale(w, st.hessian, st.act_abs_mean, 3, 32, False, block_err=scored, topk=5)
+        assert len(seen) == 5 and scored(s) == min(scored(c) for c in seen[:5])
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2", "tiny-neox", "tiny-qwen2"])
@@ -258,6 +346,9 @@ def test_registry_errors():
         get_method("foo")
     with pytest.raises(ConfigError, match="unknown option"):
         get_method("gptq", dampp=0.1)
+    for bad in ("auto", -1, "x"):
+        with pytest.raises(ConfigError, match=r"gptq option mse = .* \(allowed: 0 for min/max"):
+            get_method("gptq", mse=bad)
 
 
 @pytest.mark.parametrize("spec,match", [

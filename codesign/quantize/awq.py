@@ -8,7 +8,11 @@ norm, or a linear feeding the group directly: ``v_proj → o_proj``, ``up_proj �
    ``duo_scaling``, also ``s = E|x|^α / w_mean^(1-α)`` as AutoAWQ does), minimising the
    group's output error ``||(W - Q(W·diag(s))·diag(s)⁻¹) X||²`` (computed exactly from
    ``H = E[x xᵀ]``, so no extra forward passes); ``α = 0`` is plain RTN, so the search never does
-   worse than RTN on the calibration data;
+   worse than RTN on the calibration data. With ``block_loss`` (the default), a group feeding an
+   attention or MLP block (q/k/v, gate/up) then re-ranks its ``block_topk`` best candidates by
+   the block's output error on ``block_tokens`` replayed calibration tokens, as the reference
+   implementation scores every candidate (its ``module2inspect``): the softmax and the gated
+   activation weigh q/k and gate/up errors unlike a linear's own output;
 2. fold: ``W ← W·diag(s)`` for the group, ``prev ← prev / s`` (norm weight and bias, or the
    producing linear's output rows) — the float model is unchanged;
 3. optional clipping search: per output row and group, shrink the max |w| by up to
@@ -16,15 +20,17 @@ norm, or a linear feeding the group directly: ``v_proj → o_proj``, ``up_proj �
    input block of ``H`` (skipped for q/k, whose errors are amplified by the attention softmax);
 4. round to nearest on the per-group grid.
 
-Difference from the reference implementation: the loss is each linear's own output rather than
-the whole attention/MLP block's output, which makes the search a few matmuls against ``H``.
+Difference from the reference implementation: the block output scores only the candidates the
+exact ``H`` loss ranks best, so a layer costs a few block replays instead of one per candidate.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from codesign.quantize.grid import fake_quantize, find_params, group_view
+from codesign.quantize.grid import all_threads, fake_quantize, find_params, group_view
 from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
 from codesign.quantize.rtn import relative_error, rtn_quantize
 from codesign.quantize.walker import get_weight, set_weight
@@ -52,28 +58,63 @@ def weight_mean(w: torch.Tensor, group_size: int) -> torch.Tensor:
     return g.reshape(w.shape[0], -1)[:, : w.shape[1]].mean(0)
 
 
+def scale_candidates(w: torch.Tensor, act: torch.Tensor, group_size: int, n_grid: int = 20,
+                     duo: bool = True) -> torch.Tensor:
+    """Candidate per-input-channel scales ``(k, in)`` for ``w`` ``(out, in)`` and ``act`` = ``E|x|``
+    ``(in,)``: ``E|x|^α`` and, with ``duo``, ``E|x|^α / w_mean^(1-α)`` (AutoAWQ's and GPTQModel's
+    default family), ``α`` on an ``n_grid`` grid, each normalised to ``max·min = 1``."""
+    act = act.float()
+    families = [torch.ones_like(act)] + ([weight_mean(w.float(), group_size) + 1e-4] if duo else [])
+    a = (torch.arange(n_grid, device=act.device, dtype=torch.float32) / n_grid)[:, None]
+    s = torch.cat([(act.pow(a) / wm.pow(1 - a)).clamp(min=1e-4) for wm in families])
+    return s / (s.amax(1, keepdim=True) * s.amin(1, keepdim=True)).sqrt()
+
+
 def search_scale(w: torch.Tensor, H: torch.Tensor, act: torch.Tensor, bits: int, group_size: int, sym: bool,
-                 n_grid: int = 20, duo: bool = True) -> tuple[torch.Tensor, float]:
+                 n_grid: int = 20, duo: bool = True, block_err: Callable[[torch.Tensor], float] | None = None,
+                 topk: int = 8) -> tuple[torch.Tensor, float]:
     """Best per-input-channel scale ``(in,)`` for ``w`` ``(out, in)`` given ``H`` ``(in, in)`` and
     ``act`` = ``E|x|`` ``(in,)``; returns (scale, relative output error at that scale).
 
-    Candidates: ``E|x|^α`` and, with ``duo``, also ``E|x|^α / w_mean^(1-α)`` (AutoAWQ's and
-    GPTQModel's default family), ``α`` on an ``n_grid`` grid; the best of both families wins.
+    Candidates come from :func:`scale_candidates`; the one with the lowest output error
+    ``dᵀHd`` wins, or, given ``block_err`` (a scale's error on the block output), the one of the
+    ``topk`` best by ``dᵀHd`` with the lowest ``block_err``.
     """
     w = w.float()
-    act = act.float()
-    families = [torch.ones_like(act)] + ([weight_mean(w, group_size) + 1e-4] if duo else [])
-    best_s, best = torch.ones_like(act), float("inf")
-    for wm in families:
-        for k in range(n_grid):
-            a = k / n_grid
-            s = (act.pow(a) / wm.pow(1 - a)).clamp(min=1e-4)
-            s = s / (s.max() * s.min()).sqrt()
-            err = float(_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H))
-            if err < best:
-                best, best_s = err, s
+    cands = scale_candidates(w, act, group_size, n_grid, duo)
+    errs = torch.stack([_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H) for s in cands])
+    k = int(errs.argmin())
+    if block_err is not None and topk > 1:
+        ranked = torch.argsort(errs)[:topk].tolist()
+        k = min(ranked, key=lambda i: block_err(cands[i]))
     den = float(_output_err(w, H)) or 1e-30
-    return best_s, best / den
+    return cands[k], float(errs[k]) / den
+
+
+def block_error(group, calls: list[tuple[tuple, dict]], bits: int, group_size: int,
+                sym: bool) -> Callable[[torch.Tensor], float]:
+    """A function of a scale ``s`` ``(in,)``: the squared error of ``group.block``'s output on the
+    replayed ``calls`` when the group's linears hold ``Q(W·diag(s))·diag(s)⁻¹`` (what the folded,
+    rounded group computes) instead of ``W``; the weights are restored after each call."""
+    ws = [get_weight(m).detach().float().clone() for m in group.modules]
+
+    def run() -> list[torch.Tensor]:
+        with torch.no_grad(), all_threads():
+            outs = [group.block(*a, **kw) for a, kw in calls]
+        return [o[0] if isinstance(o, (tuple, list)) else o for o in outs]
+
+    ref = run()
+
+    def err(s: torch.Tensor) -> float:
+        try:
+            for m, w in zip(group.modules, ws):
+                set_weight(m, fake_rtn(w * s, bits, group_size, sym) / s)
+            return sum(float((o - r).float().pow(2).sum()) for o, r in zip(run(), ref))
+        finally:
+            for m, w in zip(group.modules, ws):
+                set_weight(m, w)
+
+    return err
 
 
 def search_clip(w: torch.Tensor, H: torch.Tensor, bits: int, group_size: int, sym: bool, *,
@@ -120,7 +161,13 @@ def _fold_into_prev(prev, prev_kind: str, s: torch.Tensor) -> None:
 class AWQ(QuantMethod):
     name = "awq"
     needs_calibration = True
-    defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True}
+    # block_topk 8 / block_tokens 4096: see experiments/quantize_bench (held-out layer error vs cost).
+    defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True, "block_loss": True,
+                "block_tokens": 4096, "block_topk": 8}
+
+    @property
+    def block_tokens(self) -> int:
+        return int(self.options["block_tokens"]) if self.options["block_loss"] else 0
 
     def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
         res = LayerResult()
@@ -133,8 +180,10 @@ class AWQ(QuantMethod):
             H = st.hessian
             if g.prev is not None:
                 w = torch.cat([get_weight(m).detach().float() for m in g.modules], 0)
+                berr = (block_error(g, st.block_calls, cfg.bits, cfg.group_size, cfg.sym)
+                        if o["block_loss"] and g.block is not None and st.block_calls else None)
                 s, _ = search_scale(w, H, st.act_abs_mean, cfg.bits, cfg.group_size, cfg.sym, int(o["n_grid"]),
-                                    duo=bool(o["duo_scaling"]))
+                                    duo=bool(o["duo_scaling"]), block_err=berr, topk=int(o["block_topk"]))
                 _fold_into_prev(g.prev, g.spec.prev_kind, s)
                 for m in g.modules:
                     set_weight(m, get_weight(m).float() * s[None, :])

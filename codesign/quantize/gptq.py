@@ -14,8 +14,11 @@ activations that already passed through the quantized earlier layers:
    divided by ``U_jj`` and fed back to the columns still to come in the block (rank-1 updates),
    and the block's errors to all later columns at once (one matmul, "lazy batch" updates);
 5. group scales/zeros are chosen when the quantizer reaches a group's first column, from the
-   error-updated weights: min/max, or (``mse``; by default at 3 bits and fewer) the range that
-   minimises ``Σ|w - ŵ|^2.4`` over shrunk min/max ranges.
+   error-updated weights: min/max (``mse = 0``), or the shrunk min/max range that minimises
+   ``Σ_j c_j |w_j - ŵ_j|^p`` (``mse = p``, GPTQ's reference code uses ``p = 2.4``). With
+   ``hessian_range`` (the default, with ``p = 2``) ``c_j = 1/U_jj²``, which is what rounding
+   column ``j`` adds to the layer's output error in step 4, so the range is the one that costs the
+   output least instead of the one that fits the weights best; otherwise ``c_j = 1``.
 
 The rows of all linears in a group are processed together (they share ``H``), which keeps the
 per-column Python loop to one pass per group.
@@ -53,21 +56,24 @@ def group_aware_order(diag: torch.Tensor, group_size: int) -> torch.Tensor:
 
 def gptq_quantize(w: torch.Tensor, hessian: torch.Tensor, bits: int, group_size: int, sym: bool, *,
                   damp: float = 0.05, act_order: bool = True, group_aware: bool = False,
-                  block_size: int = 128, mse: float = 0.0) -> QuantizedWeight:
+                  block_size: int = 128, mse: float = 0.0, hessian_range: bool = False) -> QuantizedWeight:
     """Quantize ``w`` ``(out, in)`` with GPTQ given ``hessian`` ``(in, in)``.
 
     ``act_order``: process columns by decreasing ``diag H``; with groups and ``group_aware`` the
     order keeps groups intact (:func:`group_aware_order`), else columns are free to mix (a
     permuted ``g_idx``, as AutoGPTQ's ``desc_act``). ``mse > 0``: each group's range is chosen by
     :func:`~codesign.quantize.grid.search_params` with that norm (GPTQ's ``mse`` option, 2.4 in
-    its paper's code) instead of min/max. These keyword defaults are the plain algorithm; the
-    registered method's defaults (:attr:`GPTQ.defaults`) add the group-aware order and the search.
+    its paper's code) instead of min/max; ``hessian_range`` weighs each column's error there by
+    ``1/U_jj²`` (see the module docstring). These keyword defaults are the plain algorithm; the
+    registered method's defaults (:attr:`GPTQ.defaults`) add the group-aware order and the
+    Hessian-weighted range search.
     """
     with single_thread():  # a loop of small vector ops: see single_thread
-        return _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse)
+        return _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse, hessian_range)
 
 
-def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse) -> QuantizedWeight:
+def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block_size, mse,
+          hessian_range) -> QuantizedWeight:
     W = w.detach().float().clone()
     H = hessian.detach().float().clone()
     rows, cols = W.shape
@@ -97,6 +103,7 @@ def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block
     Linv = torch.linalg.solve_triangular(L, torch.eye(cols, dtype=L.dtype, device=L.device), upper=False)
     Hinv = torch.linalg.cholesky(Linv.T @ Linv, upper=True)
 
+    inv_d2 = torch.diag(Hinv).pow(-2) if hessian_range else None
     Q = torch.zeros_like(W)
     ng = n_groups(cols, group_size)
     scales = torch.zeros(ng, rows, device=W.device)
@@ -113,7 +120,9 @@ def _gptq(w, hessian, bits, group_size, sym, damp, act_order, group_aware, block
             if col % gs == 0:
                 # The group's columns as updated so far: this block's from W1, later blocks' from W.
                 grp = torch.cat([W1[:, i:], W[:, i2:]], dim=1)[:, :gs]
-                scale, zero = (search_params(grp, bits, sym, mse) if mse > 0 else find_params(grp, bits, sym))
+                cw = None if inv_d2 is None else inv_d2[col:col + grp.shape[1]]
+                scale, zero = (search_params(grp, bits, sym, mse, col_weight=cw) if mse > 0
+                               else find_params(grp, bits, sym))
                 scales[col // gs], zeros[col // gs] = scale, zero
             w_col = W1[:, i]
             d = Hinv1[i, i]
@@ -143,29 +152,28 @@ class GPTQ(QuantMethod):
     # (experiments/quantize_bench/gptq_ablation*.csv). Act-order matters most (4-bit g128: 0.386 ->
     # 0.265; RTN 0.439). At group 64 (gptq_ablation_gptqmodel_g64.csv, 4,096 tokens), with
     # GPTQModel's choices (group-aware order, true-sequential: natural groups, a plain g_idx that
-    # fast kernels want, and a quarter less layer-output error at 3 bits than plain act-order), the
-    # range search (mse = 2.4) cut the 3-bit KL from 0.97 to 0.78 but left 4 bits level (0.236 vs
-    # 0.228) while raising the held-out layer-output error by a fifth: "auto" searches at <= 3 bits.
+    # fast kernels want): the weight-space range search (mse = 2.4) cut the 3-bit KL from 0.97 to
+    # 0.78 but raised the 4-bit layer error by a fifth; the Hessian-weighted search (mse = 2,
+    # hessian_range) cut KL to 0.68 (3-bit) and 0.18 (4-bit, from 0.24) and the held-out layer
+    # error by a quarter at both (bench.py), so it is on at every width.
     defaults = {"damp": 0.05, "act_order": True, "group_aware": True, "block_size": 128, "true_sequential": True,
-                "mse": "auto"}
+                "mse": 2.0, "hessian_range": True}
 
     def __init__(self, **options):
         super().__init__(**options)
-        self.range_norm(self.options["mse"], 3)  # a bad value fails here, before any work
+        self.range_norm(self.options["mse"])  # a bad value fails here, before any work
 
     @staticmethod
-    def range_norm(mse, bits: int) -> float:
+    def range_norm(mse) -> float:
         """The ``mse`` option as a norm for :func:`~codesign.quantize.grid.search_params` (0: min/max)."""
-        if mse == "auto":
-            return 2.4 if bits <= 3 else 0.0
         try:
             v = float(mse)
-            if v < 0:
+            if v < 0 or v != v:
                 raise ValueError
             return v
         except (TypeError, ValueError):
-            raise ConfigError(f"gptq option mse = {mse!r} is not allowed (allowed: 'auto', 0 for min/max, "
-                              "or a norm > 0 such as 2.4)") from None
+            raise ConfigError(f"gptq option mse = {mse!r} is not allowed (allowed: 0 for min/max, "
+                              "or a norm > 0 such as 2 or 2.4)") from None
 
     def quantize_layer(self, layer, stats, cfg: QuantConfig) -> LayerResult:
         res = LayerResult()
@@ -175,7 +183,8 @@ class GPTQ(QuantMethod):
             ws = [get_weight(m).detach().float() for m in g.modules]
             qw = gptq_quantize(torch.cat(ws, 0), H, cfg.bits, cfg.group_size, cfg.sym, damp=float(o["damp"]),
                                act_order=bool(o["act_order"]), group_aware=bool(o["group_aware"]),
-                               block_size=int(o["block_size"]), mse=self.range_norm(o["mse"], cfg.bits))
+                               block_size=int(o["block_size"]), mse=self.range_norm(o["mse"]),
+                               hessian_range=bool(o["hessian_range"]))
             r0 = 0
             for name, w in zip(g.names, ws):
                 r1 = r0 + w.shape[0]

@@ -64,15 +64,17 @@ def find_params(w: torch.Tensor, bits: int, sym: bool) -> tuple[torch.Tensor, to
 
 
 def search_params(w: torch.Tensor, bits: int, sym: bool, norm: float, *, grid: int = 100,
-                  maxshrink: float = 0.8, coarse: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+                  maxshrink: float = 0.8, coarse: int = 4,
+                  col_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`find_params`, but each row's range is shrunk to ``p·[min, max]`` for the ``p`` on
     the grid ``1, 1 - 1/grid, ..., 1 - maxshrink`` that minimises ``Σ|w - ŵ|^norm`` over the row
     (GPTQ's ``mse`` search: clipping a few outliers buys finer steps for the rest, which pays most
     at 2-4 bits).
 
     The grid is searched coarse to fine: every ``coarse``-th point, then the points around each
-    row's best (``coarse = 1``: exhaustive). ``w`` ``(..., rows, cols)``; returns ``scale``,
-    ``zero`` ``(..., rows)`` as :func:`find_params`.
+    row's best (``coarse = 1``: exhaustive). ``col_weight`` ``(cols,)`` weighs each column's error
+    (GPTQ passes ``1/[U]_jj²``, what rounding column ``j`` costs in output error). ``w``
+    ``(..., rows, cols)``; returns ``scale``, ``zero`` ``(..., rows)`` as :func:`find_params`.
     """
     maxq = 2**bits - 1
     w = w.float()
@@ -80,7 +82,13 @@ def search_params(w: torch.Tensor, bits: int, sym: bool, norm: float, *, grid: i
     live = (xmax - xmin) > 0
     last = int(maxshrink * grid)
     best_s, best_z = find_params(w, bits, sym)
-    best = (fake_quantize(w, best_s[..., None], best_z[..., None], bits) - w).abs_().pow_(norm).sum(-1)
+    cw = None if col_weight is None else col_weight.float()
+
+    def loss(d: torch.Tensor) -> torch.Tensor:
+        d = d.abs_().pow_(norm)
+        return (d if cw is None else d.mul_(cw)).sum(-1)
+
+    best = loss(fake_quantize(w, best_s[..., None], best_z[..., None], bits) - w)
     best_i = torch.zeros_like(best, dtype=torch.long)
     # Candidates in chunks: (chunk, ..., rows, cols) stays a few tens of MB for a 3072x128 group.
     chunk = max(1, int(2**23 // max(1, w.numel())))
@@ -94,7 +102,7 @@ def search_params(w: torch.Tensor, bits: int, sym: bool, norm: float, *, grid: i
             scale = ((hi - lo) / maxq).half().float().clamp(min=torch.finfo(torch.float16).tiny)
             zero = (torch.full_like(scale, (maxq + 1) / 2) if sym
                     else torch.round(-lo / scale).clamp(0, maxq))
-            err = (fake_quantize(w, scale[..., None], zero[..., None], bits) - w).abs_().pow_(norm).sum(-1)
+            err = loss(fake_quantize(w, scale[..., None], zero[..., None], bits) - w)
             err = torch.where(live & (i > 0), err, torch.full_like(err, float("inf")))
             k = err.argmin(0, keepdim=True)
             e = err.gather(0, k).squeeze(0)
@@ -198,9 +206,26 @@ class single_thread:
     on 2 busy cores: GPTQ of a 1536×576 weight takes 0.2 s on one thread, 9-12 s on two).
     """
 
+    _outer: list[int] = []  # thread counts the open single_thread blocks replaced, outermost first
+
     def __enter__(self):
         self.prev = torch.get_num_threads()
+        single_thread._outer.append(self.prev)
         torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        single_thread._outer.pop()
+        torch.set_num_threads(self.prev)
+
+
+class all_threads:
+    """Inside :class:`single_thread`, give a block of large matmuls (a replayed attention or MLP
+    block) back the threads the outermost ``single_thread`` took."""
+
+    def __enter__(self):
+        self.prev = torch.get_num_threads()
+        torch.set_num_threads(single_thread._outer[0] if single_thread._outer else self.prev)
         return self
 
     def __exit__(self, *exc):

@@ -36,12 +36,15 @@ class GroupStats:
     """Calibration statistics of the input shared by one linear group.
 
     ``hessian`` is ``E[x x^T]`` ``(in, in)`` (float32); ``act_abs_mean`` is ``E|x|`` per input
-    channel ``(in,)``; ``n_tokens`` how many token rows went in.
+    channel ``(in,)``; ``n_tokens`` how many token rows went in. ``block_calls``: when the method
+    asks for them (:attr:`QuantMethod.block_tokens`), the ``(args, kwargs)`` of the first calls of
+    the group's block (:attr:`~codesign.quantize.walker.GroupSpec.block`), to replay it.
     """
 
     hessian: torch.Tensor
     act_abs_mean: torch.Tensor
     n_tokens: int
+    block_calls: list[tuple[tuple, dict]] = field(default_factory=list)
 
 
 @dataclass
@@ -71,6 +74,12 @@ class QuantMethod:
         """Whether the driver should quantize a layer's linear groups one at a time, each calibrated
         on activations through the groups already quantized (the ``true_sequential`` option)."""
         return bool(self.options.get("true_sequential", False))
+
+    @property
+    def block_tokens(self) -> int:
+        """How many calibration tokens of each group's block inputs the driver should keep in
+        :attr:`GroupStats.block_calls` (0: none; AWQ's block-output scale search wants some)."""
+        return 0
 
     def quantize_layer(self, layer, stats: dict[str, GroupStats] | None, cfg: QuantConfig) -> LayerResult:
         raise NotImplementedError

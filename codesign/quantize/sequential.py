@@ -38,20 +38,36 @@ class _Captured(Exception):
     """Raised by a hook once the only statistics wanted are taken: the rest of the layer is skipped."""
 
 
-def collect_stats(layer: LayerHandle, inputs: LayerInputs,
-                  need_outputs: bool = True) -> tuple[dict[str, GroupStats], list[torch.Tensor]]:
+def call_tokens(args: tuple, kwargs: dict) -> int:
+    """Tokens in one block call: its hidden states ``(..., hidden)``, positional or by keyword."""
+    hs = args[0] if args else kwargs["hidden_states"]
+    return hs.shape[:-1].numel()
+
+
+def collect_stats(layer: LayerHandle, inputs: LayerInputs, need_outputs: bool = True,
+                  block_tokens: int = 0) -> tuple[dict[str, GroupStats], list[torch.Tensor]]:
     """Run ``layer`` on the cached inputs with hooks on each group's first linear.
 
     Returns per-group stats keyed by the group's first linear name, and the layer's outputs
     (an empty list with ``need_outputs=False`` and a single group: the pass then stops at that
-    group's input, which saves most of the layer for early groups such as q/k/v).
+    group's input, which saves most of the layer for early groups such as q/k/v). With
+    ``block_tokens > 0`` each group that names a block also keeps that block's first calls, whole
+    batches until at least ``block_tokens`` tokens are held.
     """
     acc: dict[str, list] = {}
+    calls: dict[str, list] = {}
     handles = []
     stop = not need_outputs and len(layer.groups) == 1
     for g in layer.groups:
         name = g.names[0]
         acc[name] = [None, None, 0]
+        calls[name] = []
+        if block_tokens > 0 and g.block is not None:
+            def block_hook(_mod, args, kwargs, _name=name):
+                if sum(call_tokens(*c) for c in calls[_name]) < block_tokens:
+                    calls[_name].append((tuple(args), dict(kwargs)))
+
+            handles.append(g.block.register_forward_pre_hook(block_hook, with_kwargs=True))
 
         def hook(_mod, args, _name=name):
             x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
@@ -81,7 +97,7 @@ def collect_stats(layer: LayerHandle, inputs: LayerInputs,
     for name, (xtx, s, n) in acc.items():
         if xtx is None:
             raise RuntimeError(f"linear {name} received no input during the calibration pass")
-        stats[name] = GroupStats(hessian=xtx / n, act_abs_mean=s / n, n_tokens=n)
+        stats[name] = GroupStats(hessian=xtx / n, act_abs_mean=s / n, n_tokens=n, block_calls=calls[name])
     return stats, outs
 
 
@@ -112,7 +128,8 @@ def quantize_model(model, method: QuantMethod, cfg: QuantConfig, calib_ids: torc
             if inputs is not None and method.sequential_groups else [layer]
         errors: dict[str, float] = {}
         for step in steps:
-            stats = collect_stats(step, inputs, need_outputs=False)[0] if inputs is not None else None
+            stats = (collect_stats(step, inputs, need_outputs=False, block_tokens=method.block_tokens)[0]
+                     if inputs is not None else None)
             with single_thread():  # small-op loops: see single_thread's docstring
                 out = method.quantize_layer(step, stats, cfg)
                 for name, mod in step.linears().items():

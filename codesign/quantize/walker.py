@@ -29,6 +29,11 @@ class GroupSpec:
     linears: tuple[str, ...]
     prev: str | None = None  # norm or linear to fold AWQ scales into; None: not foldable
     prev_kind: str = "norm"  # "norm" or "linear"
+    # The block (attention or MLP) whose output AWQ scores this group's scales on, as AutoAWQ's
+    # and GPTQModel's ``module2inspect``: rounding error in q/k goes through the softmax and in
+    # gate/up through the gated activation, which the group's own output does not show.
+    # None: the group's own output (exact for o_proj/down_proj, the last linear of a block).
+    block: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,10 @@ def register_layout(model_types: str | list[str], layout: Layout) -> None:
 _LLAMA = Layout(
     layers="model.layers",
     groups=(
-        GroupSpec(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "input_layernorm"),
+        GroupSpec(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), "input_layernorm",
+                  block="self_attn"),
         GroupSpec(("self_attn.o_proj",), "self_attn.v_proj", "linear"),
-        GroupSpec(("mlp.gate_proj", "mlp.up_proj"), "post_attention_layernorm"),
+        GroupSpec(("mlp.gate_proj", "mlp.up_proj"), "post_attention_layernorm", block="mlp"),
         GroupSpec(("mlp.down_proj",), "mlp.up_proj", "linear"),
     ),
 )
@@ -61,18 +67,18 @@ register_layout(["llama", "mistral", "qwen2", "qwen3"], _LLAMA)
 register_layout("gpt2", Layout(
     layers="transformer.h",
     groups=(
-        GroupSpec(("attn.c_attn",), "ln_1"),
+        GroupSpec(("attn.c_attn",), "ln_1", block="attn"),
         GroupSpec(("attn.c_proj",), None),  # fed by attention over a fused qkv: nothing to fold into
-        GroupSpec(("mlp.c_fc",), "ln_2"),
+        GroupSpec(("mlp.c_fc",), "ln_2", block="mlp"),
         GroupSpec(("mlp.c_proj",), None),  # behind a GELU
     ),
 ))
 register_layout("gpt_neox", Layout(
     layers="gpt_neox.layers",
     groups=(
-        GroupSpec(("attention.query_key_value",), "input_layernorm"),
+        GroupSpec(("attention.query_key_value",), "input_layernorm", block="attention"),
         GroupSpec(("attention.dense",), None),
-        GroupSpec(("mlp.dense_h_to_4h",), "post_attention_layernorm"),
+        GroupSpec(("mlp.dense_h_to_4h",), "post_attention_layernorm", block="mlp"),
         GroupSpec(("mlp.dense_4h_to_h",), None),
     ),
 ))
@@ -104,6 +110,7 @@ class ResolvedGroup:
     names: list[str]  # full dotted names in the model
     modules: list[nn.Module]
     prev: nn.Module | None
+    block: nn.Module | None = None
 
 
 @dataclass
@@ -161,7 +168,8 @@ def walk(model: nn.Module) -> list[LayerHandle]:
                 # v_proj -> o_proj only folds when v's outputs are o's inputs one to one (no GQA repeat).
                 if in_out(prev)[1] != in_out(mods[0])[0]:
                     prev = None
-            h.groups.append(ResolvedGroup(g, [f"{path}.{i}.{n}" for n in g.linears], mods, prev))
+            block = _get(layer, g.block, f"{path}.{i}") if g.block else None
+            h.groups.append(ResolvedGroup(g, [f"{path}.{i}.{n}" for n in g.linears], mods, prev, block))
         out.append(h)
     return out
 

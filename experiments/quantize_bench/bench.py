@@ -164,6 +164,21 @@ def method_options(method: str, spec: str) -> dict:
     return out
 
 
+def reused_gptqmodel_rows(args) -> dict[tuple[str, int], dict]:
+    """GPTQModel's rows of ``--out``/results.json by (method, bits), when that run used this run's
+    model, calibration and group size (anything else fails loudly rather than compare unlike runs)."""
+    path = args.out / "results.json"
+    if not path.exists():
+        raise SystemExit(f"--reuse-gptqmodel: {path} does not exist; run once with gptqmodel installed")
+    old = json.loads(path.read_text())
+    want = {"n_samples": args.n_samples, "seq_len": args.seq_len, "group_size": args.group_size,
+            "calib_seed": args.calib_seed, "layers": args.layers or 30}
+    got = {k: old["meta"].get(k, 0 if k == "calib_seed" else None) for k in want}
+    if got != want:
+        raise SystemExit(f"--reuse-gptqmodel: {path} was made with {got}, this run is {want}")
+    return {(r["method"], r["bits"]): r for r in old["rows"] if r.get("tool") == "gptqmodel"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--methods", default="rtn,gptq,awq")
@@ -177,6 +192,10 @@ def main() -> None:
     ap.add_argument("--options", default="", help="codesign method options, e.g. 'true_sequential=1,group_aware=1' "
                     "(applied to every method that has them; values parsed as JSON, else strings)")
     ap.add_argument("--no-gptqmodel", action="store_true", help="skip GPTQModel even when it is importable")
+    ap.add_argument("--reuse-gptqmodel", action="store_true",
+                    help="do not run GPTQModel: take its rows (deterministic, minutes per AWQ run) from the "
+                         "results.json already in --out, when it was made with the same model, calibration and "
+                         "group size, and compute the ratios against them")
     args = ap.parse_args()
 
     from codesign.models import load_model
@@ -186,19 +205,25 @@ def main() -> None:
     truncate(fp.model, args.layers)
     calib = calibration_tokens(fp.tokenizer, n_samples=args.n_samples, seq_len=args.seq_len, seed=args.calib_seed)
     held = calibration_tokens(fp.tokenizer, n_samples=8, seq_len=args.seq_len, seed=1)
+    reused = reused_gptqmodel_rows(args) if args.reuse_gptqmodel else {}
     try:
         import gptqmodel  # noqa: F401
-        have_gptqmodel = not args.no_gptqmodel
+        have_gptqmodel = not (args.no_gptqmodel or args.reuse_gptqmodel)
     except ImportError:
         have_gptqmodel = False
-        print("gptqmodel is not importable: GPTQModel columns are skipped (pip install gptqmodel==7.6.0 to compare)")
+        if not args.reuse_gptqmodel:
+            print("gptqmodel is not importable: GPTQModel columns are skipped (pip install gptqmodel==7.6.0 to compare)")
     rows = []
     for method in args.methods.split(","):
         for bits in [int(b) for b in args.bits.split(",")]:
             opts = method_options(method, args.options)
             r = run_codesign(method, bits, args.group_size, calib, held, fp.model, args.layers, opts)
-            g = None
-            if have_gptqmodel and method != "rtn":
+            g = reused.get((method, bits))
+            if g is not None:
+                if "implausible" in g.get("note", "") or "heldout_layer_err" not in g:
+                    rows.append(g)  # kept for the record, not compared
+                    g = None
+            elif have_gptqmodel and method != "rtn":
                 try:
                     g = run_gptqmodel(method, bits, args.group_size, calib, held, fp.model, args.layers,
                                       args.out / "work")
@@ -219,7 +244,8 @@ def main() -> None:
     meta = {"model": "smollm2-135m-instruct", "layers": args.layers or 30, "n_samples": args.n_samples,
             "calib_seed": args.calib_seed,
             "seq_len": args.seq_len, "group_size": args.group_size, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "gptqmodel": have_gptqmodel}
+            "threads": torch.get_num_threads(), "machine": platform.machine(),
+            "gptqmodel": "reused from the previous results.json" if reused else have_gptqmodel}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     keys = sorted({k for r in rows for k in r})

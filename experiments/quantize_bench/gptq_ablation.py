@@ -54,7 +54,7 @@ GRID_GPTQMODEL = [
         ("rtn", {}), ("gptq", NEW), ("gptq", {**NEW, "group_aware": True}), ("gptq", GAR_TS),
         ("gptq", {**NEW, "mse": 2.4}), ("gptq", {**NEW, "group_aware": True, "mse": 2.4}),
         ("gptq", {**GAR_TS, "mse": 2.4})]
-]
+] + [("gptq", b, 32, 256, {**GAR_TS, "mse": 2.0, "hessian_range": True}) for b in (3, 4)]
 GRIDS = {"defaults": GRID, "gptqmodel": GRID_GPTQMODEL}
 
 
@@ -102,6 +102,7 @@ def main() -> None:
                "act_order": opts.get("act_order", ""), "group_aware": opts.get("group_aware", ""),
                "true_sequential": opts.get("true_sequential", ""),
                "damp": opts.get("damp", ""), "mse": opts.get("mse", ""),
+               "hessian_range": opts.get("hessian_range", ""),
                "kl_to_dense": float((ref.exp() * (ref - lp)).sum(-1).mean()),
                "nll": float(-lp[0, :-1].gather(-1, ids[0, 1:, None]).mean()),
                "calib_layer_err": sum(res.errors.values()) / len(res.errors) if res.errors else float("nan"),
@@ -114,7 +115,8 @@ def main() -> None:
                               else f"gptq_ablation_{args.grid}_g{args.group_size}.csv")
     df = pd.DataFrame(rows)
     if args.rows and out.exists():  # merge: new rows replace the same configurations
-        key = ["method", "bits", "n_samples", "seq_len", "act_order", "group_aware", "true_sequential", "damp", "mse"]
+        key = ["method", "bits", "n_samples", "seq_len", "act_order", "group_aware", "true_sequential", "damp", "mse",
+               "hessian_range"]
 
         def norm(v):  # one spelling per value, whether read back from the CSV or fresh (32 / 32.0, True)
             if isinstance(v, str):
