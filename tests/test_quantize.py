@@ -602,10 +602,28 @@ def test_cli_quantize_and_errors(tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_cli_method_options_reach_the_variant(tmp_path):
+    from typer.testing import CliRunner
+
+    from codesign.cli import app
+
+    ids = []
+    for extra in ([], ["-O", "gptq.mse=0", "--option", "gptq.hessian_range=false"]):
+        r = CliRunner().invoke(app, ["quantize", "--model", "tiny-llama", "--group-size", "32", *extra, "--list",
+                                     "--out", str(tmp_path)], terminal_width=400)
+        assert r.exit_code == 0, r.output
+        ids.append([w for w in r.output.split() if w.startswith("tiny-llama--gptq")])
+    assert len(ids[0]) == len(ids[1]) == 1 and ids[0] != ids[1]  # options are part of the variant id
+
+
 @pytest.mark.parametrize("args,msg", [(("--bits", "9"), "--bits: 9 is not allowed"),
                                       (("--bits", "1"), "--bits: 1 is not allowed"),
                                       (("--method", "foo"), "unknown method(s) ['foo']"),
-                                      (("--calib", "/no/such.txt"), "--calib: /no/such.txt not found")])
+                                      (("--calib", "/no/such.txt"), "--calib: /no/such.txt not found"),
+                                      (("--option", "gptq.dampp=0.1"), "unknown option(s) ['dampp']"),
+                                      (("--option", "gptq.mse=auto"), "gptq option mse = 'auto'"),
+                                      (("--option", "gptq"), "expected METHOD.KEY=VALUE"),
+                                      (("--option", "foo.x=1"), "unknown method 'foo'")])
 def test_cli_bad_flags(tmp_path, args, msg):
     from typer.testing import CliRunner
 

@@ -12,6 +12,20 @@ from codesign.config import ConfigError
 
 
 def register(app: typer.Typer) -> None:
+    def parse_method_option(text: str) -> tuple[str, str, object]:
+        """``METHOD.KEY=VALUE`` -> (method, key, value), the value read as YAML (numbers, true/false)."""
+        import yaml
+
+        from codesign.quantize.registry import method_names
+
+        target, sep, raw = text.partition("=")
+        m, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            raise ConfigError(f"--option {text!r}: expected METHOD.KEY=VALUE, e.g. gptq.mse=2.4")
+        if m not in method_names():
+            raise ConfigError(f"--option {text!r}: unknown method {m!r} (allowed: {method_names()})")
+        return m, key, yaml.safe_load(raw) if raw else raw
+
     @app.command("quantize")
     def quantize(
         model: str = typer.Option("smollm2-135m-instruct", "--model", "-m",
@@ -30,6 +44,9 @@ def register(app: typer.Typer) -> None:
         act_order: bool = typer.Option(True, "--act-order/--no-act-order",
                                        help="GPTQ: quantize columns by decreasing Hessian diagonal (default on)."),
         no_clip: bool = typer.Option(False, "--no-clip", help="AWQ: skip the weight clipping search."),
+        option: list[str] = typer.Option([], "--option", "-O",
+                                         help="A method option as METHOD.KEY=VALUE, repeatable: gptq.mse=2.4, "
+                                              "gptq.hessian_range=false, awq.block_loss=false, awq.block_topk=40."),
         catalogue: Optional[Path] = typer.Option(None, "--catalogue", "-c",
                                                  help="Catalogue YAML: quantize every variant it lists (overrides the flags above)."),
         import_dir: Optional[Path] = typer.Option(None, "--import",
@@ -45,7 +62,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from codesign.config import load_config, parse_int_list
+        from codesign.config import load_config, parse_int_list, validate_config
         from codesign.quantize import cache
         from codesign.quantize.catalogue import Catalogue
         from codesign.quantize.packing import SUPPORTED_BITS
@@ -71,12 +88,14 @@ def register(app: typer.Typer) -> None:
                     opts["gptq"] = {"act_order": False}
                 if no_clip:
                     opts["awq"] = {"clip": False}
+                for m, key, val in map(parse_method_option, option):
+                    opts.setdefault(m, {})[key] = val
                 if group_size != -1 and group_size < 1:
                     raise ConfigError(f"--group-size: {group_size} is not allowed (allowed: -1 or a positive size)")
-                cat = Catalogue(model=model, methods=methods,
-                                bits=parse_int_list(bits, name="bits", allowed=set(SUPPORTED_BITS)),
-                                group_sizes=[group_size], seeds=[seed], sym=sym, calib=calib, n_samples=n_samples,
-                                seq_len=seq_len, include_dense=False, options=opts)
+                cat = validate_config(Catalogue, dict(
+                    model=model, methods=methods, bits=parse_int_list(bits, name="bits", allowed=set(SUPPORTED_BITS)),
+                    group_sizes=[group_size], seeds=[seed], sym=sym, calib=calib, n_samples=n_samples,
+                    seq_len=seq_len, include_dense=False, options=opts), "the command-line flags")
             specs = [s for s in cat.variants() if not s.is_dense]
             for s in specs:  # every check that can fail runs before the first variant starts
                 validate_spec(s, check_model=True)

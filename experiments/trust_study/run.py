@@ -9,7 +9,8 @@
 3. Precision ensembles vs their best single member and vs dense, bootstrap 95% CIs over items
    (``ensembles.csv``).
 4. The recommended configurations per accelerator (``recommendations.csv``).
-5. The HTML report with every figure (``report/``), and ``summary.json``.
+5. The HTML report with every figure (``report/``), ``summary.json``, and ``findings.json`` (the
+   numbers README.md quotes; ``findings.py``).
 
 Everything is seeded; the store makes it resumable (re-run the same command after an interruption).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from findings import findings  # noqa: E402
 
 
 def ensembles_to_score(specs) -> dict[str, list]:
@@ -150,6 +154,7 @@ def main() -> None:
 
         html = write_report(store, ctx.name, args.out / "report", cfg.specs[0], mode=cfg.mode, policy=cfg.policy,
                             progress=True)
+        findings(store, specs, item_ids, cfg.mode, args.out)  # findings.json: the numbers README.md quotes
         summary = {
             "config": str(args.config.name), "model": cfg.model, "mode": cfg.mode, "limit_per_task": cfg.limit,
             "seed": cfg.seed, "n_variants": len(specs), "wall_s": round(time.time() - t0, 1),
