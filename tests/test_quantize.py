@@ -346,7 +346,7 @@ def test_registry_errors():
         get_method("foo")
     with pytest.raises(ConfigError, match="unknown option"):
         get_method("gptq", dampp=0.1)
-    for bad in ("auto", -1, "x"):
+    for bad in ("auto", -1, "x", float("inf")):
         with pytest.raises(ConfigError, match=r"gptq option mse = .* \(allowed: 0 for min/max"):
             get_method("gptq", mse=bad)
 

@@ -82,7 +82,8 @@ def search_scale(w: torch.Tensor, H: torch.Tensor, act: torch.Tensor, bits: int,
     """
     w = w.float()
     cands = scale_candidates(w, act, group_size, n_grid, duo)
-    errs = torch.stack([_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H) for s in cands])
+    with all_threads():  # (out, in) @ (in, in) per candidate: large matmuls, unlike GPTQ's column loop
+        errs = torch.stack([_output_err(w - fake_rtn(w * s, bits, group_size, sym) / s, H) for s in cands])
     k = int(errs.argmin())
     if block_err is not None and topk > 1:
         ranked = torch.argsort(errs)[:topk].tolist()

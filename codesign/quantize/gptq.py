@@ -168,7 +168,7 @@ class GPTQ(QuantMethod):
         """The ``mse`` option as a norm for :func:`~codesign.quantize.grid.search_params` (0: min/max)."""
         try:
             v = float(mse)
-            if v < 0 or v != v:
+            if not 0 <= v < float("inf"):  # also NaN
                 raise ValueError
             return v
         except (TypeError, ValueError):
