@@ -632,3 +632,22 @@ def test_cli_bad_flags(tmp_path, args, msg):
     r = CliRunner().invoke(app, ["quantize", "--model", "tiny-llama", *args, "--out", str(tmp_path / "bad")])
     assert isinstance(r.exception, ConfigError) and msg in str(r.exception)
     assert not (tmp_path / "bad").exists()
+
+
+def test_all_threads_gives_back_what_single_thread_took():
+    from codesign.quantize.grid import all_threads, single_thread
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with single_thread():
+            assert torch.get_num_threads() == 1
+            with single_thread():  # nested: the outermost count is what comes back
+                with all_threads():
+                    assert torch.get_num_threads() == 2
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with all_threads():  # outside single_thread: unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

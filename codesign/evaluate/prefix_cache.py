@@ -117,7 +117,6 @@ def buffered_cache(buffers: list[tuple["torch.Tensor", "torch.Tensor"]], n: int)
 
 def cache_from(kv: KV, extra: int = 0):
     """A ``DynamicCache`` holding a copy of ``kv`` with room for ``extra`` more tokens per layer."""
-
     n = kv[0][0].shape[-2]
     buffers = []
     for k, v in kv:

@@ -27,8 +27,11 @@ HERE = Path(__file__).resolve().parent
 
 
 def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -> dict[str, float]:
-    """Share of items (all ``tasks``: name -> item ids) where each variant answers as the dense one."""
-    dense = next(s for s in specs if s.is_dense)
+    """Share of items (all ``tasks``: name -> item ids) where each variant answers as the dense one
+    (empty when the catalogue has no dense model)."""
+    dense = next((s for s in specs if s.is_dense), None)
+    if dense is None:
+        return {}
     same = {s.short_name: 0 for s in specs if not s.is_dense}
     total = 0
     for task, ids in tasks.items():
