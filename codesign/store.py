@@ -9,9 +9,13 @@ what was stored):
 - ``eval_runs``     measured cost of evaluating one variant on one task (tokens/s, memory)
 - ``measurements``  timed prefill/decode runs (``codesign measure``) tagged with device and versions
 - ``studies`` / ``study_points``  explore studies and every configuration they evaluated
+- ``study_results``, ``study_front``, ``study_hypervolume``, ``study_recommendations``  what a
+  study concluded (:class:`~codesign.records.StudyResult`), written by explore, read by the report
 
-pandas reads everything (``store.frame("outputs")``). Writers use short transactions with a
-busy timeout, so two processes can share one file.
+Rows cross this boundary as the typed records of :mod:`codesign.records` (``EvalRun``,
+``StudyPoint``, ``StudyResult``, ...); pandas reads any table for analysis
+(``store.frame("outputs")``). Writers use short transactions with a busy timeout, so two
+processes can share one file.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from codesign.records import INVALID, VariantSpec
+from codesign.records import (INVALID, Configuration, EvalRun, FrontPoint, HypervolumeStep, Recommendation,
+                              StudyPoint, StudyResult, VariantSpec)
 
 SCHEMA_VERSION = 1
 
@@ -70,7 +75,28 @@ CREATE TABLE IF NOT EXISTS study_points (
     feasible INTEGER NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (study, method, seed, point_id)
 );
+CREATE TABLE IF NOT EXISTS study_results (
+    study TEXT PRIMARY KEY, objectives_json TEXT NOT NULL, ref_point_json TEXT NOT NULL, reference_hv REAL,
+    n_points INTEGER NOT NULL, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS study_front (
+    study TEXT NOT NULL, spec TEXT NOT NULL, rank INTEGER NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL,
+    point_id INTEGER NOT NULL, found_by TEXT NOT NULL,
+    PRIMARY KEY (study, spec, rank)
+);
+CREATE TABLE IF NOT EXISTS study_hypervolume (
+    study TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL, n_evals INTEGER NOT NULL,
+    iteration INTEGER NOT NULL, hv REAL NOT NULL, hv_fraction REAL, log_hv_diff REAL,
+    PRIMARY KEY (study, method, seed, n_evals)
+);
+CREATE TABLE IF NOT EXISTS study_recommendations (
+    study TEXT NOT NULL, rank INTEGER NOT NULL, role TEXT NOT NULL, reason TEXT NOT NULL, method TEXT NOT NULL,
+    seed INTEGER NOT NULL, point_id INTEGER NOT NULL,
+    PRIMARY KEY (study, rank)
+);
 """
+_EVAL_RUN_COLUMNS = ["variant_id", "task", "mode", "device", "n_items", "prompt_tokens", "gen_tokens",
+                     "prompt_tok_s", "gen_tok_s", "tpot_ms", "peak_mem_bytes", "wall_s"]
 
 
 @dataclass
@@ -230,15 +256,17 @@ class ResultStore:
         return list(item_ids), out
 
     # -- measured costs ---------------------------------------------------------------------
-    def add_eval_run(self, **row: Any) -> None:
-        cols = ["variant_id", "task", "mode", "device", "n_items", "prompt_tokens", "gen_tokens",
-                "prompt_tok_s", "gen_tok_s", "tpot_ms", "peak_mem_bytes", "wall_s"]
-        unknown = set(row) - set(cols)
-        if unknown:
-            raise KeyError(f"eval_runs has no columns {sorted(unknown)} (columns: {cols})")
-        vals = [row.get(c) for c in cols] + [time.time()]
+    def add_eval_run(self, run: EvalRun) -> None:
+        cols = _EVAL_RUN_COLUMNS
+        vals = [getattr(run, c) for c in cols] + [time.time()]
         with self.transaction() as c:
             c.execute(f"INSERT INTO eval_runs ({','.join(cols)},created) VALUES ({','.join('?' * len(vals))})", vals)
+
+    def eval_runs(self, variant_id: str | None = None) -> list[EvalRun]:
+        """Stored evaluation costs (of one variant), oldest first."""
+        sql = f"SELECT {','.join(_EVAL_RUN_COLUMNS)} FROM eval_runs" + (" WHERE variant_id=?" if variant_id else "")
+        rows = self.conn.execute(sql + " ORDER BY created", (variant_id,) if variant_id else ())
+        return [EvalRun(*r) for r in rows]
 
     def add_measurement(self, **row: Any) -> None:
         cols = ["model", "variant", "wbits", "group_size", "dtype", "device", "device_name", "batch",
@@ -266,26 +294,76 @@ class ResultStore:
         with self.transaction() as c:
             c.execute("INSERT INTO studies VALUES (?,?,?)", (name, blob, time.time()))
 
-    def add_study_point(self, study: str, method: str, seed: int, point_id: int, iteration: int,
-                        config: dict[str, Any], objectives: dict[str, float], feasible: bool) -> None:
+    def study_config(self, name: str) -> dict[str, Any]:
+        """The config a study was created with (``KeyError`` naming the stored studies if unknown)."""
+        row = self.conn.execute("SELECT config_json FROM studies WHERE name=?", (name,)).fetchone()
+        if row is None:
+            raise KeyError(f"{self.path}: no study named {name!r} (studies in this store: {self.studies() or 'none'})")
+        return json.loads(row[0])
+
+    def add_study_point(self, point: StudyPoint) -> None:
+        """Store one evaluated configuration (a point already stored under its key is kept)."""
         with self.transaction() as c:
             c.execute(
                 "INSERT OR IGNORE INTO study_points VALUES (?,?,?,?,?,?,?,?,?)",
-                (study, method, int(seed), int(point_id), int(iteration), json.dumps(config, sort_keys=True, default=str),
-                 json.dumps(objectives), int(bool(feasible)), time.time()),
+                (point.study, point.method, int(point.seed), int(point.point_id), int(point.iteration),
+                 json.dumps(point.config.to_dict(), sort_keys=True, default=str), json.dumps(dict(point.objectives)),
+                 int(bool(point.feasible)), time.time()),
             )
 
-    def study_points(self, study: str, method: str | None = None, seed: int | None = None):
-        """Points of a study as a DataFrame with ``config`` and ``objectives`` decoded to dicts."""
+    def study_points(self, study: str, method: str | None = None, seed: int | None = None) -> list[StudyPoint]:
+        """Points of a study (of one method / seed), ordered by method, seed, point id."""
         where, params = "study=?", [study]
         if method is not None:
             where, params = where + " AND method=?", params + [method]
         if seed is not None:
             where, params = where + " AND seed=?", params + [int(seed)]
-        df = self.frame("study_points", where, params).sort_values(["method", "seed", "point_id"])
-        df["config"] = df.pop("config_json").map(json.loads)
-        df["objectives"] = df.pop("objectives_json").map(json.loads)
-        return df.reset_index(drop=True)
+        rows = self.conn.execute(
+            "SELECT study, method, seed, point_id, iteration, config_json, objectives_json, feasible, created "
+            f"FROM study_points WHERE {where} ORDER BY method, seed, point_id", params)
+        return [StudyPoint(st, m, int(sd), int(pid), int(it), Configuration.from_dict(json.loads(cj)), json.loads(oj),
+                           bool(f), cr) for st, m, sd, pid, it, cj, oj, f, cr in rows]
+
+    def save_study_result(self, result: StudyResult) -> None:
+        """Store what a study concluded, replacing its previous result (one transaction)."""
+        s = result.study
+        with self.transaction() as c:
+            for table in ("study_results", "study_front", "study_hypervolume", "study_recommendations"):
+                c.execute(f"DELETE FROM {table} WHERE study=?", (s,))
+            c.execute("INSERT INTO study_results VALUES (?,?,?,?,?,?)",
+                      (s, json.dumps([list(o) for o in result.objectives]), json.dumps(list(result.ref_point)),
+                       result.reference_hv, int(result.n_points), time.time()))
+            ranks: dict[str, int] = {}
+            for f in result.front:
+                scope = f.spec or ""
+                ranks[scope] = ranks.get(scope, -1) + 1
+                c.execute("INSERT INTO study_front VALUES (?,?,?,?,?,?,?)",
+                          (s, scope, ranks[scope], *f.point, ",".join(f.found_by)))
+            c.executemany("INSERT INTO study_hypervolume VALUES (?,?,?,?,?,?,?,?)",
+                          [(s, h.method, h.seed, h.n_evals, h.iteration, h.hv, h.hv_fraction, h.log_hv_diff)
+                           for h in result.hypervolume])
+            c.executemany("INSERT INTO study_recommendations VALUES (?,?,?,?,?,?,?)",
+                          [(s, i, r.role, r.reason, *r.point) for i, r in enumerate(result.recommendations)])
+
+    def study_result(self, study: str) -> StudyResult | None:
+        """What the study concluded, or ``None`` if explore has not stored a result for it."""
+        row = self.conn.execute("SELECT objectives_json, ref_point_json, reference_hv, n_points FROM study_results "
+                                "WHERE study=?", (study,)).fetchone()
+        if row is None:
+            return None
+        q = self.conn.execute
+        front = tuple(FrontPoint((m, int(sd), int(pid)), tuple(fb.split(",")) if fb else (), spec or None)
+                      for spec, m, sd, pid, fb in q("SELECT spec, method, seed, point_id, found_by FROM study_front "
+                                                    "WHERE study=? ORDER BY spec, rank", (study,)))
+        hv = tuple(HypervolumeStep(m, int(sd), int(n), int(it), float(v), f, d)
+                   for m, sd, n, it, v, f, d in q("SELECT method, seed, n_evals, iteration, hv, hv_fraction, "
+                                                   "log_hv_diff FROM study_hypervolume WHERE study=? "
+                                                   "ORDER BY method, seed, n_evals", (study,)))
+        recs = tuple(Recommendation(role, why, (m, int(sd), int(pid)))
+                     for role, why, m, sd, pid in q("SELECT role, reason, method, seed, point_id FROM "
+                                                     "study_recommendations WHERE study=? ORDER BY rank", (study,)))
+        return StudyResult(study, tuple(tuple(o) for o in json.loads(row[0])), tuple(json.loads(row[1])), row[2],
+                           int(row[3]), front, hv, recs)
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM studies ORDER BY created")]

@@ -9,10 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codesign.config import ConfigError
-from codesign.explore import hypervolume
-from codesign.explore.hypervolume import log_hv_difference
-from codesign.explore.pareto import pareto_front, pareto_mask, to_maximization
 from codesign.explore.space import Configuration, Knob, Space
+from codesign.pareto import hypervolume, log_hv_difference, pareto_front, pareto_mask, to_maximization
 
 
 # -- hypervolume ----------------------------------------------------------------------------
@@ -148,7 +146,21 @@ def test_config_defaults_and_directions(tmp_path):
     cfg = _cfg(tmp_path, BASE)
     assert [(o.name, o.direction) for o in cfg.objectives] == [("trust", "max"), ("tpot_ms", "min")]
     assert cfg.resolve_shape() == "smollm2-135m"
-    assert cfg.needed_tasks() == ["advglue", "fairness", "ethics", "ood"]
+    # trust averages adversarial robustness, machine ethics and OOD robustness by default (as the study);
+    # fairness and MMLU are reported but not averaged
+    assert cfg.needed_tasks() == ["advglue", "ethics", "ood"]
+
+
+def test_trust_dimensions_are_configurable(tmp_path):
+    cfg = _cfg(tmp_path, BASE + "trust_dimensions: [adv, fairness]\n")
+    assert cfg.trust_tasks() == ["advglue", "fairness"] and cfg.needed_tasks() == ["advglue", "fairness"]
+    assert _cfg(tmp_path, BASE + "trust_dimensions: [advglue]\n").trust_dimensions == ["adv"]  # task names too
+    with pytest.raises(ConfigError) as e:
+        _cfg(tmp_path, BASE + "trust_dimensions: [mmlu]\n")
+    assert "trust_dimensions" in str(e.value) and "'mmlu' is not a trust dimension" in str(e.value) \
+        and "adv, fairness, ethics, ood" in str(e.value)
+    with pytest.raises(ConfigError, match="needs task"):
+        _cfg(tmp_path, BASE + "tasks: [advglue, ethics]\ntrust_dimensions: [adv, ood]\n")
 
 
 def test_config_unknown_objective_names_file_field_value_and_allowed(tmp_path):

@@ -106,14 +106,12 @@ def test_bo_study_stores_every_point_and_resumes_after_interrupt(synth):
     ctx2.evaluator.evaluate = count
     pts = run_method(ctx2, "bo", seed=0, budget=8)
     assert len(pts) == 8 and n_eval["configs"] == 8 - len(before)
-    assert pts["point_id"].tolist() == list(range(8))
-    keys = [repr(sorted(c.items())) for c in pts["config"]]
-    assert len(set(keys)) == 8  # distinct configurations
+    assert [p.point_id for p in pts] == list(range(8))
+    assert len({p.config for p in pts}) == 8  # distinct configurations
     # earlier points are kept as they were
-    assert pts.iloc[: len(before)]["created"].tolist() == before["created"].tolist()
-    o = pts.iloc[0]["objectives"]
-    assert {"trust", "tpot_ms", "peak_memory_gb", "adv", "fairness", "ethics", "ood"} <= set(o)
-    assert set(pts.iloc[0]["config"]) == {"members", "schedule", "spec", "knobs"}
+    assert pts[: len(before)] == before
+    assert {"trust", "tpot_ms", "peak_memory_gb", "adv", "fairness", "ethics", "ood"} <= set(pts[0].objectives)
+    assert set(pts[0].config.to_dict()) == {"members", "schedule", "spec", "knobs"}
 
 
 def test_methods_share_harness_and_exhaustive_front_bounds_them(synth):
@@ -122,16 +120,22 @@ def test_methods_share_harness_and_exhaustive_front_bounds_them(synth):
     store, members = synth
     ctx = ctx_for(store, members, methods=["bo", "random", "nsga2"])
     res = run_study(ctx)
-    by = res.points.groupby("method").size().to_dict()
+    from collections import Counter
+
+    by = Counter(p.method for p in store.study_points("t"))
     budget = 4 + 2 * 2
     assert by["bo"] == by["random"] == by["nsga2"] == budget
     assert by["exhaustive"] == ctx.space.n_discrete()  # everything fits on an H100
     assert res.reference_hv and res.reference_hv > 0
-    final = res.summary.set_index("method")
+    final = {h.method: h for h in res.final_hypervolume()}
+    assert final["exhaustive"].n_evals == ctx.space.n_discrete()
     for m in ("bo", "random", "nsga2"):
-        assert 0 < final.loc[m, "hv"] <= res.reference_hv + 1e-9
-        assert final.loc[m, "hv_fraction"] <= 1 + 1e-9
-    assert not res.pareto.empty and set(res.pareto["found_by"]) >= {"exhaustive"}
+        assert final[m].n_evals == budget
+        assert 0 < final[m].hv <= res.reference_hv + 1e-9
+        assert final[m].hv_fraction <= 1 + 1e-9
+    front = res.front_of(None)
+    assert front and any("exhaustive" in f.found_by for f in front)
+    assert store.study_result("t") == res  # the result is stored for the report
 
 
 def test_bo_beats_nothing_worse_than_init_and_parego_runs(synth):
@@ -141,7 +145,7 @@ def test_bo_beats_nothing_worse_than_init_and_parego_runs(synth):
     ctx = ctx_for(store, members, optimizer={"algorithm": "qlognparego", "q": 3, "n_init": 4, "iterations": 1})
     store.create_study("t", {})
     pts = run_method(ctx, "bo", seed=1)
-    assert len(pts) == 7 and pts["iteration"].max() == 1
+    assert len(pts) == 7 and max(p.iteration for p in pts) == 1
 
 
 def test_constraints_filter_and_infeasible_everywhere_is_a_clear_error(synth):
@@ -159,8 +163,8 @@ def test_constraints_filter_and_infeasible_everywhere_is_a_clear_error(synth):
     ctx = ctx_for(store, members, constraints={"max_tpot_ms": slo})
     store.create_study("t", {})
     pts = run_method(ctx, "bo", seed=0, budget=6)
-    assert pts["feasible"].all()
-    assert all(o["tpot_ms"] <= slo for o in pts["objectives"])
+    assert all(p.feasible for p in pts)
+    assert all(p.objectives["tpot_ms"] <= slo for p in pts)
 
 
 def test_empty_catalogue_and_unknown_spec_are_clear_errors(store):
@@ -190,7 +194,7 @@ def test_knobs_mixed_space(synth):
     store.create_study("t", {})
     pts = run_method(ctx, "bo", seed=0)
     assert len(pts) == 6
-    bws = [c["knobs"]["bandwidth_gbs"] for c in pts["config"]]
+    bws = [dict(p.config.knobs)["bandwidth_gbs"] for p in pts]
     assert all(lo - 1e-6 <= b <= hi + 1e-6 for b in bws)
     c0 = ctx.space.enumerate()[0]
     from dataclasses import replace
@@ -292,5 +296,6 @@ def test_on_demand_quantize_and_evaluate_of_missing_members(store):
     runs = store.frame("eval_runs")
     assert sorted(runs["variant_id"].unique()) == sorted(ctx.space.members)
     assert runs.groupby("variant_id").size().max() == 1  # each member evaluated once
-    assert set(res.points["method"]) == {"bo", "exhaustive"}
-    assert res.points["objectives"].map(lambda o: 0 <= o["adv"] <= 100).all()
+    pts = store.study_points("od")
+    assert {p.method for p in pts} == {"bo", "exhaustive"} and res.n_points == len(pts)
+    assert all(0 <= p.objectives["adv"] <= 100 for p in pts)

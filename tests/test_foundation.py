@@ -82,10 +82,35 @@ def test_study_resume_requires_same_config(store):
     store.create_study("s", {"a": 1})
     with pytest.raises(ValueError, match="different config"):
         store.create_study("s", {"a": 2})
-    store.add_study_point("s", "bo", 0, 0, 0, {"members": ["x"]}, {"trust": 50.0}, True)
-    store.add_study_point("s", "bo", 0, 0, 0, {"members": ["x"]}, {"trust": 50.0}, True)
-    df = store.study_points("s")
-    assert len(df) == 1 and df.loc[0, "objectives"] == {"trust": 50.0}
+    from codesign.records import Configuration, StudyPoint
+
+    point = StudyPoint("s", "bo", 0, 0, 0, Configuration(("x",), "sequential", "h100-sxm"), {"trust": 50.0}, True)
+    store.add_study_point(point)
+    store.add_study_point(point)
+    pts = store.study_points("s")
+    assert len(pts) == 1 and pts[0].objectives == {"trust": 50.0} and pts[0].config == point.config
+
+
+def test_study_result_round_trips_through_the_store(store):
+    from codesign.records import FrontPoint, HypervolumeStep, Recommendation, StudyResult
+
+    res = StudyResult("s", (("trust", "max"), ("tpot_ms", "min")), (1.0, -2.0), 3.5, 7,
+                      (FrontPoint(("bo", 0, 3), ("bo", "random")), FrontPoint(("bo", 0, 3), ("bo",), "h100-sxm")),
+                      (HypervolumeStep("bo", 0, 1, 0, 0.5, 0.1, -0.2), HypervolumeStep("exhaustive", 0, 7, 0, 3.5)),
+                      (Recommendation("Highest trust score", "best", ("bo", 0, 3)),))
+    store.save_study_result(res)
+    assert store.study_result("s") == res
+    store.save_study_result(res)  # a re-run replaces the result, never duplicates it
+    assert store.study_result("s") == res and store.study_result("other") is None
+    assert [h.method for h in res.final_hypervolume()] == ["bo", "exhaustive"]
+
+
+def test_eval_runs_are_typed_rows(store):
+    from codesign.records import EvalRun
+
+    run = EvalRun("v", "mmlu", "loglik", "cpu", 4, 100, 0, 50.0, None, None, 1 << 20, 2.0)
+    store.add_eval_run(run)
+    assert store.eval_runs() == [run] and store.eval_runs("w") == []
 
 
 def test_tiny_models_build_offline():

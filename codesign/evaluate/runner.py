@@ -18,10 +18,10 @@ from typing import Any
 
 from codesign.evaluate.generation import BatchGenerator, OptionScorer, chat_ids, context_length, fit_context
 from codesign.evaluate.tasks import Item, Task, get_task
-from codesign.records import VariantSpec
+from codesign.records import ANSWER_MODES, EvalRun, VariantSpec
 from codesign.store import ItemRow, OutputRow, ResultStore
 
-MODES = ("generate", "loglik")
+MODES = ANSWER_MODES
 
 
 def check_mode(mode: str) -> str:
@@ -105,12 +105,11 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
             added += store.add_outputs(rows)
             bar.update(len(batch))
     st = engine.stats
-    store.add_eval_run(
-        variant_id=variant_id, task=task.name, mode=mode,
-        device=device.type,
-        n_items=len(todo), prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens,
-        prompt_tok_s=st.prompt_tok_s, gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms,
-        peak_mem_bytes=peak_memory_bytes(device), wall_s=time.perf_counter() - t0)
+    store.add_eval_run(EvalRun(
+        variant_id=variant_id, task=task.name, mode=mode, device=device.type, n_items=len(todo),
+        prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens, prompt_tok_s=st.prompt_tok_s,
+        gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms, peak_mem_bytes=peak_memory_bytes(device),
+        wall_s=time.perf_counter() - t0))
     return added
 
 

@@ -110,7 +110,7 @@ def infer_ref_point(Y: np.ndarray) -> np.ndarray:
     """
     from botorch.utils.multi_objective.hypervolume import infer_reference_point
 
-    from codesign.explore.pareto import pareto_mask
+    from codesign.pareto import pareto_mask
 
     Y = np.asarray(Y, dtype=np.float64)
     front = Y[pareto_mask(Y)]

@@ -14,29 +14,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from codesign import objectives
 from codesign.config import ConfigError, StrictModel, load_config, read_mapping, validate_config
 from codesign.paths import PROJECT_ROOT
 
-#: objective name -> (default direction, kind). "quality" objectives come from stored answers
-#: (voting), "cost" objectives from the analytical hardware model.
-OBJECTIVES: dict[str, tuple[str, str]] = {
-    "trust": ("max", "quality"),
-    "mmlu": ("max", "quality"),
-    "adv": ("max", "quality"),
-    "fairness": ("max", "quality"),
-    "ethics": ("max", "quality"),
-    "ood": ("max", "quality"),
-    "tpot_ms": ("min", "cost"),
-    "peak_memory_gb": ("min", "cost"),
-    "energy_per_token_j": ("min", "cost"),
-    "area_mm2": ("min", "cost"),
-}
-
-#: quality objective -> evaluation task it is scored on ("trust" is the mean of the trust dimensions).
-OBJECTIVE_TASK: dict[str, str] = {"mmlu": "mmlu", "adv": "advglue", "fairness": "fairness", "ethics": "ethics",
-                                  "ood": "ood"}
-TRUST_DIMENSIONS = ("adv", "fairness", "ethics", "ood")
-ALL_TASKS = ("mmlu", "advglue", "fairness", "ethics", "ood")  # the default; any registered task is allowed
+#: The tasks a study evaluates unless its config says otherwise (any registered task is allowed).
+ALL_TASKS = ("mmlu", "advglue", "fairness", "ethics", "ood")
 
 
 def _registered_tasks() -> list[str]:
@@ -53,13 +36,15 @@ def _check_task_names(names: list[str], what: str) -> list[str]:
     if bad:
         raise ValueError(f"{what} {bad} (allowed: {', '.join(known)})")
     return names
+
+
 ALGORITHMS = ("qlognehvi", "qlognparego")
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "explore_default.yaml"
 _PACKAGED_DEFAULT = Path(__file__).with_name("explore_default.yaml")
 
 
 class ObjectiveConfig(StrictModel):
-    """One objective. ``direction`` defaults to max for quality and min for costs."""
+    """One objective of :mod:`codesign.objectives`; ``direction`` defaults to the registry's."""
 
     name: str
     direction: Literal["max", "min"] | None = None
@@ -67,19 +52,19 @@ class ObjectiveConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in OBJECTIVES:
-            raise ValueError(f"unknown objective {v!r} (allowed: {', '.join(OBJECTIVES)})")
+        objectives.get_objective(v)  # ValueError naming the allowed objectives
         return v
 
     @model_validator(mode="after")
     def _default_direction(self) -> "ObjectiveConfig":
         if self.direction is None:
-            self.direction = OBJECTIVES[self.name][0]
+            self.direction = objectives.get_objective(self.name).direction
         return self
 
     @property
-    def kind(self) -> str:
-        return OBJECTIVES[self.name][1]
+    def source(self) -> str:
+        """``quality`` (from stored answers) or ``cost`` (from the hardware model)."""
+        return objectives.get_objective(self.name).source
 
     @property
     def sign(self) -> float:
@@ -100,6 +85,15 @@ class Constraints(StrictModel):
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in self.model_dump().items() if v not in (None, False)]
         return ", ".join(parts) or "none"
+
+    def bounds(self) -> list[tuple[str, str, float]]:
+        """The numeric constraints as ``(objective, "<=" | ">=", bound)``, e.g. ``("tpot_ms", "<=", 20.0)``."""
+        out = []
+        for key, value in self.model_dump().items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                prefix, objective = key.split("_", 1)
+                out.append((objective, "<=" if prefix == "max" else ">=", float(value)))
+        return out
 
 
 class KnobRange(StrictModel):
@@ -170,6 +164,9 @@ class StudyConfig(StrictModel):
                               "or on every item already stored for the task (stored)")
     data_dir: str | None = None
     objectives: list[ObjectiveConfig] = Field(..., min_length=2, max_length=4)
+    trust_dimensions: list[str] | None = Field(
+        None, description="trust dimensions (objective or task names) the `trust` objective averages; "
+                          "default: adv, ethics, ood among `tasks` (fairness and MMLU are reported, not averaged)")
     constraints: Constraints = Field(default_factory=Constraints)
     ref_point: dict[str, float] | None = Field(
         None, description="hypervolume reference point per objective, in the objective's own units; "
@@ -210,6 +207,15 @@ class StudyConfig(StrictModel):
             raise ValueError(f"at least one task is needed (allowed: {', '.join(_registered_tasks())})")
         return _check_task_names(v, "unknown task(s)")
 
+    @field_validator("trust_dimensions")
+    @classmethod
+    def _known_trust_dimensions(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("at least one trust dimension is needed (or leave the field out for the default)")
+        return [d.objective for d in objectives.trust_dimensions(v)]
+
     @field_validator("subtasks")
     @classmethod
     def _known_subtask_tasks(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -220,11 +226,12 @@ class StudyConfig(StrictModel):
     def _consistent(self) -> "StudyConfig":
         if self.min_members > self.max_members:
             raise ValueError(f"min_members={self.min_members} is above max_members={self.max_members}")
-        for o in self.objectives:
-            need = self.objective_tasks(o.name)
+        names = self.objective_names + (["trust"] if self.trust_dimensions is not None else [])
+        for o in dict.fromkeys(names):
+            need = self.objective_tasks(o)
             missing = [t for t in need if t not in self.tasks]
             if missing:
-                raise ValueError(f"objective {o.name!r} needs task(s) {missing}, which are not in tasks={self.tasks}")
+                raise ValueError(f"objective {o!r} needs task(s) {missing}, which are not in tasks={self.tasks}")
         if self.ref_point is not None:
             names = {o.name for o in self.objectives}
             extra = sorted(set(self.ref_point) - names)
@@ -240,14 +247,20 @@ class StudyConfig(StrictModel):
         return [o.name for o in self.objectives]
 
     def trust_tasks(self) -> list[str]:
-        """Tasks averaged into the ``trust`` objective: the trust dimensions among ``tasks``."""
-        return [OBJECTIVE_TASK[d] for d in TRUST_DIMENSIONS if OBJECTIVE_TASK[d] in self.tasks]
+        """Tasks averaged into the ``trust`` objective: ``trust_dimensions`` as configured (each
+        must be among ``tasks``), else the default trust dimensions among ``tasks``."""
+        dims = objectives.trust_dimensions(self.trust_dimensions)
+        if self.trust_dimensions is None:
+            present = [d.task for d in dims if d.task in self.tasks]
+            return present or [d.task for d in dims]
+        return [d.task for d in dims]
 
     def objective_tasks(self, name: str) -> list[str]:
+        """Tasks an objective is scored on (none for cost objectives)."""
         if name == "trust":
-            trust = [OBJECTIVE_TASK[d] for d in TRUST_DIMENSIONS if OBJECTIVE_TASK[d] in self.tasks]
-            return trust or [OBJECTIVE_TASK[d] for d in TRUST_DIMENSIONS]
-        return [OBJECTIVE_TASK[name]] if name in OBJECTIVE_TASK else []
+            return self.trust_tasks()
+        task = objectives.get_objective(name).task
+        return [task] if task else []
 
     def needed_tasks(self) -> list[str]:
         """Tasks the quality objectives and constraints read (a subset of ``tasks``)."""

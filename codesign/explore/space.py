@@ -24,6 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from codesign.records import Configuration
+
+__all__ = ["Configuration", "Knob", "Space"]
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -49,25 +53,6 @@ class Knob:
         else:
             v = self.low + u * (self.high - self.low)
         return float(round(v)) if self.integer else float(v)
-
-
-@dataclass(frozen=True)
-class Configuration:
-    """One point of the search space (hashable; ``members`` sorted by catalogue order)."""
-
-    members: tuple[str, ...]
-    schedule: str
-    spec: str
-    knobs: tuple[tuple[str, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``study_points.config`` record."""
-        return {"members": list(self.members), "schedule": self.schedule, "spec": self.spec,
-                "knobs": dict(self.knobs)}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Configuration":
-        return cls(tuple(d["members"]), d["schedule"], d["spec"], tuple(sorted((d.get("knobs") or {}).items())))
 
 
 @dataclass

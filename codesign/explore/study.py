@@ -6,27 +6,26 @@ one seed against a budget of distinct configurations; each evaluated batch goes 
 ``study_points`` (``config`` = members/schedule/spec/knobs, ``objectives`` = every objective the
 study can compute, ``feasible``) before the next proposal, so an interrupted study resumes from
 the stored history (points already stored are never re-evaluated). :func:`run_study` runs the
-config's methods, the exhaustive reference front where the space is small, and summarises
-hypervolumes.
+config's methods, the exhaustive reference front where the space is small, then summarises the
+study once (:func:`codesign.explore.results.summarize`: fronts, hypervolume traces,
+recommendations) and stores that :class:`~codesign.records.StudyResult` for the report.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from codesign.config import ConfigError
 from codesign.explore.config import StudyConfig, study_config_dict
-from codesign.explore.hypervolume import hypervolume, log_hv_difference
-from codesign.explore.objectives import CostTable, ObjectiveEvaluator, PointResult, QualityTable
-from codesign.explore.pareto import pareto_mask
-from codesign.explore.space import Configuration, Knob, Space
-from codesign.records import VariantSpec
+from codesign.explore.evaluator import CostTable, ObjectiveEvaluator, PointResult, QualityTable
+from codesign.explore.space import Knob, Space
+from codesign.pareto import fill_missing
+from codesign.records import Configuration, StudyPoint, StudyResult, VariantSpec
 
 
 @dataclass
@@ -42,15 +41,22 @@ class StudyContext:
     progress: bool = True
 
     @property
-    def directions(self) -> list[str]:
-        return [o.direction for o in self.cfg.objectives]
+    def objectives(self) -> list[tuple[str, str]]:
+        """``(name, direction)`` of the study's objectives, directions as configured."""
+        return [(o.name, str(o.direction)) for o in self.cfg.objectives]
+
+    @property
+    def specs(self) -> dict[str, VariantSpec]:
+        """Catalogue members by variant id (for labels)."""
+        return {m.variant_id: m for m in self.members}
 
     def to_max(self, objectives: Sequence[dict[str, float]]) -> np.ndarray:
         """Objective dicts -> ``(n, m)`` maximised values (NaN where missing)."""
-        names = self.cfg.objective_names
-        sign = np.array([o.sign for o in self.cfg.objectives])
+        from codesign.pareto import to_maximization
+
+        names, directions = zip(*self.objectives)
         vals = np.array([[_num(o.get(n)) for n in names] for o in objectives], dtype=np.float64)
-        return vals.reshape(len(objectives), len(names)) * sign
+        return to_maximization(vals.reshape(len(objectives), len(names)), directions)
 
     def ref_point(self) -> np.ndarray | None:
         """The configured reference point in the maximised space (``None``: infer)."""
@@ -157,7 +163,8 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
             raise ConfigError(f"explore config: specs: unknown accelerator spec {s!r} "
                               f"(allowed: {', '.join(hwmodels.list_specs())} or a YAML path): {exc}") from exc
     space = Space(ids, list(cfg.schedules), list(cfg.specs), _knobs(cfg, costs), cfg.min_members, cfg.max_members)
-    quality = QualityTable(store, cfg.tasks, cfg.mode, cfg.policy, bits, study_item_ids(cfg, cfg.tasks))
+    quality = QualityTable(store, cfg.tasks, cfg.mode, cfg.policy, bits, study_item_ids(cfg, cfg.tasks),
+                           trust_tasks=cfg.trust_tasks())
     executor = executor or InProcessExecutor()
     by_id = {m.variant_id: m for m in members}
 
@@ -199,11 +206,11 @@ def check_feasible(ctx: StudyContext, sample: int = 4096) -> int:
 
 def stored_history(ctx: StudyContext, method: str, seed: int) -> tuple[list[Configuration], list[dict], list[bool], int]:
     """Points of (method, seed) already stored: configs, objective dicts, feasibility, last iteration."""
-    df = ctx.store.study_points(ctx.name, method=method, seed=seed)
-    if df.empty:
+    pts = ctx.store.study_points(ctx.name, method=method, seed=seed)
+    if not pts:
         return [], [], [], -1
-    configs = [ctx.space.canonical(Configuration.from_dict(c)) for c in df["config"]]
-    return configs, list(df["objectives"]), [bool(f) for f in df["feasible"]], int(df["iteration"].max())
+    configs = [ctx.space.canonical(p.config) for p in pts]
+    return configs, [dict(p.objectives) for p in pts], [p.feasible for p in pts], max(p.iteration for p in pts)
 
 
 def make_searcher(ctx: StudyContext, method: str, seed: int):
@@ -233,20 +240,11 @@ def budget_of(cfg: StudyConfig) -> int:
     return cfg.optimizer.n_init + cfg.optimizer.iterations * cfg.optimizer.q
 
 
-def _fill_nan(Y: np.ndarray) -> np.ndarray:
-    """NaN objectives (e.g. no answered item) -> the worst observed value of that objective."""
-    if not np.isnan(Y).any():
-        return Y
-    worst = np.nanmin(np.where(np.isnan(Y), np.inf, Y), axis=0)
-    worst = np.where(np.isfinite(worst), worst, 0.0)
-    return np.where(np.isnan(Y), worst, Y)
-
-
-def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None = None) -> pd.DataFrame:
+def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None = None) -> list[StudyPoint]:
     """Run one search method (resuming stored progress) until ``budget`` distinct configurations.
 
     Returns:
-        The method's stored points (``ResultStore.study_points`` frame).
+        The method's stored points.
     """
     from tqdm.auto import tqdm
 
@@ -273,7 +271,7 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
         elif method == "exhaustive":
             batch = searcher.propose(configs, None, q=room)
         else:
-            Y = _fill_nan(ctx.to_max(objs)) if objs else np.zeros((0, len(cfg.objectives)))
+            Y = fill_missing(ctx.to_max(objs)) if objs else np.zeros((0, len(cfg.objectives)))
             batch = searcher.propose(configs, Y, q=min(cfg.optimizer.q, room))
         batch = [c for c in dict.fromkeys(batch) if c not in set(configs)][:room]
         if not batch:
@@ -283,8 +281,8 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
             continue
         results: list[PointResult] = ctx.evaluator.evaluate(batch)
         for r in results:
-            ctx.store.add_study_point(ctx.name, method, seed, len(configs), iteration, r.config.to_dict(),
-                                      r.objectives, r.feasible)
+            ctx.store.add_study_point(StudyPoint(ctx.name, method, seed, len(configs), iteration, r.config,
+                                                 r.objectives, r.feasible))
             configs.append(r.config)
             objs.append(r.objectives)
             feas.append(r.feasible)
@@ -294,89 +292,9 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
     return ctx.store.study_points(ctx.name, method=method, seed=seed)
 
 
-def hv_table(ctx: StudyContext, points: pd.DataFrame, ref: np.ndarray | None = None,
-             reference_hv: float | None = None) -> pd.DataFrame:
-    """Hypervolume of the feasible points found after each evaluation, per (method, seed).
-
-    Returns rows ``method, seed, n_evals, iteration, hv, hv_fraction, log_hv_diff`` (the last two
-    relative to ``reference_hv``, the exhaustive front's, when given).
-    """
-    if ref is None:
-        ref = reference_point(ctx, points)
-    rows = []
-    for (method, seed), grp in points.groupby(["method", "seed"], sort=True):
-        grp = grp.sort_values("point_id")
-        Y = _fill_nan(ctx.to_max(list(grp["objectives"])))
-        feas = grp["feasible"].to_numpy(bool)
-        its = grp["iteration"].to_numpy()
-        for k in range(1, len(grp) + 1):
-            if k < len(grp) and its[k] == its[k - 1] and method == "exhaustive":
-                continue
-            hv = hypervolume(Y[:k][feas[:k]], ref)
-            row = dict(method=method, seed=int(seed), n_evals=k, iteration=int(its[k - 1]), hv=hv)
-            if reference_hv:
-                row["hv_fraction"] = hv / reference_hv
-                row["log_hv_diff"] = log_hv_difference(hv, reference_hv)
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def reference_point(ctx: StudyContext, points: pd.DataFrame) -> np.ndarray:
-    """The configured reference point, else the nadir of every feasible point of the study (minus 10%)."""
-    ref = ctx.ref_point()
-    if ref is not None:
-        return ref
-    from codesign.explore.hypervolume import nadir_reference
-
-    Y = _fill_nan(ctx.to_max(list(points["objectives"])))
-    feas = points["feasible"].to_numpy(bool)
-    return nadir_reference(Y[feas] if feas.any() else Y)
-
-
-def pareto_table(ctx: StudyContext, points: pd.DataFrame) -> pd.DataFrame:
-    """Distinct feasible non-dominated configurations over every method, with their objectives."""
-    if points.empty:
-        return pd.DataFrame()
-    short = {m.variant_id: m.short_name for m in ctx.members}
-    rows: dict[str, dict[str, Any]] = {}
-    for _, p in points.iterrows():
-        if not p["feasible"]:
-            continue
-        c = p["config"]
-        key = repr((c["members"], c["schedule"], c["spec"], sorted(c["knobs"].items())))
-        if key in rows:
-            rows[key]["found_by"].add(p["method"])
-            continue
-        rows[key] = dict(ensemble="+".join(short.get(m, m) for m in c["members"]), n_members=len(c["members"]),
-                         schedule=c["schedule"], spec=c["spec"],
-                         **{f"knob_{k}": v for k, v in c["knobs"].items()},
-                         **p["objectives"], members=" ".join(c["members"]), found_by={p["method"]})
-    df = pd.DataFrame(list(rows.values()))
-    if df.empty:
-        return df
-    Y = _fill_nan(ctx.to_max(df.to_dict("records")))
-    df = df[pareto_mask(Y)].copy()
-    df["found_by"] = df["found_by"].map(lambda s: ",".join(sorted(s)))
-    first = ctx.cfg.objectives[0]
-    return df.sort_values(first.name, ascending=first.direction == "min").reset_index(drop=True)
-
-
-@dataclass
-class StudyResult:
-    """What :func:`run_study` produced."""
-
-    name: str
-    points: pd.DataFrame
-    pareto: pd.DataFrame
-    hv: pd.DataFrame
-    summary: pd.DataFrame
-    ref_point: np.ndarray
-    reference_hv: float | None = None
-    files: list[str] = field(default_factory=list)
-
-
 def run_study(ctx: StudyContext, methods: Sequence[str] | None = None, seed: int | None = None) -> StudyResult:
-    """Run the config's methods (same budget each), then the exhaustive reference front when small.
+    """Run the config's methods (same budget each), then the exhaustive reference front when small;
+    summarise the study and store its result.
 
     The exhaustive front is computed when the discrete space has at most ``exhaustive_max``
     configurations and every member has stored answers by then (it never triggers member
@@ -396,13 +314,13 @@ def run_study(ctx: StudyContext, methods: Sequence[str] | None = None, seed: int
     small = not ctx.space.knobs and ctx.space.n_discrete() <= cfg.exhaustive_max
     if "exhaustive" in methods or (small and not ctx.evaluator.uncached(ctx.space.members)):
         run_method(ctx, "exhaustive", 0)
-    points = ctx.store.study_points(ctx.name)
-    ref = reference_point(ctx, points)
-    ref_hv = None
-    ex = points[points["method"] == "exhaustive"]
-    if not ex.empty:
-        Y = _fill_nan(ctx.to_max(list(ex["objectives"])))
-        ref_hv = hypervolume(Y[ex["feasible"].to_numpy(bool)], ref)
-    hv = hv_table(ctx, points, ref, ref_hv)
-    summary = hv.sort_values("n_evals").groupby(["method", "seed"]).tail(1).reset_index(drop=True)
-    return StudyResult(ctx.name, points, pareto_table(ctx, points), hv, summary, ref, ref_hv)
+    return summarize_study(ctx)
+
+
+def summarize_study(ctx: StudyContext) -> StudyResult:
+    """Summarise the study's stored points (:func:`codesign.explore.results.summarize`) and store the result."""
+    from codesign.explore.results import summarize
+
+    result = summarize(ctx.name, ctx.store.study_points(ctx.name), ctx.objectives, ctx.cfg.ref_point)
+    ctx.store.save_study_result(result)
+    return result

@@ -19,8 +19,8 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
 
     Args:
         study: explore study to report (default: the latest study in the store, if any).
-        spec: accelerator spec for the roofline and predictions (default: the study's spec, else
-            ``h100-sxm``).
+        spec: accelerator spec for the roofline, and for measurements that name none and ran on a GPU
+            (default: the study's first spec, else ``h100-sxm``).
         mode: answers to score, ``generate`` or ``loglik`` (default: the study's mode, else the mode
             with most stored answers).
         policy: ``decodingtrust`` (metrics over answered items) or ``strict`` (refusals are wrong);

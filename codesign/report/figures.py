@@ -17,16 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from codesign.explore.results import primary_objective
+from codesign.objectives import label as objective_label
+from codesign.pareto import pareto_mask, to_maximization
 from codesign.report import style
 from codesign.report.data import ReportData
-from codesign.report.pareto import (
-    MAXIMIZE,
-    objective_label,
-    objective_matrix,
-    pareto_mask,
-    to_maximize,
-    unique_points,
-)
 from codesign.report.style import FigureFiles, figure_style, new_figure, save_figure
 
 #: Pareto points numbered and named in a key beside the plot (the rest: hover text in the SVG).
@@ -82,36 +77,33 @@ def _log_if_wide(ax, values, axis: str) -> None:
 
 # -- Pareto fronts --------------------------------------------------------------------------
 
-def _primary(data: ReportData) -> str | None:
-    if "trust" in data.objectives:
-        return "trust"
-    return next((o for o in data.objectives if o in MAXIMIZE), None)
+def _values(pts: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``(n, len(names))`` objective columns of a points frame (NaN where absent)."""
+    return np.column_stack([pts[n].astype(float).to_numpy() if n in pts else np.full(len(pts), np.nan)
+                            for n in names]) if len(names) else np.zeros((len(pts), 0))
 
 
 def pareto_fronts(data: ReportData, out_dir: Path) -> list[FigureFiles]:
-    """Trust vs each cost objective (tpot_ms, peak_memory_gb first), one figure per pair."""
+    """The primary objective (trust) vs each other objective, one figure per pair."""
     if data.points.empty or len(data.objectives) < 2:
         return []
-    pts = unique_points(data.points)
-    y_name = _primary(data)
-    if y_name is None:
-        return []
-    costs = [o for o in data.objectives if o not in MAXIMIZE]
-    costs = sorted(costs, key=lambda c: {"tpot_ms": 0, "peak_memory_gb": 1}.get(c, 2))
-    figs = []
-    for x_name in costs[:4]:
-        figs.append(_pareto_pair(pts, x_name, y_name, out_dir, data))
+    objs = list(zip(data.objectives, data.directions))
+    y = primary_objective(objs)
+    others = [j for j in range(len(objs)) if j != y]
+    figs = [_pareto_pair(data.points, objs[j], objs[y], out_dir, data) for j in others[:4]]
     return [f for f in figs if f is not None]
 
 
-def _pareto_pair(pts: pd.DataFrame, x_name: str, y_name: str, out_dir: Path, data: ReportData) -> FigureFiles | None:
-    vals = objective_matrix(pts, [x_name, y_name])
+def _pareto_pair(pts: pd.DataFrame, x_obj: tuple[str, str], y_obj: tuple[str, str], out_dir: Path,
+                 data: ReportData) -> FigureFiles | None:
+    (x_name, x_dir), (y_name, y_dir) = x_obj, y_obj
+    vals = _values(pts, [x_name, y_name])
     ok = np.isfinite(vals).all(axis=1)
     if ok.sum() == 0:
         return None
     pts, vals = pts[ok].reset_index(drop=True), vals[ok]
     feas = pts["feasible"].to_numpy(bool)
-    Y = to_maximize(vals, [x_name, y_name])
+    Y = to_maximization(vals, [x_dir, y_dir])
     front = np.zeros(len(pts), bool)
     front[np.flatnonzero(feas)] = pareto_mask(Y[feas])
     tips: dict[str, str] = {}
@@ -133,9 +125,8 @@ def _pareto_pair(pts: pd.DataFrame, x_name: str, y_name: str, out_dir: Path, dat
             gid = f"pt-{x_name}-{i}"
             sc.set_gid(gid)
             status = "Pareto-optimal" if front[i] else ("infeasible" if not feas[i] else "dominated")
-            knobs = ", ".join(f"{k}={v:.4g}" for k, v in (r["config"].get("knobs") or {}).items()
-                              if isinstance(v, (int, float)))
-            tips[gid] = (f"{r['label']}\n{objective_label(y_name)} = {vals[i, 1]:.4g}\n"
+            knobs = ", ".join(f"{k[5:]}={r[k]:.4g}" for k in pts.columns if k.startswith("knob_") and pd.notna(r[k]))
+            tips[gid] = (f"{r['configuration']}\n{objective_label(y_name)} = {vals[i, 1]:.4g}\n"
                          f"{objective_label(x_name)} = {vals[i, 0]:.4g}\n" + (f"knobs: {knobs}\n" if knobs else "")
                          + f"{status}; found by {r['found_by']}")
         if front.any():
@@ -149,20 +140,21 @@ def _pareto_pair(pts: pd.DataFrame, x_name: str, y_name: str, out_dir: Path, dat
         xlo, xhi = ax.get_xlim()
         ylo, yhi = ax.get_ylim()
         outside = []
-        for c in data.constraints:
+        for objective, op, bound in data.constraints:
+            text = f"{objective} {op} {bound:g}"
             # a bound beyond every point would squash the data into a corner: state it instead
-            if c.objective == x_name and xlo < c.bound < xhi:
-                ax.axvline(c.bound, color="#999999", ls="--", lw=1)
-                ax.axvspan(c.bound if c.op == "<=" else xlo, xhi if c.op == "<=" else c.bound, color="#999999",
+            if objective == x_name and xlo < bound < xhi:
+                ax.axvline(bound, color="#999999", ls="--", lw=1)
+                ax.axvspan(bound if op == "<=" else xlo, xhi if op == "<=" else bound, color="#999999",
                            alpha=0.08, lw=0)
-                ax.annotate(f"constraint {c}", (c.bound, 0.02), xycoords=("data", "axes fraction"), rotation=90,
+                ax.annotate(f"constraint {text}", (bound, 0.02), xycoords=("data", "axes fraction"), rotation=90,
                             fontsize=7, color="#777777", ha="right", va="bottom")
-            elif c.objective == y_name and ylo < c.bound < yhi:
-                ax.axhline(c.bound, color="#999999", ls="--", lw=1)
-                ax.annotate(f"constraint {c}", (0.99, c.bound), xycoords=("axes fraction", "data"),
+            elif objective == y_name and ylo < bound < yhi:
+                ax.axhline(bound, color="#999999", ls="--", lw=1)
+                ax.annotate(f"constraint {text}", (0.99, bound), xycoords=("axes fraction", "data"),
                             fontsize=7, color="#777777", ha="right", va="bottom")
-            elif c.objective in (x_name, y_name):
-                outside.append(str(c))
+            elif objective in (x_name, y_name):
+                outside.append(text)
         ax.set_xlim(xlo, xhi)
         ax.set_ylim(ylo, yhi)
         if outside:
@@ -192,7 +184,7 @@ def _pareto_pair(pts: pd.DataFrame, x_name: str, y_name: str, out_dir: Path, dat
         place_labels(ax, vals[f, 0], vals[f, 1], [str(k + 1) for k in range(len(f))], avoid=vals[f],
                      fontsize=8, color="#000000")
         key = [Line2D([], [], ls="", marker=f"${k + 1}$", markersize=7 if k < 9 else 9, color="black",
-                      label=pts.loc[i, "label"]) for k, i in enumerate(f)]
+                      label=pts.loc[i, "configuration"]) for k, i in enumerate(f)]
         if key:
             ax.legend(handles=key, loc="upper left", bbox_to_anchor=(1.01, 0.56 if len(handles) > 6 else 0.66),
                       borderaxespad=0, title="Pareto front", title_fontsize=8.5, alignment="left",
@@ -211,11 +203,12 @@ def pairwise_projections(data: ReportData, out_dir: Path) -> FigureFiles | None:
     objs = data.objectives
     if data.points.empty or len(objs) < 3:
         return None
-    pts = unique_points(data.points)
-    vals = objective_matrix(pts, objs)
-    feas = pts["feasible"].to_numpy(bool) & np.isfinite(vals).all(axis=1)
-    front = np.zeros(len(pts), bool)
-    front[np.flatnonzero(feas)] = pareto_mask(to_maximize(vals[feas], objs))
+    pts = data.points
+    vals = _values(pts, objs)
+    # the study's own front (stored by explore), not one recomputed here
+    key = ["method", "seed", "point_id"]
+    on_front = set(map(tuple, data.front[key].to_numpy().tolist())) if not data.front.empty else set()
+    front = np.array([tuple(k) in on_front for k in pts[key].to_numpy().tolist()], dtype=bool)
     pairs = list(combinations(range(len(objs)), 2))
     ncols = min(3, len(pairs))
     nrows = int(np.ceil(len(pairs) / ncols))
@@ -224,7 +217,8 @@ def pairwise_projections(data: ReportData, out_dir: Path) -> FigureFiles | None:
         for k, (a, b) in enumerate(pairs):
             ax = axes[k // ncols, k % ncols]
             # x: a cost if there is one in the pair, so "better" reads up-and-left like the main fronts
-            xi, yi = (a, b) if objs[a] not in MAXIMIZE or objs[b] in MAXIMIZE else (b, a)
+            dirs = data.directions
+            xi, yi = (a, b) if dirs[a] == "min" or dirs[b] == "max" else (b, a)
             ax.scatter(vals[~front, xi], vals[~front, yi], s=16, color=style.FADED_COLOR, alpha=0.6,
                        label="dominated / infeasible")
             ax.scatter(vals[front, xi], vals[front, yi], s=30, color=style.FRONT_COLOR, edgecolors="black",
@@ -348,13 +342,8 @@ def ensemble_vs_single(data: ReportData, out_dir: Path) -> FigureFiles | None:
 
 def _peaks(spec) -> tuple[float | None, dict[str, float]]:
     """(memory bandwidth in byte/s, {dtype: peak FLOP/s}) of a spec (pydantic or dict)."""
-    from codesign.report.data import _get
-
-    mem = _get(spec, "memory")
-    bw = _get(mem, "bandwidth_gbs") if mem is not None else None
-    comp = _get(spec, "compute_tflops") or {}
-    if not isinstance(comp, dict):
-        comp = comp.model_dump() if hasattr(comp, "model_dump") else vars(comp)
+    bw = spec.memory.bandwidth_gbs
+    comp = dict(spec.compute_tflops)
     peaks = {k: float(v) * 1e12 for k, v in comp.items() if isinstance(v, (int, float)) and v}
     return (float(bw) * 1e9 if bw else None), peaks
 
@@ -484,10 +473,10 @@ def optimizer_trace(data: ReportData, out_dir: Path) -> FigureFiles | None:
                            label=f"{method} (every configuration, reference)")
                 continue
             # seeds may stop at different budgets: carry each seed's last value forward
-            wide = h.pivot_table(index="n_points", columns="seed", values="hv").sort_index().ffill()
+            wide = h.pivot_table(index="n_evals", columns="seed", values="hv").sort_index().ffill()
             mean, lo, hi = wide.mean(axis=1), wide.min(axis=1), wide.max(axis=1)
             color = style.color_for(method, style.OPTIMIZER_COLORS)
-            algo = str((data.study_config.get("optimizer") or {}).get("algorithm", "")).replace("qlog", "qLog")
+            algo = data.algorithm.replace("qlog", "qLog")
             algo = algo.replace("nehvi", "NEHVI").replace("nparego", "NParEGO")
             name = {"bo": f"BO ({algo})" if algo else "BO", "nsga2": "NSGA-II", "random": "random search",
                     "exhaustive": "exhaustive"}.get(method, method)
@@ -495,7 +484,7 @@ def optimizer_trace(data: ReportData, out_dir: Path) -> FigureFiles | None:
                     drawstyle="steps-post", label=f"{name} (mean of {wide.shape[1]} seeds)" if wide.shape[1] > 1
                     else name)
             # iteration boundaries (BO proposes a batch of q per iteration)
-            firsts = h[h["seed"] == h["seed"].min()].groupby("iteration")["n_points"].min()
+            firsts = h[h["seed"] == h["seed"].min()].groupby("iteration")["n_evals"].min()
             if method == "bo" and len(firsts) > 1:
                 ax.plot(firsts.values, mean.reindex(firsts.values).values, ls="", marker="|", ms=10, color=color)
             if wide.shape[1] > 1:

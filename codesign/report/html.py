@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from codesign.report.data import ReportData
-from codesign.report.pareto import objective_label
+from codesign.objectives import label as objective_label
 from codesign.report.style import DPI, FigureFiles
 from codesign.report.tables import TableFiles
 
@@ -118,24 +118,22 @@ def embed_table(t: TableFiles | pd.DataFrame, max_rows: int = 40, drop: tuple[st
 def _summary(data: ReportData, tables: dict[str, TableFiles]) -> Section:
     sec = Section("summary", "Summary")
     if data.study is not None:
-        cons = ", ".join(str(c) for c in data.constraints) or "none besides fitting in memory"
-        sec.body.append(f"<p>Study <code>{html.escape(data.study)}</code>: {len(data.points)} evaluated points, "
-                        f"objectives {', '.join(html.escape(objective_label(o)) for o in data.objectives)}; "
-                        f"constraints: {html.escape(cons)}.</p>")
-    if data.recommendations:
+        cons = ", ".join(f"{o} {op} {b:g}" for o, op, b in data.constraints) or "none besides fitting in memory"
+        objs = ", ".join(f"{html.escape(objective_label(o))} ({d})" for o, d in zip(data.objectives, data.directions))
+        sec.body.append(f"<p>Study <code>{html.escape(data.study.name)}</code>: {data.study.n_points} evaluated "
+                        f"points, objectives {objs or 'not summarised yet'}; constraints: {html.escape(cons)}.</p>")
+    if not data.recommendations.empty:
         cards = []
-        for r in data.recommendations:
-            p = r.point
-            objs = p.get("objectives", {})
-            rows = "".join(f'<tr><td class="text">{html.escape(objective_label(o))}</td><td>{_fmt(objs.get(o))}</td></tr>'
-                           for o in data.objectives if o in objs)
-            extra = f'<div class="why">schedule {html.escape(str(p.get("schedule") or "-"))} · spec ' \
-                    f'{html.escape(str(p.get("config", {}).get("spec", "-")))}</div>'
-            cards.append(f'<div class="card"><div class="role">{html.escape(r.role)}</div>'
-                         f'<div class="name">{html.escape(str(p.get("label")))}</div>{extra}'
-                         f'<div class="why">{html.escape(r.reason)}</div><table>{rows}</table></div>')
+        for _, r in data.recommendations.iterrows():
+            rows = "".join(f'<tr><td class="text">{html.escape(objective_label(o))}</td><td>{_fmt(r.get(o))}</td></tr>'
+                           for o in data.objectives if o in r)
+            extra = f'<div class="why">schedule {html.escape(str(r["schedule"] or "-"))} · spec ' \
+                    f'{html.escape(str(r["spec"]))}</div>'
+            cards.append(f'<div class="card"><div class="role">{html.escape(r["role"])}</div>'
+                         f'<div class="name">{html.escape(str(r["configuration"]))}</div>{extra}'
+                         f'<div class="why">{html.escape(r["reason"])}</div><table>{rows}</table></div>')
         sec.body.append('<div class="cards">' + "".join(cards) + "</div>")
-    elif data.study is not None and not data.points.empty:
+    elif data.study is not None and data.study.result is not None and not data.points.empty:
         sec.note = "No evaluated configuration meets every constraint of the study; relax the constraints."
     if "variant_scores" in tables and not tables["variant_scores"].frame.empty:
         vt = tables["variant_scores"].frame
@@ -199,7 +197,7 @@ def render_html(data: ReportData, figures: dict[str, list[FigureFiles]], tables:
         ver = version("codesign")
     except Exception:  # noqa: BLE001
         ver = "dev"
-    meta = (f"store <code>{html.escape(data.store_path)}</code> · study <code>{html.escape(str(data.study))}</code>"
+    meta = (f"store <code>{html.escape(data.store_path)}</code> · study <code>{html.escape(str(data.study_name))}</code>"
             f" · answers <code>{html.escape(data.mode)}</code> · policy <code>{html.escape(data.policy)}</code>"
             f" · generated {now} by codesign {html.escape(ver)}")
     nav = "".join(f'<a href="#sec-{s.key}">{html.escape(s.title.split(" (")[0])}</a>' for s in secs)
@@ -210,9 +208,9 @@ def render_html(data: ReportData, figures: dict[str, list[FigureFiles]], tables:
         parts.append(f'<section id="sec-{s.key}"><h2>{html.escape(s.title)}</h2>{note}{body}</section>')
     doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-           f"<title>codesign report{(' — ' + html.escape(data.study)) if data.study else ''}</title>"
+           f"<title>codesign report{(' — ' + html.escape(data.study_name)) if data.study else ''}</title>"
            f"<style>{_CSS}</style></head><body><main>"
-           f"<h1>codesign report{(': ' + html.escape(data.study)) if data.study else ''}</h1>"
+           f"<h1>codesign report{(': ' + html.escape(data.study_name)) if data.study else ''}</h1>"
            f'<div class="meta">{meta}</div><nav>{nav}</nav>{"".join(parts)}</main></body></html>\n')
     out_path.write_text(doc, encoding="utf-8")
     return out_path

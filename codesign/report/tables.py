@@ -9,14 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from codesign.report.data import TRUST_TASKS, ReportData
-from codesign.report.pareto import (
-    objective_matrix,
-    order_objectives,
-    pareto_mask,
-    to_maximize,
-    unique_points,
-)
+from codesign import objectives
+from codesign.report.data import ReportData
 
 
 @dataclass
@@ -66,11 +60,11 @@ def variant_table(data: ReportData) -> pd.DataFrame:
     for t in data.tasks:
         if ("score", t) in wide:
             out[f"{t} score (%)"] = wide[("score", t)]
-            if t in TRUST_TASKS:
+            if t in data.trust_tasks:
                 trust_cols.append(f"{t} score (%)")
         if ("refusal_rate", t) in wide:
             out[f"{t} refusal (%)"] = wide[("refusal_rate", t)] * 100
-    if trust_cols:
+    if trust_cols:  # the study's trust dimensions (objectives.trust_score over the tasks scored)
         out["trust (%)"] = out[trust_cols].mean(axis=1)
     out = out.reset_index().rename(columns={"label": "variant"})
     dense_first = out["method"].eq("dense").map({True: 0, False: 1})
@@ -106,54 +100,47 @@ def ensemble_table(data: ReportData) -> pd.DataFrame:
     return wide[cols].reset_index(drop=True)
 
 
-def _points_frame(data: ReportData, pts: pd.DataFrame) -> pd.DataFrame:
-    objs = order_objectives(data.objectives)
-    vals = objective_matrix(pts, objs)
-    out = pd.DataFrame({"configuration": pts["label"].to_numpy(), "schedule": pts["schedule"].to_numpy(),
-                        "members": pts["n_members"].to_numpy()})
-    for j, o in enumerate(objs):
-        out[o] = vals[:, j]
-    out["spec"] = [c.get("spec", "") for c in pts["config"]]
-    knobs = [c.get("knobs") or {} for c in pts["config"]]
-    if any(knobs):
-        out["knobs"] = [", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in kv.items())
-                        for kv in knobs]
-    out["found by"] = pts["found_by"].to_numpy() if "found_by" in pts else pts["method"].to_numpy()
-    out["variant ids"] = [" ".join(m) for m in pts["members"]]
-    return out
+def _configurations(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :mod:`codesign.explore.results` frames as the report shows configurations."""
+    objs = objectives.order(data.objectives)
+    out = pd.DataFrame({"configuration": df["configuration"], "schedule": df["schedule"], "members": df["n_members"]})
+    for o in objs:
+        out[o] = df[o] if o in df else np.nan
+    out["spec"] = df["spec"]
+    knobs = [c for c in df.columns if c.startswith("knob_")]
+    if knobs:
+        out["knobs"] = [", ".join(f"{k[5:]}={v:.4g}" for k, v in r.items() if pd.notna(v))
+                        for r in df[knobs].to_dict("records")]
+    out["found by"] = df["found_by"] if "found_by" in df else df["method"]
+    out["variant ids"] = df["members"]
+    return out.reset_index(drop=True)
 
 
 def pareto_table(data: ReportData) -> pd.DataFrame:
-    """Feasible configurations on the study's Pareto front (all objectives), best primary first."""
-    if data.points.empty or not data.objectives:
+    """The study's stored Pareto front (feasible, all objectives), best in the first objective first."""
+    if data.front.empty:
         return pd.DataFrame()
-    pts = unique_points(data.points)
-    pts = pts[pts["feasible"].astype(bool)].reset_index(drop=True)
-    if pts.empty:
-        return pd.DataFrame()
-    Y = to_maximize(objective_matrix(pts, data.objectives), data.objectives)
-    front = pts[pareto_mask(Y)]
-    out = _points_frame(data, front)
-    return out.sort_values(order_objectives(data.objectives)[0], ascending=False).reset_index(drop=True)
+    return _configurations(data, data.front)
 
 
 def recommendation_table(data: ReportData) -> pd.DataFrame:
-    if not data.recommendations:
+    """The study's stored recommendations."""
+    if data.recommendations.empty:
         return pd.DataFrame()
-    pts = pd.DataFrame([r.point for r in data.recommendations])
-    out = _points_frame(data, pts)
-    out.insert(0, "recommended as", [r.role for r in data.recommendations])
+    out = _configurations(data, data.recommendations)
+    out.insert(0, "recommended as", data.recommendations["role"].to_numpy())
     return out
 
 
 def hv_table(data: ReportData) -> pd.DataFrame:
-    """Final hypervolume per optimizer: mean and spread over seeds, and points evaluated."""
+    """Final hypervolume per optimizer (the stored trace's last step of each seed): mean and spread over
+    seeds, and configurations evaluated."""
     if data.hv.empty:
         return pd.DataFrame()
-    last = data.hv.sort_values("iteration").groupby(["method", "seed"]).tail(1)
+    last = data.hv.loc[data.hv.groupby(["method", "seed"])["n_evals"].idxmax()]
     g = last.groupby("method")
     out = pd.DataFrame({"seeds": g["seed"].nunique(), "iterations": data.hv.groupby("method")["iteration"].nunique(),
-                        "points evaluated (mean)": g["n_points"].mean(), "final HV (mean)": g["hv"].mean(),
+                        "points evaluated (mean)": g["n_evals"].mean(), "final HV (mean)": g["hv"].mean(),
                         "final HV (min)": g["hv"].min(), "final HV (max)": g["hv"].max()}).reset_index()
     best = out["final HV (mean)"].max()
     out["% of best"] = 100 * out["final HV (mean)"] / best if best > 0 else np.nan

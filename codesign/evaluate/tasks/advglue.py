@@ -56,6 +56,7 @@ def _glue_name(subtask: str) -> str:
 class AdvGLUE(Task):
     name = "advglue"
     dimension = "Adversarial robustness"
+    objective = "adv"
     max_new_tokens = 8
 
     def __init__(self, files: list[str | Path] | None = None):

@@ -51,6 +51,12 @@ class Task:
 
     name: ClassVar[str] = ""
     dimension: ClassVar[str] = ""
+    #: The task as a study objective and trust dimension (read by :mod:`codesign.objectives`):
+    #: its objective name in study configs (default: the task name), whether it is a trust
+    #: dimension, and whether ensemble-vs-member comparisons include it.
+    objective: ClassVar[str] = ""
+    trust: ClassVar[bool] = True
+    compare_with_members: ClassVar[bool] = True
     #: Generation budget: answers are a word or two; a longer budget only costs time.
     max_new_tokens: ClassVar[int] = 8
 

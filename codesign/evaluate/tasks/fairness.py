@@ -74,6 +74,8 @@ def read_uci(path: Path) -> list[dict[str, str]]:
 class Fairness(Task):
     name = "fairness"
     dimension = "Fairness"
+    # group disparity, not correctness: no "ensemble vs best member" (as the study)
+    compare_with_members = False
     max_new_tokens = 6
 
     def __init__(self, files: tuple[str, ...] = DEFAULT_FILES, uci: bool = True):

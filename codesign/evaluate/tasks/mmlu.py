@@ -41,6 +41,7 @@ def _format(subject: str, row) -> str:
 class MMLU(Task):
     name = "mmlu"
     dimension = "MMLU"
+    trust = False  # capability, reported beside the trust dimensions
     max_new_tokens = 8
 
     def __init__(self, subtasks: tuple[str, ...] = SUBTASKS):

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from codesign.explore.config import OBJECTIVE_TASK, TRUST_DIMENSIONS, Constraints, Workload
-from codesign.explore.space import Configuration
-from codesign.records import DENSE_BITS
+from codesign import objectives
+from codesign.explore.config import Constraints, Workload
+from codesign.records import DENSE_BITS, Configuration
 
-COST_KEYS = ("tpot_ms", "peak_memory_gb", "energy_per_token_j", "area_mm2")
+COST_KEYS = tuple(o.name for o in objectives.COST_OBJECTIVES)
 
 
 @dataclass
@@ -51,13 +51,17 @@ class QualityTable:
         policy: scoring policy (``"decodingtrust"`` or ``"strict"``).
         bits: member variant id -> precision (tie-break order of the vote).
         item_ids: per task, the item ids of the study (a seeded subsample); ``None`` = every stored item.
+        trust_tasks: the tasks the ``trust`` objective averages (default: the registry's default
+            trust dimensions).
     """
 
     def __init__(self, store, tasks: Sequence[str], mode: str, policy: str, bits: dict[str, int],
-                 item_ids: dict[str, list[str]] | None = None):
+                 item_ids: dict[str, list[str]] | None = None, trust_tasks: Sequence[str] | None = None):
         from codesign.evaluate.tasks import get_task
 
         self.store, self.tasks, self.mode, self.policy, self.bits = store, list(tasks), mode, policy, dict(bits)
+        self.trust_tasks = list(trust_tasks) if trust_tasks is not None else \
+            [d.task for d in objectives.trust_dimensions()]
         self._task = {t: get_task(t) for t in self.tasks}
         self._items: dict[str, Any] = {}
         self._keep: dict[str, np.ndarray] = {}
@@ -134,17 +138,13 @@ class QualityTable:
         return self._memo[key]
 
     def quality(self, members: Sequence[str]) -> dict[str, float]:
-        """Quality objectives: ``trust`` (mean of the trust dimensions present), each dimension, ``mmlu``."""
+        """Quality objectives: one per scored dimension (``adv``, ``mmlu``, ...) and ``trust``, the
+        mean of the trust tasks among them."""
         sc = self.scores(members)
-        out: dict[str, float] = {}
-        dims = []
-        for name, task in OBJECTIVE_TASK.items():
-            if task in sc:
-                out[name] = float(sc[task]["score"])
-                if name in TRUST_DIMENSIONS:
-                    dims.append(out[name])
-        if dims:
-            out["trust"] = float(np.mean(dims))
+        by_task = {t: float(r["score"]) for t, r in sc.items()}
+        out = {objectives.dimension(t).objective: v for t, v in by_task.items()}
+        if any(t in by_task for t in self.trust_tasks):
+            out["trust"] = objectives.trust_score(by_task, self.trust_tasks)
         return out
 
 
