@@ -1,6 +1,7 @@
 """The ``codesign`` command line: one sub-command per pipeline stage.
 
-Each stage keeps its own command in ``codesign/<stage>/cli.py`` exposing ``register(app)``;
+Each stage keeps its own command in ``codesign/<stage>/cli.py``: a plain function over an options
+model that experiments call too, bound to typer by ``register(app)`` (:mod:`codesign.commands`);
 this module only assembles them. Stage CLI modules import torch & co. inside the command
 functions, so ``codesign --help`` stays fast.
 """

@@ -24,16 +24,18 @@ from pydantic import AfterValidator, Field, ValidationError, field_validator
 from codesign.config import ConfigError, StrictModel, _allowed_hint
 
 
-def option(default: Any, *flags: str, help: str, **constraints: Any) -> Any:
+def option(default: Any, *flags: str, help: str, repeat: bool = False, **constraints: Any) -> Any:
     """A field of a :class:`CommandOptions` model that is also a command-line option.
 
     Args:
         default: the default (``...`` for a required option).
         flags: typer's flags, e.g. ``"--store"``, ``"--mode"``, ``"--report/--no-report"``, ``"-c"``.
         help: the option's help text (also the field's description).
+        repeat: a list given by repeating the flag (``-O a=1 -O b=2``) rather than as ``a,b``.
         constraints: pydantic field constraints (``ge=1``, ...), checked before the command runs.
     """
-    return Field(default, description=help, json_schema_extra={"flags": list(flags)}, **constraints)
+    return Field(default, description=help, json_schema_extra={"flags": list(flags), "repeat": repeat},
+                 **constraints)
 
 
 def _policy(value: str) -> str:
@@ -46,7 +48,7 @@ def _mode(value: str) -> str:
     from codesign.records import ANSWER_MODES
 
     if value not in ANSWER_MODES:
-        raise ConfigError(f"--mode: {value!r} is not an answer mode (allowed: {list(ANSWER_MODES)})")
+        raise ConfigError(f"--mode: {value!r} is not allowed (allowed: {list(ANSWER_MODES)})")
     return value
 
 
@@ -69,7 +71,8 @@ class CommandOptions(StrictModel):
     def _comma_lists(cls, v: Any, info) -> Any:
         # the command line gives lists as "a,b,c"
         field = cls.model_fields.get(info.field_name)
-        if isinstance(v, str) and field is not None and _is_list(field.annotation):
+        repeat = field is not None and (field.json_schema_extra or {}).get("repeat")
+        if isinstance(v, str) and field is not None and _is_list(field.annotation) and not repeat:
             return [s.strip() for s in v.split(",") if s.strip()]
         return v
 
@@ -121,13 +124,17 @@ def bind(app, name: str, model: type[CommandOptions], run: Callable[[Any], Any],
 
     params = []
     for field_name, field in model.model_fields.items():
-        flags = (field.json_schema_extra or {}).get("flags") or ["--" + field_name.replace("_", "-")]
+        extra = field.json_schema_extra or {}
+        flags = extra.get("flags") or ["--" + field_name.replace("_", "-")]
         default = ... if field.is_required() else field.default
         if isinstance(default, Path):
             default = str(default)
+        elif isinstance(default, (list, tuple)) and not extra.get("repeat"):
+            default = ",".join(map(str, default))  # shown and parsed as comma-separated text
+        annotation = list[str] if extra.get("repeat") else _cli_annotation(field.annotation)
         params.append(inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY,
                                         default=typer.Option(default, *flags, help=field.description),
-                                        annotation=_cli_annotation(field.annotation)))
+                                        annotation=annotation))
 
     def command(**values: Any) -> None:
         options = model.parse(values)

@@ -116,9 +116,14 @@ def test_score_ensemble_beside_members(rs):
         assert r["n"] == 40
         assert r["ci_low"] <= r["ci_high"]
         assert 0 <= r["ci_low"] and r["ci_high"] <= 100
-        assert r["delta_ci_low"] <= r["delta_ci_high"]
         scores = r["members_score"]
         assert set(scores) == set(IDS)
+        if r["task"] == "fairness":  # group disparity, not correctness: reported, never compared with members
+            assert not r["compared_with_members"] and pd.isna(r["best_member"])
+            assert np.isnan([r["best_member_score"], r["delta_vs_best"], r["delta_ci_low"]]).all()
+            continue
+        assert r["compared_with_members"]
+        assert r["delta_ci_low"] <= r["delta_ci_high"]
         assert r["best_member_score"] == pytest.approx(max(v for v in scores.values() if v == v))
         assert r["delta_vs_best"] == pytest.approx(r["score"] - r["best_member_score"])
         assert 0 <= r["refusal_rate"] <= 1

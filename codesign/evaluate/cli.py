@@ -1,19 +1,19 @@
 """``codesign eval``: evaluate variants on the trust suite into the result store and print a table.
 
-torch/transformers are imported inside the command, so ``codesign --help`` stays fast.
+:func:`evaluate` is the command as a plain function over :class:`EvalOptions`; :func:`register`
+binds it to the command line. torch/transformers are imported inside, so ``codesign --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal
 
-import typer
+from pydantic import field_validator
 
+from codesign.commands import CommandOptions, Mode, Policy, bind, option
 from codesign.config import ConfigError
-
-_SHORT = re.compile(r"^(?P<method>[a-z0-9_]+)-w(?P<bits>\d+)g(?P<group>\d+|pc)(?P<sym>-sym)?$")
 
 
 def parse_variants(text: str, model: str, store=None) -> list:
@@ -34,17 +34,19 @@ def parse_variants(text: str, model: str, store=None) -> list:
         return list(load_config(Catalogue, path).variants())
     specs = []
     for tok in [t.strip() for t in text.split(",") if t.strip()]:
-        m = _SHORT.match(tok)
-        if tok == "dense":
-            specs.append(VariantSpec(model=model))
-        elif m:
-            group = -1 if m["group"] == "pc" else int(m["group"])
+        try:
+            named = VariantSpec.parse(tok, model)
+        except ValueError:
+            named = None
+        if named is not None and named.is_dense:
+            specs.append(named)
+        elif named is not None:
             # Built through the catalogue so a short name gets exactly the id (calibration source,
             # sample counts) that `codesign quantize --catalogue` gives the same variant.
             from codesign.quantize import Catalogue
 
-            specs += Catalogue(model=model, methods=[m["method"]], bits=[int(m["bits"])], group_sizes=[group],
-                               sym=bool(m["sym"]), include_dense=False).variants()
+            specs += Catalogue(model=model, methods=[named.method], bits=[named.bits], group_sizes=[named.group_size],
+                               sym=named.sym, include_dense=False).variants()
         elif store is not None:
             try:
                 specs.append(store.variant_spec(tok))
@@ -85,65 +87,79 @@ def render_table(results: dict, short_names: dict[str, str], policy: str, mode: 
     return table
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("eval")
-    def eval_cmd(
-        model: str = typer.Option("smollm2-135m-instruct", "--model", "-m",
-                                  help="Base model: smollm2-135m-instruct, tiny-llama, a local HF folder, a .gguf file."),
-        variants: str = typer.Option("dense", "--variants", "-v",
-                                     help="Catalogue YAML, or comma list of 'dense', short names (rtn-w4g128, "
-                                          "gptq-w3gpc-sym) or variant ids stored in --store."),
-        tasks: str = typer.Option("all", "--tasks", "-t",
-                                  help="Comma list of tasks (mmlu,advglue,fairness,ethics,ood) or 'all'."),
-        limit: Optional[int] = typer.Option(None, "--limit", "-n", min=1,
-                                            help="Items per task: a seeded subsample, an equal share per subtask."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the --limit subsample."),
-        store_path: Path = typer.Option(Path("results.db"), "--store", help="SQLite result store (created if missing)."),
-        mode: str = typer.Option("generate", "--mode",
-                                 help="generate: greedy answers parsed to labels; loglik: rank label options by likelihood."),
-        data_dir: Optional[Path] = typer.Option(None, "--data-dir",
-                                                help="Benchmark data folder (default: $CODESIGN_DATA or ../shared/data)."),
-        policy: str = typer.Option("decodingtrust", "--policy",
-                                   help="Refusal policy: decodingtrust (metrics over answered items) or strict "
-                                        "(refusals count as wrong)."),
-        batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per batch."),
-        device: str = typer.Option("auto", "--device", help="auto (CUDA if present, else CPU), cpu or cuda."),
-        prefill: str = typer.Option("auto", "--prefill",
-                                    help="tree: a batch's prompts packed as one prefix tree per call (each "
-                                         "distinct prefix once, no padding; fastest on CPU); rows: prompts one "
-                                         "at a time through a prefix KV cache; batch: padded batches after "
-                                         "their common prefix (GPU); auto: tree on CPU, batch on GPU."),
-        dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float16."),
-        packed: bool = typer.Option(False, "--packed/--dequantized",
-                                    help="Run quantized variants on packed-int QuantLinear modules (slower on CPU)."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per task."),
-    ) -> None:
-        """Evaluate variants on MMLU and the DecodingTrust trust dimensions; print score and refusal rate."""
-        from rich.console import Console
+class EvalOptions(CommandOptions):
+    model: str = option("smollm2-135m-instruct", "--model", "-m", help="Base model: smollm2-135m-instruct, "
+                                                                       "tiny-llama, a local HF folder, a .gguf file.")
+    variants: str = option("dense", "--variants", "-v", help="Catalogue YAML, or comma list of 'dense', short names "
+                                                             "(rtn-w4g128, gptq-w3gpc-sym) or variant ids stored in "
+                                                             "--store.")
+    tasks: str = option("all", "--tasks", "-t", help="Comma list of tasks (mmlu,advglue,fairness,ethics,ood) or 'all'.")
+    limit: int | None = option(None, "--limit", "-n", help="Items per task: a seeded subsample, an equal share per "
+                                                           "subtask.", ge=1)
+    seed: int = option(0, "--seed", help="Seed of the --limit subsample.")
+    store: Path = option(Path("results.db"), "--store", help="SQLite result store (created if missing).")
+    mode: Mode = option("generate", "--mode", help="generate: greedy answers parsed to labels; loglik: rank label "
+                                                   "options by likelihood.")
+    data_dir: Path | None = option(None, "--data-dir", help="Benchmark data folder (default: $CODESIGN_DATA or "
+                                                            "../shared/data).")
+    policy: Policy = option("decodingtrust", "--policy", help="Refusal policy: decodingtrust (metrics over answered "
+                                                              "items) or strict (refusals count as wrong).")
+    batch_size: int = option(16, "--batch-size", help="Prompts per batch.", ge=1)
+    device: Literal["auto", "cpu", "cuda"] = option("auto", "--device", help="auto (CUDA if present, else CPU), cpu "
+                                                                             "or cuda.")
+    prefill: str = option("auto", "--prefill", help="tree: a batch's prompts packed as one prefix tree per call "
+                                                    "(each distinct prefix once, no padding; fastest on CPU); rows: "
+                                                    "prompts one at a time through a prefix KV cache; batch: padded "
+                                                    "batches after their common prefix (GPU); auto: tree on CPU, "
+                                                    "batch on GPU.")
+    dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "--dtype", help="Model dtype: float32, "
+                                                                                         "bfloat16 or float16.")
+    packed: bool = option(False, "--packed/--dequantized", help="Run quantized variants on packed-int QuantLinear "
+                                                                "modules (slower on CPU).")
+    progress: bool = option(True, "--progress/--no-progress", help="Show a progress bar per task.")
 
-        from codesign.evaluate.generation import PREFILL_MODES
-        from codesign.evaluate.metrics import check_policy
-        from codesign.evaluate.runner import check_mode, evaluate_catalogue
-        from codesign.evaluate.tasks import parse_task_list
-        from codesign.paths import data_dir as resolve_data
-        from codesign.store import ResultStore
+    @field_validator("prefill")
+    @classmethod
+    def _prefill(cls, v: str) -> str:
+        from codesign.evaluate.generation import check_prefill
 
-        check_policy(policy)
-        check_mode(mode)
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device: {device!r} is not allowed (allowed: ['auto', 'cpu', 'cuda'])")
-        if prefill not in PREFILL_MODES:
-            raise ConfigError(f"--prefill: {prefill!r} is not allowed (allowed: {list(PREFILL_MODES)})")
-        if dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"--dtype: {dtype!r} is not allowed (allowed: ['float32', 'bfloat16', 'float16'])")
-        task_list = parse_task_list(tasks)
-        data = resolve_data(data_dir)
-        with ResultStore(store_path) as store:
-            specs = parse_variants(variants, model, store)
-            results = evaluate_catalogue(specs, store, task_list, mode=mode, limit=limit, seed=seed, data_dir=data,
-                                         batch_size=batch_size, progress=progress,
-                                         device=None if device == "auto" else device, dtype=dtype, policy=policy,
-                                         packed=packed, prefill=prefill)
-            names = {s.variant_id: s.short_name for s in specs}
-            Console().print(render_table(results, names, policy, mode))
-            typer.echo(f"answers stored in {store_path}")
+        return check_prefill(v)
+
+
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` scored: variant id -> task -> score dict, and the variants' short names."""
+
+    scores: dict
+    names: dict[str, str]
+
+
+def evaluate(opts: EvalOptions) -> EvalResult:
+    """Evaluate the variants on the tasks into the store (resuming what is stored) and score them."""
+    from codesign.evaluate.runner import evaluate_catalogue
+    from codesign.evaluate.tasks import parse_task_list
+    from codesign.paths import data_dir as resolve_data
+    from codesign.store import ResultStore
+
+    task_list = parse_task_list(opts.tasks)
+    data = resolve_data(opts.data_dir)
+    with ResultStore(opts.store) as store:
+        specs = parse_variants(opts.variants, opts.model, store)
+        results = evaluate_catalogue(specs, store, task_list, mode=opts.mode, limit=opts.limit, seed=opts.seed,
+                                     data_dir=data, batch_size=opts.batch_size, progress=opts.progress,
+                                     device=None if opts.device == "auto" else opts.device, dtype=opts.dtype,
+                                     policy=opts.policy, packed=opts.packed, prefill=opts.prefill)
+    return EvalResult(results, {s.variant_id: s.short_name for s in specs})
+
+
+def show(opts: EvalOptions, res: EvalResult) -> None:
+    import typer
+    from rich.console import Console
+
+    Console().print(render_table(res.scores, res.names, opts.policy, opts.mode))
+    typer.echo(f"answers stored in {opts.store}")
+
+
+def register(app) -> None:
+    bind(app, "eval", EvalOptions, evaluate, show,
+         doc="Evaluate variants on MMLU and the DecodingTrust trust dimensions; print score and refusal rate.")

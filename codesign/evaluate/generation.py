@@ -40,10 +40,17 @@ def through_cache(mode: str, prefix: PrefixCache) -> bool:
     return mode in ("tree", "rows") and prefix.supported
 
 
+def check_prefill(mode: str) -> str:
+    if mode not in PREFILL_MODES:
+        from codesign.config import ConfigError
+
+        raise ConfigError(f"--prefill: {mode!r} is not allowed (allowed: {list(PREFILL_MODES)})")
+    return mode
+
+
 def resolve_prefill(mode: str, device) -> str:
     """``auto`` → ``tree`` on CPU (compute-bound prompt pass), ``batch`` on accelerators."""
-    if mode not in PREFILL_MODES:
-        raise ValueError(f"prefill={mode!r} is not allowed (allowed: {list(PREFILL_MODES)})")
+    check_prefill(mode)
     if mode != "auto":
         return mode
     return "tree" if getattr(device, "type", str(device)) == "cpu" else "batch"

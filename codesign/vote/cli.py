@@ -1,14 +1,18 @@
-"""``codesign vote``: score a precision ensemble from the result store beside its members."""
+"""``codesign vote``: score a precision ensemble from the result store beside its members.
+
+:func:`vote` is the command as a plain function over :class:`VoteOptions`; :func:`register` binds
+it to the command line.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
-import typer
-
+from codesign.commands import CommandOptions, Mode, Policy, bind, option
 from codesign.config import ConfigError
 
 
@@ -33,92 +37,107 @@ def _jsonable(obj):
     return obj
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("vote")
-    def vote(
-        store: Path = typer.Option(..., "--store", help="Result store (SQLite) written by `codesign eval`."),
-        members: Optional[str] = typer.Option(
-            None, "--members", "-m",
-            help="Comma-separated ensemble members: variant ids, short names (e.g. rtn-w4g128, dense) or unique "
-                 "id prefixes. Default: every variant with stored answers."),
-        task: Optional[str] = typer.Option(
-            None, "--task", "-t", help="Comma-separated tasks (mmlu, advglue, fairness, ethics, ood). "
-                                       "Default: every task with stored answers."),
-        mode: str = typer.Option("generate", "--mode", help="Which stored answers to vote: generate or loglik."),
-        policy: str = typer.Option(
-            "decodingtrust", "--policy",
-            help="Metric policy: decodingtrust (metrics over answered items) or strict (refusals count as wrong)."),
-        n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none)."),
-        confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the bootstrap intervals."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the validation split."),
-        weighting: str = typer.Option(
-            "none", "--weighting",
-            help="none: the study's unweighted majority; accuracy: votes weigh each member's accuracy on a held-out "
-                 "validation slice (numbers are then reported on the other items)."),
-        val_fraction: float = typer.Option(0.3, "--val-fraction", help="Share of items held out for --weighting accuracy."),
-        gated: bool = typer.Option(
-            False, "--gated", help="Also report agreement-gated evaluation: cheapest members first, higher precisions "
-                                   "only on disagreement, with the fraction of items that needed them."),
-        gate_size: Optional[int] = typer.Option(
-            None, "--gate-size", help="Members always run under --gated (default: the smallest majority)."),
-        escalation: str = typer.Option(
-            "unanimous", "--escalation", help="--gated rule: unanimous (escalate when the gate disagrees) or decisive "
-                                              "(add members until the majority cannot change)."),
-        all_subsets: bool = typer.Option(
-            False, "--all-subsets", help="Also score every subset of the members (2^m-1 ensembles) per task."),
-        subset_metric: str = typer.Option(
-            "task", "--subset-metric", help="--all-subsets scoring: task (the task's own score()) or accuracy "
-                                            "(vectorized, for large catalogues)."),
-        top: int = typer.Option(10, "--top", help="Subsets shown per task with --all-subsets."),
-        as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of tables."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the per-task ensemble rows to this CSV."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    ):
-        """Score a precision ensemble of stored variants, per trust dimension, beside each member."""
-        from codesign.store import ResultStore
-        from codesign.vote.ensemble import (MODES, check_choice, resolve_members, score_ensemble,
-                                            score_members)
+class VoteOptions(CommandOptions):
+    store: Path = option(..., "--store", help="Result store (SQLite) written by `codesign eval`.")
+    members: list[str] | None = option(
+        None, "--members", "-m", help="Comma-separated ensemble members: variant ids, short names (e.g. rtn-w4g128, "
+                                      "dense) or unique id prefixes. Default: every variant with stored answers.")
+    task: list[str] | None = option(None, "--task", "-t", help="Comma-separated tasks (mmlu, advglue, fairness, "
+                                                               "ethics, ood). Default: every task with stored answers.")
+    mode: Mode = option("generate", "--mode", help="Which stored answers to vote: generate or loglik.")
+    policy: Policy = option("decodingtrust", "--policy", help="Metric policy: decodingtrust (metrics over answered "
+                                                              "items) or strict (refusals count as wrong).")
+    n_boot: int = option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none).")
+    confidence: float = option(0.95, "--confidence", help="Confidence level of the bootstrap intervals.")
+    seed: int = option(0, "--seed", help="Seed of the bootstrap and of the validation split.")
+    weighting: str = option("none", "--weighting", help="none: the study's unweighted majority; accuracy: votes weigh "
+                                                        "each member's accuracy on a held-out validation slice "
+                                                        "(numbers are then reported on the other items).")
+    val_fraction: float = option(0.3, "--val-fraction", help="Share of items held out for --weighting accuracy.")
+    gated: bool = option(False, "--gated", help="Also report agreement-gated evaluation: cheapest members first, "
+                                                "higher precisions only on disagreement, with the fraction of items "
+                                                "that needed them.")
+    gate_size: int | None = option(None, "--gate-size", help="Members always run under --gated (default: the "
+                                                             "smallest majority).")
+    escalation: str = option("unanimous", "--escalation", help="--gated rule: unanimous (escalate when the gate "
+                                                               "disagrees) or decisive (add members until the "
+                                                               "majority cannot change).")
+    all_subsets: bool = option(False, "--all-subsets", help="Also score every subset of the members (2^m-1 "
+                                                            "ensembles) per task.")
+    subset_metric: str = option("task", "--subset-metric", help="--all-subsets scoring: task (the task's own "
+                                                                "score()) or accuracy (vectorized, for large "
+                                                                "catalogues).")
+    top: int = option(10, "--top", help="Subsets shown per task with --all-subsets.", ge=1)
+    as_json: bool = option(False, "--json", help="Print one JSON document instead of tables.")
+    out: Path | None = option(None, "--out", help="Also write the per-task ensemble rows to this CSV.")
+    progress: bool = option(True, "--progress/--no-progress", help="Show progress bars.")
 
-        check_choice(mode, MODES, "mode")
-        if not store.exists():
-            raise ConfigError(f"--store: {store} does not exist (run `codesign eval --store {store}` first)")
-        if top < 1:
-            raise ConfigError(f"--top: {top} is not allowed (allowed: >= 1)")
-        with ResultStore(store) as rs:
-            ids = resolve_members(rs, members, mode)
-            df = score_ensemble(rs, ids, task, mode=mode, policy=policy, n_boot=n_boot, seed=seed,
-                                confidence=confidence, weighting=weighting, val_fraction=val_fraction,
-                                progress=progress and not as_json)
-            names = {v: rs.variant_spec(v).short_name for v in ids}
-            bits = dict(zip(ids, rs.variant_bits(ids).tolist()))
-            gdf = None
-            if gated:
-                from codesign.vote.gating import gated_scores
 
-                gdf = gated_scores(rs, ids, list(df["task"]), mode, policy, gate_size, escalation)
-            subsets = {}
-            if all_subsets:
-                from codesign.vote.subsets import score_all_subsets
+@dataclass
+class VoteResult:
+    """What :func:`vote` computed: per-task ensemble rows, members' names and bits, gated and subset tables."""
 
-                for t in df["task"]:
-                    subsets[t] = score_all_subsets(rs, ids, t, mode, policy, metric=subset_metric,
-                                                   progress=progress and not as_json)
-        if out is not None:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            df.to_csv(out, index=False)
-        if as_json:
-            doc = {
-                "store": str(store), "mode": mode, "policy": policy, "weighting": weighting,
-                "members": [{"variant_id": v, "name": names[v], "bits": bits[v]} for v in ids],
-                "tasks": _jsonable(df.to_dict(orient="records")),
-            }
-            if gdf is not None:
-                doc["gated"] = _jsonable(gdf.to_dict(orient="records"))
-            if subsets:
-                doc["subsets"] = {t: _jsonable(s.head(top).to_dict(orient="records")) for t, s in subsets.items()}
-            typer.echo(json.dumps(doc, indent=2))
-            return
-        _print_tables(df, ids, names, bits, gdf, subsets, top, confidence, n_boot)
+    scores: Any  # pandas.DataFrame, one row per task (codesign.vote.score_ensemble)
+    members: list[str]
+    names: dict[str, str]
+    bits: dict[str, int]
+    gated: Any = None
+    subsets: dict[str, Any] = field(default_factory=dict)
+
+
+def vote(opts: VoteOptions) -> VoteResult:
+    """Score the precision ensemble of ``opts.members`` per task beside its members (and gated / subsets)."""
+    from codesign.store import ResultStore
+    from codesign.vote.ensemble import resolve_members, score_ensemble
+
+    if not opts.store.exists():
+        raise ConfigError(f"--store: {opts.store} does not exist (run `codesign eval --store {opts.store}` first)")
+    progress = opts.progress and not opts.as_json
+    with ResultStore(opts.store) as rs:
+        ids = resolve_members(rs, opts.members, opts.mode)
+        df = score_ensemble(rs, ids, opts.task, mode=opts.mode, policy=opts.policy, n_boot=opts.n_boot,
+                            seed=opts.seed, confidence=opts.confidence, weighting=opts.weighting,
+                            val_fraction=opts.val_fraction, progress=progress)
+        res = VoteResult(df, ids, {v: rs.variant_spec(v).short_name for v in ids},
+                         dict(zip(ids, rs.variant_bits(ids).tolist())))
+        if opts.gated:
+            from codesign.vote.gating import gated_scores
+
+            res.gated = gated_scores(rs, ids, list(df["task"]), opts.mode, opts.policy, opts.gate_size,
+                                     opts.escalation)
+        if opts.all_subsets:
+            from codesign.vote.subsets import score_all_subsets
+
+            for t in df["task"]:
+                res.subsets[t] = score_all_subsets(rs, ids, t, opts.mode, opts.policy, metric=opts.subset_metric,
+                                                   progress=progress)
+    if opts.out is not None:
+        opts.out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(opts.out, index=False)
+    return res
+
+
+def show(opts: VoteOptions, res: VoteResult) -> None:
+    """Print the result as tables, or as one JSON document with ``--json``."""
+    if not opts.as_json:
+        _print_tables(res.scores, res.members, res.names, res.bits, res.gated, res.subsets, opts.top,
+                      opts.confidence, opts.n_boot)
+        return
+    doc = {
+        "store": str(opts.store), "mode": opts.mode, "policy": opts.policy, "weighting": opts.weighting,
+        "members": [{"variant_id": v, "name": res.names[v], "bits": res.bits[v]} for v in res.members],
+        "tasks": _jsonable(res.scores.to_dict(orient="records")),
+    }
+    if res.gated is not None:
+        doc["gated"] = _jsonable(res.gated.to_dict(orient="records"))
+    if res.subsets:
+        doc["subsets"] = {t: _jsonable(s.head(opts.top).to_dict(orient="records")) for t, s in res.subsets.items()}
+    print(json.dumps(doc, indent=2))
+
+
+def register(app) -> None:
+    bind(app, "vote", VoteOptions, vote, show,
+         doc="Score a precision ensemble of stored variants, per trust dimension, beside each member.")
 
 
 def _print_tables(df, ids, names, bits, gdf, subsets, top, confidence, n_boot) -> None:
@@ -147,8 +166,9 @@ def _print_tables(df, ids, names, bits, gdf, subsets, top, confidence, n_boot) -
                       *[f"{_fmt(r['members_score'][v])} ({_fmt(r['members_refusal_rate'][v], True)})"
                         for _, r in df.iterrows()])
     table.add_section()
+    # dimensions not compared with members (fairness: group disparity, not correctness) show "-"
     table.add_row("best member", *[f"{names[r['best_member']]}: {_fmt(r['best_member_score'])}"
-                                   for _, r in df.iterrows()])
+                                   if r["compared_with_members"] else "not compared" for _, r in df.iterrows()])
     table.add_row("ensemble - best", *[f"{'+' if (r['delta_vs_best'] or 0) >= 0 else ''}{_fmt(r['delta_vs_best'])}"
                                        for _, r in df.iterrows()])
     if n_boot:  # paired bootstrap: the same resamples for the ensemble and its best member

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from codesign import objectives
 from codesign.config import ConfigError
-from codesign.records import INVALID, REFUSED, VariantSpec
+from codesign.evaluate.metrics import POLICIES
+from codesign.records import ANSWER_MODES, INVALID, REFUSED, VariantSpec, ensemble_label
 from codesign.store import ResultStore
 from codesign.voting import weighted_vote
 
-MODES = ("generate", "loglik")
-POLICIES = ("decodingtrust", "strict")
+MODES = ANSWER_MODES
 
 
 # -- task access (the evaluation stage's registry) -------------------------------------------
@@ -257,15 +258,9 @@ def _ci(values: np.ndarray, confidence: float) -> tuple[float, float]:
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def ensemble_name(members: Sequence[str], store: ResultStore | None = None) -> str:
-    """Display name, e.g. ``vote(rtn-w4g128+rtn-w8g128+dense)``."""
-    names = []
-    for m in members:
-        try:
-            names.append(store.variant_spec(m).short_name if store is not None else m)
-        except KeyError:
-            names.append(m)
-    return "vote(" + "+".join(names) + ")"
+def ensemble_name(members: Sequence[str], store: ResultStore) -> str:
+    """The ensemble's :func:`~codesign.records.ensemble_label` (e.g. ``rtn-w4g128+rtn-w8g128+dense``)."""
+    return ensemble_label([store.variant_spec(m) for m in members])
 
 
 def _flat(metrics: dict, prefix: str = "") -> dict:
@@ -314,6 +309,22 @@ def _tasks(store: ResultStore, tasks: Sequence[str] | str | None, mode: str,
     return list(tasks)
 
 
+def _versus_best(ens: dict, mem: list[dict], members: Sequence[str], bits: np.ndarray, task: str) -> dict[str, Any]:
+    """The ensemble against its best member (None / NaN where the task is not compared with members)."""
+    out: dict[str, Any] = dict(best_member=None, best_member_bits=None, best_member_score=np.nan,
+                               best_member_refusal_rate=np.nan, delta_vs_best=np.nan, delta_ci_low=np.nan,
+                               delta_ci_high=np.nan)
+    if not objectives.compared_with_members(task):
+        return out
+    scores = np.array([np.nan if m.get("score") is None else float(m["score"]) for m in mem])
+    best = int(np.nanargmax(scores)) if np.isfinite(scores).any() else 0
+    out.update(best_member=members[best], best_member_bits=int(bits[best]), best_member_score=mem[best].get("score"),
+               best_member_refusal_rate=mem[best].get("refusal_rate"))
+    if ens.get("score") is not None and mem[best].get("score") is not None:
+        out["delta_vs_best"] = ens["score"] - mem[best]["score"]
+    return out
+
+
 def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[str] | None = None,
                    mode: str = "generate", policy: str = "decodingtrust", n_boot: int = 1000, seed: int = 0,
                    confidence: float = 0.95, weighting: str = "none", val_fraction: float = 0.3,
@@ -334,9 +345,10 @@ def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[s
 
     Returns:
         One row per task: ``task, dimension, ensemble, n, score, refusal_rate, invalid_rate,
-        ci_low, ci_high, best_member, best_member_bits, best_member_score, best_member_refusal_rate,
-        delta_vs_best, delta_ci_low, delta_ci_high``, the ensemble's other metrics, and
-        ``members_score`` / ``members_refusal_rate`` (dicts variant id -> value).
+        ci_low, ci_high, compared_with_members, best_member, best_member_bits, best_member_score,
+        best_member_refusal_rate, delta_vs_best, delta_ci_low, delta_ci_high`` (the best-member
+        columns None / NaN where the task is not compared with members), the ensemble's other
+        metrics, and ``members_score`` / ``members_refusal_rate`` (dicts variant id -> value).
     """
     from codesign.vote.weighted import WEIGHTINGS, accuracy_weights
 
@@ -358,28 +370,24 @@ def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[s
         pred = ans.vote(weights)
         ens = score_predictions(task, ans.items, pred, policy)
         mem = [score_predictions(task, ans.items, ans.labels[i], policy) for i in range(len(members))]
-        mem_scores = np.array([np.nan if m.get("score") is None else float(m["score"]) for m in mem])
-        best = int(np.nanargmax(mem_scores)) if np.isfinite(mem_scores).any() else 0
         row: dict[str, Any] = {
             "task": task, "dimension": getattr(task_obj, "dimension", task),
             "ensemble": ensemble_name(members, store), "weighting": weighting,
             "n": int(len(ans.items)), "dropped_items": ans.dropped,
             "score": ens.get("score"), "refusal_rate": ens.get("refusal_rate"),
-            "invalid_rate": ens.get("invalid_rate"),
-            "ci_low": np.nan, "ci_high": np.nan,
-            "best_member": members[best], "best_member_bits": int(ans.bits[best]),
-            "best_member_score": mem[best].get("score"), "best_member_refusal_rate": mem[best].get("refusal_rate"),
-            "delta_vs_best": (ens.get("score") - mem[best].get("score"))
-            if ens.get("score") is not None and mem[best].get("score") is not None else np.nan,
-            "delta_ci_low": np.nan, "delta_ci_high": np.nan,
+            "invalid_rate": ens.get("invalid_rate"), "ci_low": np.nan, "ci_high": np.nan,
+            "compared_with_members": objectives.compared_with_members(task),
+            **_versus_best(ens, mem, members, ans.bits, task),
         }
         if n_boot > 0 and len(ans.items) > 0:
             idx = bootstrap_indices(ans.items["subtask"].to_numpy(), n_boot, seed)
             fn = lambda df, p: score_predictions(task, df, p, policy)  # noqa: E731
-            vals = bootstrap_metric(fn, ans.items, [pred, ans.labels[best]], idx,
-                                    progress=f"bootstrap {task}" if progress else None)
+            best = members.index(row["best_member"]) if row["compared_with_members"] else None
+            preds = [pred] + ([ans.labels[best]] if best is not None else [])
+            vals = bootstrap_metric(fn, ans.items, preds, idx, progress=f"bootstrap {task}" if progress else None)
             row["ci_low"], row["ci_high"] = _ci(vals[0], confidence)
-            row["delta_ci_low"], row["delta_ci_high"] = _ci(vals[0] - vals[1], confidence)
+            if best is not None:  # paired: the same resamples for the ensemble and its best member
+                row["delta_ci_low"], row["delta_ci_high"] = _ci(vals[0] - vals[1], confidence)
         for k, v in _flat(ens).items():
             row.setdefault(k, v)
         row["members_score"] = {vid: m.get("score") for vid, m in zip(members, mem)}
