@@ -7,12 +7,14 @@ written by ``run.py`` (which also calls this at its end), and writes ``findings.
 
 - ``agreement_with_dense``: per variant, the share of the study's items (log-likelihood mode, every
   task) on which it gives the dense model's answer;
-- ``trust``: per variant, the mean score over the four trust dimensions (MMLU excluded), as the
+- ``trust``: per variant, the mean score over the study's trust dimensions (its config's
+  ``trust_dimensions``; by default adversarial robustness, machine ethics, OOD robustness), as the
   explorer's ``trust`` objective;
 - ``generate_by_bits``: invalid and refusal rates in free generation, mean over methods and tasks;
 - ``ensembles``: how many ensemble x dimension comparisons are significantly above / within /
   below the best single member (paired bootstrap 95% CI of the difference), and the list of those
-  outside.
+  outside; dimensions not compared with members (fairness: group disparity, not correctness) are
+  left out, as in the study.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from codesign import objectives
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,9 +47,14 @@ def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -
     return {k: round(v / total, 4) for k, v in same.items()}
 
 
-def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: Path) -> dict:
+def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: Path,
+             trust_tasks: list[str] | None = None) -> dict:
+    """Compute ``findings.json`` (module docstring); ``trust_tasks`` default: the default trust dimensions."""
+    if trust_tasks is None:
+        trust_tasks = [d.task for d in objectives.trust_dimensions()]
     variants = pd.read_csv(out_dir / "variants.csv")
-    trust = (variants[variants.task != "mmlu"].groupby("variant")["score"].mean().round(2).to_dict())
+    trust = {v: round(objectives.trust_score(dict(zip(g.task, g.score)), trust_tasks), 2)
+             for v, g in variants.groupby("variant")}
     out = {"agreement_with_dense": agreement_with_dense(store, specs, item_ids, mode), "trust": trust}
     gen_path = out_dir / "refusals_generate.csv"
     if gen_path.exists():
@@ -55,6 +64,7 @@ def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: P
                      "refusal_rate": round(float(g.refusal_rate.mean()), 3)}
             for b, g in gen.groupby("bits")}
     ens = pd.read_csv(out_dir / "ensembles.csv")
+    ens = ens[ens.task.map(objectives.compared_with_members)]
     above = ens[ens.delta_ci_low > 0]
     below = ens[ens.delta_ci_high < 0]
     out["ensembles"] = {
@@ -84,8 +94,8 @@ def main() -> None:
     cfg = load_study_config(args.config)
     with ResultStore(args.store) as store:
         specs = list(dict.fromkeys(cfg.catalogue_obj(str(args.config)).variants()))
-        print(json.dumps(findings(store, specs, study_item_ids(cfg, cfg.tasks), cfg.mode, args.dir), indent=1,
-                         default=float))
+        print(json.dumps(findings(store, specs, study_item_ids(cfg, cfg.tasks), cfg.mode, args.dir,
+                                  trust_tasks=cfg.trust_tasks()), indent=1, default=float))
 
 
 if __name__ == "__main__":
