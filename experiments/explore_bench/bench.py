@@ -44,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
 
+    from dataclasses import asdict
+
+    import pandas as pd
+
     from codesign.explore.config import StudyConfig
-    from codesign.explore.hypervolume import hypervolume
-    from codesign.explore.study import _fill_nan, build_context, hv_table, run_method
+    from codesign.explore.results import hypervolume_steps, maximised
+    from codesign.explore.study import build_context, run_method
     from codesign.explore.synthetic import fill_synthetic_store, synthetic_catalogue
+    from codesign.pareto import hypervolume
     from codesign.store import ResultStore
 
     tasks = ["advglue", "fairness", "ethics", "ood"]
@@ -70,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     ex = run_method(ctx, "exhaustive", 0)
     t_ex = time.time() - t0
-    Y = _fill_nan(ctx.to_max(list(ex["objectives"])))
-    feas = ex["feasible"].to_numpy(bool)
+    Y = maximised(ex, ctx.objectives)
+    feas = np.array([p.feasible for p in ex], dtype=bool)
     from codesign.explore.bo import infer_ref_point
 
     ref = infer_ref_point(Y[feas])
@@ -89,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             timing[m].append(time.time() - t)
         print(f"seed {seed}: " + ", ".join(f"{m} {timing[m][-1]:.1f}s" for m in methods), flush=True)
 
-    pts = store.study_points("bench")
-    hv = hv_table(ctx, pts[pts["method"] != "exhaustive"], ref, hv_ex)
+    # the study's own trace (explore.results), on the exhaustive front's reference point
+    pts = [p for p in store.study_points("bench") if p.method != "exhaustive"]
+    hv = pd.DataFrame([asdict(h) for h in hypervolume_steps(pts, maximised(pts, ctx.objectives), ref, hv_ex)])
     hv.to_csv(args.out / "results.csv", index=False)
     # a method may stop before the budget (NSGA-II whose population only revisits evaluated
     # configurations): its final value is its last one
