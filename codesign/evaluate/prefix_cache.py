@@ -48,6 +48,17 @@ def kv_of(cache) -> KV | None:
     return out
 
 
+def sliceable(model) -> bool:
+    """Whether :class:`PrefixCache` can slice this model's KV cache (full-attention ``DynamicCache``
+    layers only), found by one one-token forward pass."""
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=True, logits_to_keep=1)
+    return kv_of(out.past_key_values) is not None
+
+
 def _buffered_layer_class():
     """A ``DynamicLayer`` that appends into a preallocated buffer.
 
@@ -189,7 +200,9 @@ class PrefixCache:
     """Prefill one sequence at a time, reusing the KV of the previous sequence's common prefix.
 
     Args:
-        model: a Hugging Face causal LM whose cache is a ``DynamicCache`` of full-attention layers.
+        model: a Hugging Face causal LM; ``supported`` says (probed once, :func:`sliceable`) whether
+            its cache is a ``DynamicCache`` of full-attention layers this class can slice. Reuse
+            needs it; without it every method raises ``NotImplementedError`` rather than reuse.
     """
 
     def __init__(self, model):
@@ -198,7 +211,7 @@ class PrefixCache:
         self.ids: list[int] = []
         self.kv: KV | None = None
         self.computed_tokens = 0  # prompt tokens actually run through the model
-        self.supported = True     # flips off for caches kv_of cannot slice
+        self.supported = sliceable(model)
 
     def prefill(self, ids: Sequence[int], logits_to_keep: int = 1) -> Prefilled:
         """Run ``ids`` (batch 1), reusing the cached prefix; at least the last ``logits_to_keep``
