@@ -114,18 +114,13 @@ class QualityTable:
         return np.stack([rows[m] for m in members]) if members else np.zeros((0, self.n_items(task)), np.int64)
 
     def predictions(self, task: str, members: Sequence[str]) -> np.ndarray:
-        """Ensemble answers ``(items,)`` on one task (a single member: its own answers)."""
-        from codesign.voting import precision_ensemble_vote
+        """Ensemble answers ``(items,)`` on one task, by the voting stage's own rule
+        (:meth:`codesign.vote.MemberAnswers.vote`; a single member: its own answers)."""
+        from codesign.vote.ensemble import MemberAnswers
 
-        labels = self._labels(task, members)  # (members, items)
-        if len(members) == 1:
-            return labels[0]
-        bits = [self.bits[m] for m in members]
-        keep = self._keep[task]
-        pred = precision_ensemble_vote(labels, bits, keep_refusal=False)
-        if keep.any():  # OOD knowledge: "I don't know" is a label of its own there
-            pred = np.where(keep, precision_ensemble_vote(labels, bits, keep_refusal=True), pred)
-        return pred
+        bits = np.array([self.bits[m] for m in members], dtype=np.int64)
+        ans = MemberAnswers(task, list(members), bits, self._items[task], self._labels(task, members), self._keep[task])
+        return ans.vote()
 
     def scores(self, members: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Task -> score dict (``score`` 0-100, ``refusal_rate``, ...) of the ensemble ``members``."""

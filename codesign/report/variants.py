@@ -23,24 +23,24 @@ def variants_frame(specs: dict[str, VariantSpec]) -> pd.DataFrame:
 
 
 def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, policy: str) -> pd.DataFrame:
-    """Every variant on every task, scored from its stored answers on the items it answered (a run with
-    ``--limit`` is not penalised for items it never saw) by the evaluation stage's own scoring.
+    """Every variant on every task it answered, scored by the evaluation stage
+    (:func:`codesign.evaluate.scoring.variant_scores`: its stored answers on the items it answered,
+    so a run with ``--limit`` is not penalised for items it never saw).
 
     Returns:
         Long frame: variant_id, task, score, refusal_rate, invalid_rate, n.
     """
-    from codesign.evaluate.scoring import score_items
+    from codesign.evaluate import scoring
 
-    rows = []
-    for task in tasks:
-        for vid in variant_ids:
-            if not store.done_item_ids(vid, task, mode):
-                continue
-            res = score_items(store, vid, task, None, mode, policy)
-            rows.append(dict(variant_id=vid, task=task, score=float(res["score"]),
-                             refusal_rate=float(res.get("refusal_rate", float("nan"))),
-                             invalid_rate=float(res.get("invalid_rate", float("nan"))), n=int(res.get("n", 0))))
-    return pd.DataFrame(rows, columns=["variant_id", "task", "score", "refusal_rate", "invalid_rate", "n"])
+    cols = ["variant_id", "task", "score", "refusal_rate", "invalid_rate", "n"]
+    frames = [scoring.variant_scores(store, vid, tasks, mode, policy) for vid in variant_ids]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=cols)
+    df = pd.concat(frames, ignore_index=True)
+    order = {t: i for i, t in enumerate(tasks)}  # task-major, as the tables and figures read it
+    df = df.assign(_t=df["task"].map(order)).sort_values("_t", kind="stable").drop(columns="_t")
+    return df[cols].astype({"score": float, "refusal_rate": float, "invalid_rate": float, "n": int})
 
 
 def pick_mode(store) -> str:
