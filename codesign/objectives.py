@@ -17,7 +17,6 @@ then reads from the persisted result.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,9 +66,9 @@ COST_OBJECTIVES: tuple[Objective, ...] = (
 TRUST = Objective("trust", "max", "Trust score", "%", "quality")
 
 
-@functools.lru_cache(maxsize=1)
 def dimensions() -> tuple[Dimension, ...]:
-    """Every registered task as a dimension, in the task registry's (report) order."""
+    """Every registered task as a dimension, in the task registry's (report) order (read afresh: a
+    task registered later is a dimension too)."""
     from codesign.evaluate.tasks import TASKS, task_names
 
     out = []
@@ -88,7 +87,6 @@ def dimension(name: str) -> Dimension:
     raise KeyError(f"unknown dimension {name!r} (allowed: {', '.join(d.objective for d in dimensions())})")
 
 
-@functools.lru_cache(maxsize=1)
 def objectives() -> dict[str, Objective]:
     """Every objective by name: ``trust``, one per dimension, then the cost objectives."""
     out = {TRUST.name: TRUST}

@@ -183,3 +183,30 @@ def test_report_spec_is_the_studys_first_spec(tmp_path):
     with _measured_store(tmp_path / "m.db", ["mpu-hypo", "h100-sxm"]) as store:
         html = write_report(store, "s", tmp_path / "out", progress=False, n_boot=0)
     assert "Hardware view (mpu-hypo)" in html.read_text()
+
+
+def test_a_task_added_in_one_place_is_an_objective_and_a_trust_dimension(monkeypatch, tmp_path):
+    """The registry reads the task classes: nothing else to edit for a new dimension."""
+    from codesign import objectives
+    from codesign.config import ConfigError
+    from codesign.evaluate.tasks import TASKS, task_names
+    from codesign.evaluate.tasks.base import Task
+    from codesign.explore.config import load_study_config
+
+    task_names()  # the built-in tasks are registered
+
+    class Toxicity(Task):
+        name, dimension, objective = "toxicity", "Toxicity", "tox"
+
+    monkeypatch.setitem(TASKS, "toxicity", Toxicity)
+    assert objectives.get_objective("tox").axis_label == "Toxicity (%)" and objectives.label("tox") == "Toxicity (%)"
+    assert objectives.dimension("toxicity").trust and "tox" in [d.objective for d in objectives.trust_dimensions(
+        ["adv", "tox"])]
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("catalogue: {methods: [rtn], bits: [4]}\ntasks: [advglue, toxicity]\n"
+                   "objectives: [trust, tox, tpot_ms]\ntrust_dimensions: [adv, tox]\n")
+    c = load_study_config(cfg)
+    assert c.trust_tasks() == ["advglue", "toxicity"] and c.objective_tasks("tox") == ["toxicity"]
+    cfg.write_text(cfg.read_text().replace("tox, tpot_ms", "mmlu_ish, tpot_ms"))
+    with pytest.raises(ConfigError, match=r"unknown objective 'mmlu_ish' \(allowed: .*tox"):
+        load_study_config(cfg)
