@@ -227,6 +227,9 @@ def recommendations_frame(result: StudyResult, points: Sequence[StudyPoint], spe
     df = points_frame([by_key[r.point] for r in recs], specs)
     if df.empty:
         return pd.DataFrame()
+    idx, found = distinct(points, feasible_only=False)
+    methods = {points[i].key: found[i] for i in idx}
+    df["found_by"] = [",".join(methods.get(r.point, (r.point[0],))) for r in recs]
     df.insert(0, "reason", [r.reason for r in recs])
     df.insert(0, "role", [r.role for r in recs])
     return df

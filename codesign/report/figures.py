@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from codesign.explore.results import primary_objective
+from codesign.objectives import compared_with_members
 from codesign.objectives import label as objective_label
 from codesign.pareto import pareto_mask, to_maximization
 from codesign.report import style
@@ -326,7 +327,8 @@ def ensemble_vs_single(data: ReportData, out_dir: Path) -> FigureFiles | None:
                         if pd.notna(v) and v > 25:
                             ax.text(p, 3, str(name), rotation=90, ha="center", va="bottom", fontsize=7,
                                     color="white")
-            ax.set_xticks(x, [data.dimensions.get(t, t) for t in tasks])
+            ax.set_xticks(x, [data.dimensions.get(t, t) + ("" if compared_with_members(t) else "\n(not compared)")
+                              for t in tasks])
             ax.set_ylabel("Score (%)")
             ax.set_title(f"Ensemble {ens}")
             ax.set_ylim(0, 100)
@@ -335,7 +337,8 @@ def ensemble_vs_single(data: ReportData, out_dir: Path) -> FigureFiles | None:
         fig.tight_layout()
         return save_figure(fig, out_dir, "ensemble_vs_single", "Ensemble vs best single precision vs dense",
                            caption="Precision-ensemble vote vs its best member on each dimension (named inside "
-                                   "its bar) vs the dense model. Error bars: bootstrap 95% CI.")
+                                   "its bar) vs the dense model. Error bars: bootstrap 95% CI. Fairness measures "
+                                   "group disparity, not correctness: the ensemble's score is shown, not compared.")
 
 
 # -- hardware -------------------------------------------------------------------------------
