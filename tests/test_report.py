@@ -374,3 +374,21 @@ def test_hardware_tables_come_from_the_hardware_model(report):
     # decode GEMVs are memory-bound with low intensity; fewer weight bits raise their intensity
     q = ops[(ops["phase"] == "decode") & (ops["op"] == "q_proj")].set_index("bits")["intensity (FLOP/byte)"]
     assert q[16] < 2 < q[4] < q[2] and (ops.loc[ops["phase"] == "decode", "intensity (FLOP/byte)"] < 100).all()
+
+
+def test_report_on_a_study_without_a_stored_result_says_how_to_finish_it(tmp_path):
+    """An interrupted study has points but no result: the report shows no front it would have to compute."""
+    from codesign.explore.config import StudyConfig, study_config_dict
+    from codesign.records import Configuration, StudyPoint
+    from codesign.report import write_report
+
+    with build_store(tmp_path / "r.db", study=False, measurements=False, n_items=8) as s:
+        cfg = StudyConfig.model_validate({**STUDY_CONFIG, "name": "half"})
+        s.create_study("half", study_config_dict(cfg))
+        vid = VariantSpec(MODEL, "rtn", 4, 128).variant_id
+        s.add_study_point(StudyPoint("half", "bo", 0, 0, 0, Configuration((vid,), "sequential", "h100-sxm"),
+                                     {"trust": 60.0, "tpot_ms": 0.2, "peak_memory_gb": 0.1}, True))
+        html = write_report(s, "half", tmp_path / "out", progress=False, n_boot=0)
+    text = html.read_text()
+    assert "no stored result yet" in text and "re-run `codesign explore`" in text
+    assert not (tmp_path / "out" / "pareto_front.csv").exists() and not (tmp_path / "out" / "optimizer_hv.csv").exists()
