@@ -133,3 +133,22 @@ def test_random_shape_config():
     assert cfg.hidden_size == 5120 and cfg.num_hidden_layers == 40
     with pytest.raises(ConfigError, match="unknown model shape"):
         model_config("random:nope")
+
+
+def test_variant_names_parse_back_and_one_ensemble_label():
+    from codesign.records import VariantSpec, configuration_label, ensemble_label
+
+    specs = [VariantSpec("m"), VariantSpec("m", "gptq", 3, -1, True), VariantSpec("m", "rtn", 4, 128),
+             VariantSpec("m", "awq", 8, 64)]
+    for s in specs:  # parse is the inverse of short_name
+        p = VariantSpec.parse(s.short_name, "m")
+        assert (p.method, p.bits, p.group_size, p.sym, p.short_name) == (s.method, s.bits, s.group_size, s.sym,
+                                                                         s.short_name)
+    assert VariantSpec.parse("w4g-1", "m", method="rtn").short_name == "rtn-w4gpc"
+    for bad in ("rtn-w4", "w4g128", "rtn-w4g0", "dense2"):
+        with pytest.raises(ValueError, match="variant name|group size 0"):
+            VariantSpec.parse(bad)
+    # the same set, whatever the order: lowest precision first
+    assert ensemble_label(specs) == ensemble_label(specs[::-1]) == "gptq-w3gpc-sym+rtn-w4g128+awq-w8g64+dense"
+    assert configuration_label(specs[2:3], "parallel", "h100-sxm") == "rtn-w4g128 @ h100-sxm"
+    assert configuration_label(specs[1:3], "parallel") == "gptq-w3gpc-sym+rtn-w4g128 · parallel"
