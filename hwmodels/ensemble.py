@@ -124,11 +124,12 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
                       group_size: int = 128, schedule: str = "sequential", abits: int = 16, kvbits: int = 16,
                       batch: int = 1, prompt_len: int = 512, gen_len: int = 128, *, gated_fraction: float | None = None,
                       gated_always: int | None = None, sym: bool = False, ideal: bool = False,
-                      float_dtype: str | None = None) -> CostEstimate:
+                      float_dtype: str | None = None, runtime=None) -> CostEstimate:
     """Cost of a precision ensemble (members = weight bit-widths of one model) under a schedule.
 
     All members are evaluated in one vectorized call; the schedule combines them. ``wbits`` of the
-    result is the widest member; per-member costs are in ``members``.
+    result is the widest member; per-member costs are in ``members``. ``runtime``: the software-stack
+    profile every member runs under (name, path or object; default: no stack terms).
     """
     bits = [int(b) for b in member_bits]
     if not bits:
@@ -139,7 +140,7 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
     sp, sh = load_spec(spec), load_shape(shape)
     res = evaluate_points([sp], [sh], wbits=np.array(bits), group_size=group_size, abits=abits, kvbits=kvbits,
                           batch=batch, prompt_len=prompt_len, gen_len=gen_len, sym=sym, ideal=ideal,
-                          float_dtype=float_dtype)
+                          float_dtype=float_dtype, runtime=runtime)
     names = res["dtypes"]
     all_mask = np.ones(len(bits), dtype=bool)
     w, kv, peak, n_dev = sch.memory(res)
@@ -185,4 +186,5 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
         dequantized=any(m["dequantized"] for m in members),
         decode_bound="memory" if _f(res["decode_memory_bound"][widest]) >= 0.5 else "compute",
         prefill_bound="memory" if _f(res["prefill_memory_bound"][widest]) >= 0.5 else "compute",
-        ops=None, schedule=sch.name, members=members, n_devices=n_dev, gated_fraction=gated_fraction)
+        ops=None, schedule=sch.name, members=members, n_devices=n_dev, gated_fraction=gated_fraction,
+        runtime=res["runtime"])
