@@ -200,6 +200,7 @@ class ShapeTable:
     vocab: np.ndarray  # (n_m,)
     resident_emb: np.ndarray  # (n_m,) embedding-table (+positions) elements not shared with the lm head
     tied_emb: np.ndarray  # (n_m,) elements of an embedding table shared with the lm head (else 0)
+    gqa_group: np.ndarray  # (n_m,) query heads per key/value head
 
 
 def _shape_rows(s: ModelShape) -> dict[str, np.ndarray]:
@@ -273,7 +274,8 @@ def shape_table(shapes: Sequence[ModelShape]) -> ShapeTable:
         vocab=np.array([s.vocab for s in shapes], dtype=float),
         resident_emb=np.array([s.vocab * s.hidden * (0 if s.tied_embeddings else 1) + s.learned_positions * s.hidden
                                for s in shapes], dtype=float),
-        tied_emb=np.array([s.vocab * s.hidden * bool(s.tied_embeddings) for s in shapes], dtype=float))
+        tied_emb=np.array([s.vocab * s.hidden * bool(s.tied_embeddings) for s in shapes], dtype=float),
+        gqa_group=np.array([s.n_heads / s.n_kv_heads for s in shapes], dtype=float))
     return _remember(_SHAPE_CACHE, key, tab)
 
 
@@ -409,6 +411,7 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     dq_w = np.where(np.isfinite(R.dq_ops[o.k]), R.dq_ops[o.k], S.dq_ops[si][e]) if rt else S.dq_ops[si][e]
     deq_elems = np.where(wdeq & (mode != NONE), w_elems, 0.0) * dq_w
     tile = R.tile_m[o.k]
+    m_half = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
     dense_copy = np.where(wdeq & R.dense_copy[o.k], 2 * w_elems * dense_bits[e] / 8, 0.0) if rt else 0.0
     floor = np.where(_WEIGHTS, R.floor[o.k], R.floor_other) * count if rt and (R.floor.any() or R.floor_other) else None
     fused = bool(rt and R.fused_attention)
@@ -417,6 +420,8 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     # per-operator coefficients gathered once for both phases
     mat_tok, mat_pair, vec_tok, vec_pair = M.mat_tok[mi], M.mat_pair[mi], M.vec_tok[mi], M.vec_pair[mi]
     act_tok, emb_tok, kv_read = M.act_tok[mi], M.emb_tok[mi], M.kv_read[mi]
+    if rt and R.expand_gqa:  # K/V repeated to every query head before attention: reads grow by the group
+        kv_read = kv_read * M.gqa_group[mi][e]
     dq_att, pj_dram, pj_sram = S.dq_ops[si][e], S.pj_dram[si][e], S.pj_sram[si][e]
     kv_write = M.kv_write[mi]
     kv_quant = np.where(kv[e] < 16, KV_QUANT_OPS, 0.0) * kv_write
@@ -437,7 +442,7 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         onchip = (act / cnt <= sram) & (sram > 0)
         act_on = np.where(onchip, act, 0.0)
         dram = w_bytes + dense_copy + emb_bytes_tok * tok + (kv_read_el + kv_write * T) * kv_bytes_el + act - act_on
-        t_c = mat / mat_rate + vec / vec_rate
+        t_c = mat / mat_rate * (1.0 if m_half is None else 1.0 + m_half / tok) + vec / vec_rate
         t_m = dram / bw
         t = np.maximum(t_c, t_m)
         if overlap < 1.0:

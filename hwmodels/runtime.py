@@ -13,11 +13,13 @@ A spec says what the hardware can do (peaks, bandwidth); a runtime profile (one 
 - ``kernels``: per matmul kernel, the memory and compute efficiency it reaches per weight format,
   how it dequantizes (``per_pass``: each weight once per forward, Marlin-style; ``per_tile``: once per
   ``tile_m`` output rows, GEMM-style; ``none``: free), ``writes_dense_weights`` (dequantize-then-matmul
-  writes a dense copy and reads it back), and its own launch floor.
+  writes a dense copy and reads it back), its own launch floor, and ``compute_m_half`` (small-M
+  GEMMs: compute efficiency x M / (M + m_half) for M token rows).
 - ``formats``: which kernel runs each weight format (``dense``, ``w4``, ..., ``default``).
 - ``quantize_lm_head`` / ``lm_head_bits``: whether the lm head is quantized, and to how many bits.
 - ``overlap``: how far compute and memory traffic of one operator overlap (1: time is their max,
-  0: their sum); ``other_efficiency``: efficiencies of the non-matmul operators (norms, attention).
+  0: their sum); ``other_efficiency``: efficiencies of the non-matmul operators (norms, attention);
+  ``expands_gqa``: attention reads the K/V cache once per query head (grouped heads repeated first).
 
 Anything a profile leaves unset comes from the spec, so the ``default`` profile (no terms) is the
 model without runtime profiles. ``hwmodels/README.md`` documents every field and the built-ins.
@@ -65,7 +67,7 @@ KERNELS: dict[str, str] = {
 
 DEQUANT_MODES = ("none", "per_pass", "per_tile")
 _FORMAT_KEY = re.compile(r"^(default|dense|w([1-9]|1[0-5]))$")
-_KERNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+_KERNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 Fraction = Annotated[float, finite_in(0.0, 1.0, lo_open=True), Field(gt=0, le=1)]
 Micros = Annotated[float, finite_in(0.0, 1e6), Field(ge=0, le=1e6)]
@@ -96,6 +98,9 @@ class KernelProfile(FiniteModel):
     writes_dense_weights: bool = Field(
         False, description="dequantize-then-matmul: the dense copy is written and read back every pass")
     launch_floor_us: Micros | None = Field(None, description="this kernel's launch floor; unset: the profile's")
+    compute_m_half: Annotated[float, finite_in(0.0, 1e6)] = Field(
+        0.0, ge=0, le=1e6, description="rows (tokens) at which the kernel reaches half its compute efficiency: "
+                                       "efficiency x M / (M + m_half) for M rows (small-M GEMMs); 0: flat")
 
     @field_validator("memory_efficiency", "compute_efficiency")
     @classmethod
@@ -135,6 +140,8 @@ class RuntimeProfile(FiniteModel):
     device: Literal["any", "cpu", "cuda", "metal"] = Field("any", description="where the stack runs (documentation)")
     launch_floor_us: Micros = Field(0.0, description="minimum time of one kernel (per operator per layer)")
     fused_attention: bool = Field(True, description="QK^T, softmax and A.V run as one kernel (one launch floor)")
+    expands_gqa: bool = Field(False, description="attention reads the K/V cache once per query head (grouped "
+                                                 "K/V heads repeated first, as Hugging Face's repeat_kv does)")
     framework: Framework = Field(default_factory=Framework)
     overlap: Annotated[float, finite_in(0.0, 1.0)] = Field(
         1.0, ge=0, le=1, description="compute/memory overlap per operator: 1 = max(c, m), 0 = c + m")
@@ -159,7 +166,7 @@ class RuntimeProfile(FiniteModel):
     def _kernels_known(self) -> RuntimeProfile:
         for name, k in self.kernels.items():
             if not _KERNEL_NAME.match(name):
-                raise ValueError(f"kernel name {name!r} is not allowed (allowed: lowercase letters, digits, '-', '.')")
+                raise ValueError(f"kernel name {name!r} is not allowed (allowed: lowercase letters, digits and -)")
             if name not in KERNELS and not k.description:
                 raise ValueError(f"unknown kernel {name!r} (known: {', '.join(KERNELS)}; "
                                  "or give it a description to declare a new one)")
@@ -228,6 +235,7 @@ class RuntimeTable:
     dq_mode: np.ndarray  # (k,) NONE / PER_PASS / PER_TILE
     dq_ops: np.ndarray  # (k,)
     tile_m: np.ndarray  # (k,)
+    m_half: np.ndarray  # (k,) rows at half compute efficiency
     dense_copy: np.ndarray  # (k,) bool
     floor: np.ndarray  # (k,) seconds
     floor_other: float  # seconds, operators that are not weight matmuls
@@ -239,6 +247,7 @@ class RuntimeTable:
     qhead: bool
     head_bits: int  # 0: the linears' bits
     fused_attention: bool
+    expand_gqa: bool
     other_c: float
     other_m: float
 
@@ -280,13 +289,14 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
         comp_eff=np.array([[k.efficiency("compute", b) for b in bits] for k in ks]),
         dq_mode=np.array([DEQUANT_MODES.index(k.dequant) for k in ks]),
         dq_ops=np.array([np.nan if k.dequant_ops_per_weight is None else k.dequant_ops_per_weight for k in ks]),
-        tile_m=np.array([float(k.tile_m) for k in ks]),
+        tile_m=np.array([float(k.tile_m) for k in ks]), m_half=np.array([k.compute_m_half for k in ks]),
         dense_copy=np.array([k.writes_dense_weights for k in ks]),
         floor=np.array([floor if k.launch_floor_us is None else k.launch_floor_us * 1e-6 for k in ks]),
         floor_other=floor, per_forward=profile.framework.per_forward_us * 1e-6,
         per_layer=profile.framework.per_layer_us * 1e-6, graphs=profile.framework.cuda_graphs,
         async_launch=profile.framework.async_launch, overlap=profile.overlap, qhead=profile.quantize_lm_head,
         head_bits=profile.lm_head_bits or 0, fused_attention=profile.fused_attention,
+        expand_gqa=profile.expands_gqa,
         other_c=np.nan if profile.other_efficiency.compute is None else profile.other_efficiency.compute,
         other_m=np.nan if profile.other_efficiency.memory is None else profile.other_efficiency.memory)
     _CACHE[key] = tab

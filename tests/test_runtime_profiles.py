@@ -238,3 +238,22 @@ def test_cli_bad_profile_exits_2_with_one_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "codesign", "hw", "--runtime", "no-such-stack"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "unknown runtime profile 'no-such-stack'" in r.stderr
+
+
+def test_expanded_gqa_reads_the_cache_once_per_query_head():
+    gqa = ModelShape(**{**SHAPE.to_dict(), "name": "gqa", "n_kv_heads": 1})  # 4 query heads share one K/V head
+    kw = dict(wbits=16, batch=1, prompt_len=64, gen_len=8)
+    plain = dec_ops(hwmodels.estimate(SPEC, gqa, **kw))
+    expanded = dec_ops(hwmodels.estimate(SPEC, gqa, runtime=profile(expands_gqa=True), **kw))
+    ctx = 64 + 8 / 2
+    kv_bytes = ctx * 16 * L * 2  # one K (or V) head of 16 per position per layer, 2 bytes each
+    assert plain.loc["attn_qk", "bytes"] - expanded.loc["attn_qk", "bytes"] == pytest.approx(-3 * kv_bytes)
+    assert expanded.loc["q_proj", "bytes"] == plain.loc["q_proj", "bytes"]
+
+
+def test_small_m_compute_efficiency():
+    base = dec_ops(est(wbits=16, batch=4))
+    half = dec_ops(est(profile(kernels={"torch-matmul": {"compute_m_half": 4}}), wbits=16, batch=4))
+    # M = 4 rows at m_half = 4: half the compute efficiency, so matrix compute time doubles (no vector work)
+    assert half.loc["q_proj", "compute_ms"] == pytest.approx(2 * base.loc["q_proj", "compute_ms"])
+    assert half.loc["attn_norm", "compute_ms"] == pytest.approx(base.loc["attn_norm", "compute_ms"])

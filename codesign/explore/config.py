@@ -259,23 +259,12 @@ class StudyConfig(StrictModel):
         """The hwmodels shape used for costs (explicit ``shape`` or inferred from ``model``)."""
         if self.shape:
             return self.shape
-        from codesign.models import builtin_shape_names
+        from hwmodels.shapes import shape_name
 
-        name = self.model
-        shapes = builtin_shape_names()
-        if name.startswith("random:"):
-            return name.split(":", 1)[1]
-        if name in shapes:
-            return name
-        stem = name.rstrip("/").split("/")[-1].lower()
-        for suffix in ("-instruct", "-chat", "-base"):
-            if stem.endswith(suffix) and stem[: -len(suffix)] in shapes:
-                return stem[: -len(suffix)]
-        if (Path(name) / "config.json").exists():
-            return str(Path(name) / "config.json")
-        raise ConfigError(
-            f"explore config: cannot infer a hardware shape for model {name!r}; set `shape:` to a built-in shape "
-            f"({', '.join(shapes)}) or a config.json path")
+        try:
+            return shape_name(self.model)
+        except ConfigError as exc:
+            raise ConfigError(f"explore config: {exc}; set `shape:` to a built-in shape or a config.json path") from None
 
     def catalogue_obj(self, source: str | Path | None = None):
         """The :class:`codesign.quantize.Catalogue` (inline mapping or file path), ``model`` filled in."""

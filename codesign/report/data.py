@@ -238,32 +238,6 @@ def default_ensembles(variants: pd.DataFrame, limit: int = 3) -> list[list[str]]
 
 # -- hardware -------------------------------------------------------------------------------
 
-def _shape_for_model(model: str):
-    """The hwmodels shape of a variant's base model: a built-in shape, or its transformers config."""
-    import hwmodels
-
-    tried = []
-    for name in (model, model.removesuffix("-instruct"), model.split("/")[-1].lower().removesuffix("-instruct")):
-        try:
-            return name, hwmodels.load_shape(name)
-        except Exception as exc:  # noqa: BLE001 - fall through to the next way of finding a shape
-            tried.append(f"{name}: {exc}")
-    from codesign.models import model_config
-
-    return model, _shape_from_config(model_config(model).to_dict())
-
-
-def _shape_from_config(cfg: dict[str, Any]):
-    import tempfile
-
-    import hwmodels
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.json"
-        path.write_text(json.dumps(cfg, default=str))
-        return hwmodels.load_shape(str(path))
-
-
 _OP_COLS = {
     "phase": ["phase", "stage"],
     "op": ["op", "name", "operator", "kind"],
@@ -336,6 +310,7 @@ def predicted_latency(meas: pd.DataFrame, default_spec: str | None) -> tuple[pd.
     NaN predictions.
     """
     import hwmodels
+    from hwmodels.shapes import resolve_shape
 
     df = meas.copy()
     df["extra"] = df["extra_json"].map(lambda s: json.loads(s) if isinstance(s, str) and s else {})
@@ -355,7 +330,7 @@ def predicted_latency(meas: pd.DataFrame, default_spec: str | None) -> tuple[pd.
             key = json.dumps(cfg, sort_keys=True, default=str) if isinstance(cfg, dict) else model
             if key not in shapes:
                 # the measured model's own config (it may be truncated to a few layers) beats its name
-                shapes[key] = _shape_from_config(cfg) if isinstance(cfg, dict) else _shape_for_model(model)[1]
+                shapes[key] = resolve_shape(model, config=cfg if isinstance(cfg, dict) else None)
             gs = int(r["group_size"]) if pd.notna(r["group_size"]) and int(r["group_size"]) > 0 else 128
             est = hwmodels.estimate(specs[r["spec"]], shapes[key], wbits=int(r["wbits"] or DENSE_BITS),
                                     group_size=gs, batch=int(r["batch"]), prompt_len=int(r["prompt_len"]),
@@ -503,7 +478,8 @@ def collect(store, study: str | None = None, spec: str | None = None, *, mode: s
     if data.spec is not None and not data.variants.empty:
         model = Counter(data.variants["model"]).most_common(1)[0][0]
         try:
-            data.shape_name, shape = _shape_for_model(model)
+            shape = hwmodels.resolve_shape(model)
+            data.shape_name = shape.name
             bits_gs = sorted({(int(b), int(g)) for b, g in zip(data.variants["bits"], data.variants["group_size"])})
             # one group size per precision keeps the chart readable
             seen: dict[int, int] = {}
