@@ -27,6 +27,7 @@ model without runtime profiles. ``hwmodels/README.md`` documents every field and
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import OrderedDict
@@ -211,10 +212,18 @@ def runtime_path(name_or_path: str | Path) -> Path:
 
 
 def load_runtime(name_or_path: str | Path | RuntimeProfile | None = None) -> RuntimeProfile:
-    """A profile by path or name (``None``: the ``default`` profile, which adds no terms)."""
+    """A profile by path or name (``None``: the ``default`` profile, which adds no terms). Profiles read
+    from files are cached per file version and shared: treat them as read-only."""
     if isinstance(name_or_path, RuntimeProfile):
         return name_or_path
-    return load_config(RuntimeProfile, runtime_path(DEFAULT_RUNTIME if name_or_path is None else name_or_path))
+    path = runtime_path(DEFAULT_RUNTIME if name_or_path is None else name_or_path)
+    return _load_file(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_file(path: str, mtime_ns: int) -> RuntimeProfile:
+    """Parsed profiles by file and modification time: a loop over configurations reads a file once."""
+    return load_config(RuntimeProfile, Path(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,6 +175,8 @@ class StudyConfig(StrictModel):
         None, description="hypervolume reference point per objective, in the objective's own units; "
                           "inferred from the evaluated points when omitted")
     specs: list[str] = Field(default_factory=lambda: ["h100-sxm"], min_length=1)
+    runtime: str | None = Field(None, description="runtime profile (software stack) every configuration is priced "
+                                                  "under: hwmodels/runtimes name or YAML path; null = no stack terms")
     schedules: list[str] = Field(default_factory=lambda: ["sequential"], min_length=1)
     knobs: dict[str, KnobRange | None] = Field(
         default_factory=dict, description="accelerator knobs to explore; null takes the range from the spec")
@@ -305,5 +307,7 @@ def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:
     """
     d = cfg.model_dump(mode="json")
     d.pop("methods", None)
+    if d.get("runtime") is None:  # studies stored before runtime profiles existed keep their resume key
+        d.pop("runtime", None)
     d["optimizer"].pop("iterations", None)
     return d
