@@ -161,13 +161,13 @@ def main() -> None:
     summary = summarize(df)
 
     held = df[df["split"] == "test"]
-    print(f"held-out points ({len(held)} of {len(df)}; {len(sources)} sources), time per output token in ms:")
-    print(f"{'point':34s} {'runtime':12s} {'spec':14s} {'fmt':4s} {'meas':>7s} {'spec-only':>9s} {'profile':>8s} "
-          f"{'APE':>6s}")
+    print(f"held-out points ({len(held)} of {len(df)}; {len(sources)} sources): ms per output token")
+    print("measured, predicted by the spec alone, with the fitted profile, its error")
+    print(f"{'point':28s} {'runtime':12s} {'fmt':4s} {'meas':>6s} {'spec':>6s} {'prof.':>6s} {'APE':>6s}")
     for r in held.sort_values(["runtime", "format", "id"]).itertuples():
-        print(f"{r.id[:34]:34s} {r.runtime:12s} {r.spec:14s} {r.format:4s} {r.tpot_ms:7.2f} {r.pred_before_ms:9.2f} "
-              f"{r.pred_after_ms:8.2f} {r.ape_after:5.1f}%")
-    print("\nheld-out median absolute error of decode time per token (before: spec alone; after: fitted profile)")
+        print(f"{r.id[:28]:28s} {r.runtime:12s} {r.format:4s} {r.tpot_ms:6.2f} {r.pred_before_ms:6.2f} "
+              f"{r.pred_after_ms:6.2f} {r.ape_after:5.1f}%")
+    print("\nheld-out median absolute error per output token (before: spec; after: profile)")
     print(f"{'runtime':14s} {'format':6s} {'train':>5s} {'test':>5s} {'before':>8s} {'after':>7s}")
     for r in summary.itertuples():
         print(f"{r.runtime:14s} {r.format:6s} {r.n_train:5d} {r.n_test:5d} {r.before:7.1f}% {r.after:6.1f}%")
