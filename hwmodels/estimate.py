@@ -135,5 +135,6 @@ def estimate(spec: str | AcceleratorSpec, shape: str | ModelShape, wbits: int = 
         ops=ops_frame(res), runtime=res["runtime"],
         extra={k: _f(res[k]) for k in ("weight_meta_bytes", "workspace_bytes", "decode_compute_ms",
                                        "decode_memory_ms", "prefill_compute_ms", "prefill_memory_ms",
-                                       "overhead_ms", "decode_energy_j")},
+                                       "overhead_ms", "decode_energy_j", "decode_floor_ms", "decode_host_ms",
+                                       "framework_ms")},
     )

@@ -285,7 +285,9 @@ def shape_table(shapes: Sequence[ModelShape]) -> ShapeTable:
 OUTPUTS = ["ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "weight_bytes", "weight_meta_bytes", "kv_bytes",
            "workspace_bytes", "peak_memory_bytes", "fits", "energy_per_token_j", "prefill_energy_j", "avg_power_w",
            "area_mm2", "prefill_compute_ms", "prefill_memory_ms", "prefill_ops_ms", "decode_compute_ms",
-           "decode_memory_ms", "decode_ops_ms", "overhead_ms", "decode_energy_j", "decode_memory_bound",
+           "decode_memory_ms", "decode_ops_ms", "overhead_ms", "prefill_floor_ms", "decode_floor_ms",
+           "prefill_host_ms", "decode_host_ms", "framework_ms", "fixed_ms", "host_overlaps", "decode_energy_j",
+           "decode_memory_bound",
            "prefill_memory_bound", "compute_dtype", "attn_dtype", "head_dtype", "dequantized"]
 
 
@@ -355,13 +357,13 @@ def _efficiencies(S: SpecTable, R: RuntimeTable, si, o: _Ops, ideal: bool):
 
 
 def _step(R: RuntimeTable, device_s, n_layers, decode: bool, ideal: bool):
-    """Time of one forward pass from its device time: the profile's host time per layer (none in
-    decode under CUDA graphs) overlaps the device (async launch) or adds to it, plus per-forward time."""
+    """(time of one forward pass, its host time): the profile's host time per layer (none in decode
+    under CUDA graphs) overlaps the device (async launch) or adds to it, plus per-forward time."""
     if ideal:
-        return device_s
+        return device_s, np.zeros_like(device_s)
     host = n_layers * (0.0 if decode and R.graphs else R.per_layer)
     busy = np.maximum(device_s, host) if R.async_launch else device_s + host
-    return busy + R.per_forward
+    return busy + R.per_forward, host + np.zeros_like(device_s)
 
 
 def _apply_floor(t, floor, fused: bool):
@@ -447,11 +449,13 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         t = np.maximum(t_c, t_m)
         if overlap < 1.0:
             t = t + (1.0 - overlap) * np.minimum(t_c, t_m)
+        t_free = t
         if floor is not None:
-            t = _apply_floor(t, floor, fused)
+            t = _apply_floor(t.copy(), floor, fused)
         energy = (mat * pj_mat + vec * pj_vec + dram * pj_dram + act_on * pj_sram) * 1e-12
         t_sum = t.sum(-1)
         out = {"t": t_sum, "tc": t_c.sum(-1), "tm": t_m.sum(-1), "energy": energy.sum(-1),
+               "floor": t_sum - t_free.sum(-1),
                "mem_bound": np.where(t_m >= t_c, t, 0.0).sum(-1) / np.maximum(t_sum, 1e-30)}
         if want_ops:
             out["ops"] = {"flops": mat + vec, "mat_flops": mat, "vec_flops": vec, "bytes": dram,
@@ -465,8 +469,8 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     dec = phase(bf, bf, bf * ctx, bf * ctx)
     L = M.n_layers[mi]
     ovh = np.zeros_like(bf) if ideal else S.ovh_fwd[si] + L * S.ovh_layer[si]
-    ttft = _step(R, pre["t"], L, False, ideal) + ovh
-    tpot = _step(R, dec["t"], L, True, ideal) + ovh
+    (ttft, host_pre), (tpot, host_dec) = _step(R, pre["t"], L, False, ideal), _step(R, dec["t"], L, True, ideal)
+    ttft, tpot = ttft + ovh, tpot + ovh
     weight = (w_bytes.sum(-1) + M.resident_emb[mi] * dense_bits / 8
               + np.where(o.qhead, M.tied_emb[mi], 0.0) * dense_bits / 8)  # a tied table stays dense for lookups
     kv_total = bf * (pf + gf) * kv_write.sum(-1) * kv_bits / 8
@@ -488,7 +492,10 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         "prefill_compute_ms": pre["tc"] * 1e3, "prefill_memory_ms": pre["tm"] * 1e3,
         "prefill_ops_ms": pre["t"] * 1e3, "decode_compute_ms": dec["tc"] * 1e3,
         "decode_memory_ms": dec["tm"] * 1e3, "decode_ops_ms": dec["t"] * 1e3,
-        "overhead_ms": (tpot - dec["t"]) * 1e3,
+        "overhead_ms": (tpot - dec["t"]) * 1e3, "prefill_floor_ms": pre["floor"] * 1e3,
+        "decode_floor_ms": dec["floor"] * 1e3, "prefill_host_ms": host_pre * 1e3, "decode_host_ms": host_dec * 1e3,
+        "framework_ms": np.full_like(bf, 0.0 if ideal else R.per_forward * 1e3), "fixed_ms": ovh * 1e3,
+        "host_overlaps": np.full(bf.shape, ideal or R.async_launch),
         "decode_energy_j": dec["energy"], "decode_memory_bound": dec["mem_bound"],
         "prefill_memory_bound": pre["mem_bound"], "compute_dtype": dt_lin, "attn_dtype": dt_att,
         "head_dtype": dt_head,

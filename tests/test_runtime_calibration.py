@@ -44,7 +44,6 @@ def _generated() -> pd.DataFrame:
     rng = np.random.default_rng(7)
     rows = []
     for name, layers in SHAPES.items():
-        shape = hwmodels.load_shape(name)
         cfg = {k: v for k, v in json.loads((ROOT / "hwmodels" / "shapes" / f"{name}.json").read_text()).items()
                if not k.startswith("_")} | {"num_hidden_layers": layers}
         short = hwmodels.shape_from_config(cfg, name=f"{name}-L{layers}")
@@ -144,3 +143,51 @@ def test_one_shape_resolver(model, expected, tmp_path):
     assert hwmodels.resolve_shape("random:llama-2-7b", config=cfg, layers=2).n_layers == 2
     with pytest.raises(ConfigError, match="cannot infer a model shape for 'no/such-model'"):
         hwmodels.shape_name("no/such-model")
+
+
+def test_published_points_cite_sources_and_resolve(tmp_path):
+    """Every published point names a known source, spec, shape, profile and kernel; the held-out
+    median error of the fitted profiles stays within 15 % for 16-bit and 4-bit decode."""
+    import subprocess
+    import sys
+
+    data = yaml.safe_load((ROOT / "experiments" / "published" / "points.yaml").read_text())
+    for src in data["sources"].values():
+        assert src["url"].startswith("https://github.com/") and "/blob/" in src["url"] and src["setup"]
+    for p in data["points"]:
+        assert p["source"] in data["sources"], p["id"]
+        hwmodels.load_spec(p["spec"]), hwmodels.load_shape(p["model"])
+        assert p["kernel"] in hwmodels.KERNELS, p["id"]
+        assert hwmodels.load_runtime(p["runtime"]).calibration, p["id"]
+    assert len({p["id"] for p in data["points"]}) == len(data["points"])
+    r = subprocess.run([sys.executable, str(ROOT / "experiments" / "published" / "run.py"), "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    summary = pd.DataFrame(json.loads((tmp_path / "results.json").read_text())["summary"])
+    pooled = summary[summary.runtime == "(all)"].set_index("format")
+    assert pooled.loc["fp16", "after"] <= 15 and pooled.loc["w4", "after"] <= 15
+    assert pooled.loc["w4", "before"] > 2 * pooled.loc["w4", "after"]  # the stack terms are what 4-bit needed
+
+
+def test_hw_and_calibrate_cli_with_a_runtime(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "codesign", *args], capture_output=True, text=True)
+
+    r = cli("hw", "--spec", "a100-80gb", "--model", "llama-2-7b", "--wbits", "4", "--runtime", "gpt-fast", "--json")
+    plain = cli("hw", "--spec", "a100-80gb", "--model", "llama-2-7b", "--wbits", "4", "--json")
+    assert r.returncode == 0 and plain.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["runtime"] == "gpt-fast"
+    assert json.loads(r.stdout)["tpot_ms"] > 1.5 * json.loads(plain.stdout)["tpot_ms"]
+    assert "gpt-fast" in cli("hw", "--list").stdout and "runtime-profile" in cli("hw", "--runtime-schema").stdout
+    out = tmp_path / "stack.yaml"
+    r = cli("calibrate", "--spec", str(ROOT / "experiments" / "calibration" / "dev-cpu-1t.yaml"), "--measurements",
+            str(ROOT / "experiments" / "calibration" / "measurements.csv"), "--dtype", "bfloat16", "--runtime",
+            "default", "--fit", "framework.per_layer_us,kernels.torch-matmul.memory_efficiency.dense", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "held-out MAPE by format: dense/torch-matmul" in r.stdout and hwmodels.load_runtime(out).calibration
+    bad = cli("calibrate", "--spec", str(ROOT / "experiments" / "calibration" / "dev-cpu-1t.yaml"), "--measurements",
+              str(ROOT / "experiments" / "calibration" / "measurements.csv"), "--fit", "framework.per_layer_us")
+    assert bad.returncode == 2 and "--fit: names runtime-profile parameters" in bad.stderr

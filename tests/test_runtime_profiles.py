@@ -257,3 +257,18 @@ def test_small_m_compute_efficiency():
     # M = 4 rows at m_half = 4: half the compute efficiency, so matrix compute time doubles (no vector work)
     assert half.loc["q_proj", "compute_ms"] == pytest.approx(2 * base.loc["q_proj", "compute_ms"])
     assert half.loc["attn_norm", "compute_ms"] == pytest.approx(base.loc["attn_norm", "compute_ms"])
+
+
+def test_batched_ensemble_overlaps_device_work_but_not_floors_or_host_time():
+    bits = [4, 8]
+    kw = dict(group_size=64, prompt_len=8, gen_len=8)
+    base = hwmodels.estimate_ensemble(SPEC, SHAPE, bits, schedule="batched", **kw)
+    members = [est(wbits=b) for b in bits]
+    dev = max(sum(m.extra["decode_compute_ms"] for m in members), sum(m.extra["decode_memory_ms"] for m in members))
+    assert base.tpot_ms == pytest.approx(dev)  # the default profile: the schedule as before profiles
+    rt = profile(launch_floor_us=1e5, framework={"per_forward_us": 1e3, "per_layer_us": 5e4, "async_launch": False})
+    e = hwmodels.estimate_ensemble(SPEC, SHAPE, bits, schedule="batched", runtime=rt, **kw)
+    floors = 2 * (12 * L + 3) * 100.0  # every member's kernels, 100 ms each (far above their real time)
+    assert e.tpot_ms == pytest.approx(floors + 2 * L * 50.0 + 2 * 1.0, rel=1e-3)
+    seq = hwmodels.estimate_ensemble(SPEC, SHAPE, bits, schedule="sequential", runtime=rt, **kw)
+    assert seq.tpot_ms == pytest.approx(e.tpot_ms, rel=1e-3)  # nothing left to overlap

@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -12,7 +12,6 @@ import json
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field, is_dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np

@@ -145,6 +145,7 @@ def main() -> None:
     ap.add_argument("--points", type=Path, default=HERE / "points.yaml")
     ap.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     ap.add_argument("--write", action="store_true", help="store the fits in hwmodels/runtimes/<profile>.yaml")
+    ap.add_argument("--out", type=Path, default=HERE, help="folder for results.json and predictions.csv")
     args = ap.parse_args()
 
     df, sources = load_points(args.points)
@@ -171,11 +172,12 @@ def main() -> None:
     print(f"{'runtime':14s} {'format':6s} {'train':>5s} {'test':>5s} {'before':>8s} {'after':>7s}")
     for r in summary.itertuples():
         print(f"{r.runtime:14s} {r.format:6s} {r.n_train:5d} {r.n_test:5d} {r.before:7.1f}% {r.after:6.1f}%")
-    df.drop(columns=["prefill_ms"]).to_csv(HERE / "predictions.csv", index=False)
+    args.out.mkdir(parents=True, exist_ok=True)
+    df.drop(columns=["prefill_ms"]).to_csv(args.out / "predictions.csv", index=False)
     results = {"points": len(df), "sources": sorted(sources), "seed": args.seed, "fits": FITS,
                "summary": summary.to_dict(orient="records"),
                "fitted": {k: {p: runtime_param(p).get({"runtime": v}) for p in FITS[k]} for k, v in fitted.items()}}
-    (HERE / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     if args.write:
         for name, prof in fitted.items():
             print(f"wrote {write_profile(name, prof, df[df['runtime'] == name], summary, sources, args.seed)}")
