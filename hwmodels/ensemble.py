@@ -8,7 +8,8 @@ own with :func:`register_schedule`):
   per device (``fits`` means every member fits its own device), area counts every device's units.
 - ``batched``: members share one device and interleave decode steps, so one member's memory-bound
   operators overlap another's compute: step time ``max(sum compute, sum memory)`` plus one fixed
-  overhead (an optimistic bound; ``sequential`` is the pessimistic one).
+  overhead (an optimistic bound; ``sequential`` is the pessimistic one). Under a runtime profile the
+  members' launch floors, host time and framework steps do not overlap: they add up.
 - ``sliced``: any-precision bit-sliced storage (lower precisions are the top bit-planes of the widest
   member): weight memory is the widest member plus the other members' scales; each member still reads
   its own bit-planes, so time is sequential.
@@ -76,10 +77,21 @@ def _max_time(m: Arrays, mask: np.ndarray) -> tuple[float, float]:
 
 
 def _overlap_time(m: Arrays, mask: np.ndarray) -> tuple[float, float]:
-    ovh = float(m["overhead_ms"][mask].max())
-    ttft = max((m["prefill_compute_ms"] * mask).sum(), (m["prefill_memory_ms"] * mask).sum()) + ovh
-    tpot = max((m["decode_compute_ms"] * mask).sum(), (m["decode_memory_ms"] * mask).sum()) + ovh
-    return float(ttft), float(tpot)
+    return _interleaved(m, mask, "prefill"), _interleaved(m, mask, "decode")
+
+
+def _interleaved(m: Arrays, mask: np.ndarray, phase: str) -> float:
+    """One interleaved step of the selected members: their compute and memory traffic overlap
+    (max of the sums), launch floors and host time do not (they add over members; host time overlaps
+    the device when the stack launches asynchronously), each member runs its framework step, and the
+    spec's fixed overhead is paid once."""
+    def total(key: str) -> float:
+        return float((m[f"{phase}_{key}_ms"] * mask).sum())
+
+    device = max(total("compute"), total("memory")) + total("floor")
+    host = total("host")
+    busy = max(device, host) if bool(m["host_overlaps"][mask].all()) else device + host
+    return busy + float((m["framework_ms"] * mask).sum()) + float(m["fixed_ms"][mask].max())
 
 
 def _shared_memory(m: Arrays) -> tuple[float, float, float, int]:
@@ -124,11 +136,12 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
                       group_size: int = 128, schedule: str = "sequential", abits: int = 16, kvbits: int = 16,
                       batch: int = 1, prompt_len: int = 512, gen_len: int = 128, *, gated_fraction: float | None = None,
                       gated_always: int | None = None, sym: bool = False, ideal: bool = False,
-                      float_dtype: str | None = None) -> CostEstimate:
+                      float_dtype: str | None = None, runtime=None) -> CostEstimate:
     """Cost of a precision ensemble (members = weight bit-widths of one model) under a schedule.
 
     All members are evaluated in one vectorized call; the schedule combines them. ``wbits`` of the
-    result is the widest member; per-member costs are in ``members``.
+    result is the widest member; per-member costs are in ``members``. ``runtime``: the software-stack
+    profile every member runs under (name, path or object; default: no stack terms).
     """
     bits = [int(b) for b in member_bits]
     if not bits:
@@ -139,7 +152,7 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
     sp, sh = load_spec(spec), load_shape(shape)
     res = evaluate_points([sp], [sh], wbits=np.array(bits), group_size=group_size, abits=abits, kvbits=kvbits,
                           batch=batch, prompt_len=prompt_len, gen_len=gen_len, sym=sym, ideal=ideal,
-                          float_dtype=float_dtype)
+                          float_dtype=float_dtype, runtime=runtime)
     names = res["dtypes"]
     all_mask = np.ones(len(bits), dtype=bool)
     w, kv, peak, n_dev = sch.memory(res)
@@ -185,4 +198,5 @@ def estimate_ensemble(spec: str | AcceleratorSpec, shape: str | ModelShape, memb
         dequantized=any(m["dequantized"] for m in members),
         decode_bound="memory" if _f(res["decode_memory_bound"][widest]) >= 0.5 else "compute",
         prefill_bound="memory" if _f(res["prefill_memory_bound"][widest]) >= 0.5 else "compute",
-        ops=None, schedule=sch.name, members=members, n_devices=n_dev, gated_fraction=gated_fraction)
+        ops=None, schedule=sch.name, members=members, n_devices=n_dev, gated_fraction=gated_fraction,
+        runtime=res["runtime"])

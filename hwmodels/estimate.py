@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hwmodels.roofline import OPS, evaluate_points
+from hwmodels.runtime import RuntimeProfile
 from hwmodels.shapes import ModelShape, load_shape
 from hwmodels.spec import AcceleratorSpec, load_spec
 
@@ -53,6 +54,7 @@ class CostEstimate:
     members: list[dict] | None = None
     n_devices: int = 1
     gated_fraction: float | None = None
+    runtime: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, ops: bool = True) -> dict[str, Any]:
@@ -103,16 +105,19 @@ def ops_frame(res: dict, index: tuple = ()) -> Any:
 
 def estimate(spec: str | AcceleratorSpec, shape: str | ModelShape, wbits: int = 16, group_size: int = 128,
              abits: int = 16, kvbits: int = 16, batch: int = 1, prompt_len: int = 512, gen_len: int = 128, *,
-             sym: bool = False, ideal: bool = False, float_dtype: str | None = None) -> CostEstimate:
+             sym: bool = False, ideal: bool = False, float_dtype: str | None = None,
+             runtime: str | RuntimeProfile | None = None, kernel: str | None = None) -> CostEstimate:
     """Cost of one configuration (see :mod:`hwmodels.roofline` for the model).
 
     ``ideal=True`` gives the roofline floor: peak rates, no efficiency factors, no fixed overheads.
     ``float_dtype`` ('fp16' | 'bf16') pins the 16-bit activation format (default: the faster unit).
+    ``runtime``: software-stack profile (name, path or object; default: no stack terms); ``kernel``:
+    the kernel the linears run (default: the profile's choice for ``wbits``).
     """
     sp, sh = load_spec(spec), load_shape(shape)
     res = evaluate_points([sp], [sh], wbits=wbits, group_size=group_size, abits=abits, kvbits=kvbits,
                           batch=batch, prompt_len=prompt_len, gen_len=gen_len, sym=sym, ideal=ideal, want_ops=True,
-                          float_dtype=float_dtype)
+                          float_dtype=float_dtype, runtime=runtime, kernel=kernel)
     area = _f(res["area_mm2"])
     return CostEstimate(
         spec=sp.name, model=sh.name, wbits=int(wbits), group_size=int(group_size), abits=int(abits),
@@ -127,8 +132,9 @@ def estimate(spec: str | AcceleratorSpec, shape: str | ModelShape, wbits: int = 
         dequantized=bool(np.asarray(res["dequantized"]).reshape(-1)[0]),
         decode_bound="memory" if _f(res["decode_memory_bound"]) >= 0.5 else "compute",
         prefill_bound="memory" if _f(res["prefill_memory_bound"]) >= 0.5 else "compute",
-        ops=ops_frame(res),
+        ops=ops_frame(res), runtime=res["runtime"],
         extra={k: _f(res[k]) for k in ("weight_meta_bytes", "workspace_bytes", "decode_compute_ms",
                                        "decode_memory_ms", "prefill_compute_ms", "prefill_memory_ms",
-                                       "overhead_ms", "decode_energy_j")},
+                                       "overhead_ms", "decode_energy_j", "decode_floor_ms", "decode_host_ms",
+                                       "framework_ms")},
     )

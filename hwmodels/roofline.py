@@ -39,6 +39,7 @@ import numpy as np
 
 from codesign.config import ConfigError
 from hwmodels.dtypes import MAX_BITS, candidate_cost, converts, parse_dtype
+from hwmodels.runtime import KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable, load_runtime, runtime_table
 from hwmodels.shapes import ModelShape, load_shape
 from hwmodels.spec import AcceleratorSpec, load_spec
 
@@ -48,6 +49,10 @@ QLINEAR, ATTENTION, DENSE, VECTOR_ONLY = 0, 1, 2, 3
 _CLS = np.array([QLINEAR if op.endswith("_proj") else ATTENTION if op in ("attn_qk", "attn_av")
                  else DENSE if op == "lm_head" else VECTOR_ONLY for op in OPS])
 _IS_LAST = np.array([op == "lm_head" for op in OPS])
+_LIN, _ATT = _CLS == QLINEAR, _CLS == ATTENTION
+_WEIGHTS = _LIN | _IS_LAST  # operators that multiply by a weight matrix (the kernels a runtime profile prices)
+_FUSED_AWAY = np.array([op in ("attn_softmax", "attn_av") for op in OPS])  # inside attn_qk's kernel when fused
+_ATTN_GROUP, _QK = np.array([op in ("attn_qk", "attn_softmax", "attn_av") for op in OPS]), OPS.index("attn_qk")
 SCALE_BITS = 16  # one fp16 scale per quantization group
 KV_QUANT_OPS = 3.0  # ops per KV element to quantize it on write (scale, round, clamp)
 CHUNK = 4096  # configurations per vectorized block: temporaries stay cache-sized (2x faster than 32k)
@@ -194,6 +199,8 @@ class ShapeTable:
     head_dim: np.ndarray  # (n_m,)
     vocab: np.ndarray  # (n_m,)
     resident_emb: np.ndarray  # (n_m,) embedding-table (+positions) elements not shared with the lm head
+    tied_emb: np.ndarray  # (n_m,) elements of an embedding table shared with the lm head (else 0)
+    gqa_group: np.ndarray  # (n_m,) query heads per key/value head
 
 
 def _shape_rows(s: ModelShape) -> dict[str, np.ndarray]:
@@ -266,7 +273,9 @@ def shape_table(shapes: Sequence[ModelShape]) -> ShapeTable:
         head_dim=np.array([s.head_dim for s in shapes], dtype=float),
         vocab=np.array([s.vocab for s in shapes], dtype=float),
         resident_emb=np.array([s.vocab * s.hidden * (0 if s.tied_embeddings else 1) + s.learned_positions * s.hidden
-                               for s in shapes], dtype=float))
+                               for s in shapes], dtype=float),
+        tied_emb=np.array([s.vocab * s.hidden * bool(s.tied_embeddings) for s in shapes], dtype=float),
+        gqa_group=np.array([s.n_heads / s.n_kv_heads for s in shapes], dtype=float))
     return _remember(_SHAPE_CACHE, key, tab)
 
 
@@ -276,7 +285,9 @@ def shape_table(shapes: Sequence[ModelShape]) -> ShapeTable:
 OUTPUTS = ["ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "weight_bytes", "weight_meta_bytes", "kv_bytes",
            "workspace_bytes", "peak_memory_bytes", "fits", "energy_per_token_j", "prefill_energy_j", "avg_power_w",
            "area_mm2", "prefill_compute_ms", "prefill_memory_ms", "prefill_ops_ms", "decode_compute_ms",
-           "decode_memory_ms", "decode_ops_ms", "overhead_ms", "decode_energy_j", "decode_memory_bound",
+           "decode_memory_ms", "decode_ops_ms", "overhead_ms", "prefill_floor_ms", "decode_floor_ms",
+           "prefill_host_ms", "decode_host_ms", "framework_ms", "fixed_ms", "host_overlaps", "decode_energy_j",
+           "decode_memory_bound",
            "prefill_memory_bound", "compute_dtype", "attn_dtype", "head_dtype", "dequantized"]
 
 
@@ -288,51 +299,135 @@ def _check_int(name: str, arr: np.ndarray, lo: int, hi: int | None = None, extra
         raise ConfigError(f"{name} = {v!r} is not allowed (allowed: {allowed}{extra})")
 
 
-def _core(S: SpecTable, M: ShapeTable, si, mi, w, g, a, kv, b, p, gen, sym, ideal: bool, want_ops: bool):
+@dataclass
+class _Ops:
+    """Per-operator choices of a block of configurations, each ``(N, n_ops)``: datatype index ``dt``,
+    weight bits ``wop``, kernel index ``k`` (weight matmuls), whether the unit converts the weights
+    (``deq``) and whether they are stored quantized (``qw``); ``qhead`` (N,): lm head quantized."""
+
+    dt: np.ndarray
+    wop: np.ndarray
+    k: np.ndarray
+    deq: np.ndarray
+    qw: np.ndarray
+    qhead: np.ndarray
+    dt_lin: np.ndarray
+    dt_att: np.ndarray
+    dt_head: np.ndarray
+    deq_lin: np.ndarray
+    deq_att: np.ndarray
+
+
+def _operators(S: SpecTable, R: RuntimeTable, si, w, a, kv, dense_bits, kern) -> _Ops:
+    """Which unit, kernel and weight format every operator of every configuration uses."""
+    e = (..., None)
+    db = dense_bits.astype(np.int64)
+    qhead = R.qhead & (w < 16)
+    hbits = np.where(qhead, R.head_bits if R.head_bits else w, db)
+    dt_lin, dt_att, dt_dense = S.lut[si, w, a], S.lut[si, kv, a], S.lut[si, db, a]
+    dt_head = np.where(qhead, S.lut[si, hbits, a], dt_dense)
+    deq_lin, deq_att = S.deq[si, w, a], S.deq[si, kv, a]
+    deq_head = qhead & S.deq[si, hbits, a]
+    dt = np.where(_LIN, dt_lin[e], np.where(_ATT, dt_att[e], np.where(_IS_LAST, dt_head[e], S.vec)))
+    deq = (_LIN & deq_lin[e]) | (_ATT & deq_att[e]) | (_IS_LAST & deq_head[e])
+    wop = np.where(_LIN, w[e], np.where(_IS_LAST, hbits[e], db[e]))
+    kq = np.where(kern >= 0, kern, R.fmt[w])  # a measured row's kernel, else the profile's choice
+    kh = np.where(qhead & (hbits == w), kq, R.fmt[hbits])
+    k = np.where(_LIN, kq[e], kh[e])
+    qw = _WEIGHTS & (wop < 16)
+    return _Ops(dt, wop, k, deq, qw, qhead, dt_lin, dt_att, dt_head, deq_lin, deq_att)
+
+
+def _efficiencies(S: SpecTable, R: RuntimeTable, si, o: _Ops, ideal: bool):
+    """Compute and memory efficiency per operator ``(N, n_ops)`` and of vector work ``(N, 1)``:
+    a kernel's own (weight matmuls) or the profile's ``other_efficiency``, else the spec's."""
+    if ideal:
+        return 1.0, 1.0, 1.0
+    s2 = si[..., None]
+    ec, em = S.eff_c[s2, o.dt], S.eff_m[s2, o.dt]
+    kc, km = R.comp_eff[o.k, o.wop], R.mem_eff[o.k, o.wop]
+    ec = np.where(_WEIGHTS & np.isfinite(kc), kc, ec)
+    em = np.where(_WEIGHTS & np.isfinite(km), km, em)
+    if np.isfinite(R.other_c):
+        ec = np.where(_WEIGHTS, ec, R.other_c)
+    if np.isfinite(R.other_m):
+        em = np.where(_WEIGHTS, em, R.other_m)
+    ecv = R.other_c if np.isfinite(R.other_c) else S.eff_c[si, S.vec][..., None]
+    return ec, em, ecv
+
+
+def _step(R: RuntimeTable, device_s, n_layers, decode: bool, ideal: bool):
+    """(time of one forward pass, its host time): the profile's host time per layer (none in decode
+    under CUDA graphs) overlaps the device (async launch) or adds to it, plus per-forward time."""
+    if ideal:
+        return device_s, np.zeros_like(device_s)
+    host = n_layers * (0.0 if decode and R.graphs else R.per_layer)
+    busy = np.maximum(device_s, host) if R.async_launch else device_s + host
+    return busy + R.per_forward, host + np.zeros_like(device_s)
+
+
+def _apply_floor(t, floor, fused: bool):
+    """Every kernel takes at least its launch floor; fused attention (QK^T, softmax, A.V) is one kernel,
+    so the three operators together take at least one floor (the shortfall is booked on attn_qk)."""
+    if not fused:
+        return np.maximum(t, floor)
+    t = np.where(_FUSED_AWAY, t, np.maximum(t, np.where(_ATTN_GROUP, 0.0, floor)))
+    short = np.maximum(floor[..., _QK] - t[..., _ATTN_GROUP].sum(-1), 0.0)
+    t[..., _QK] += short
+    return t
+
+
+def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, p, gen, sym, kern, ideal: bool,
+          want_ops: bool):
     """All inputs are 1-D arrays of the same length N. Returns dict of (N,) arrays (+ per-op (N, n_ops))."""
     e = (..., None)  # append the operator axis
-    cls = _CLS
-    q, att, dense = cls == QLINEAR, cls == ATTENTION, cls == DENSE
     count = M.count[mi]
     in_f, out_f, w_elems = M.in_f[mi], M.out_f[mi], M.w_elems[mi]
     hd = M.head_dim[mi]
     # unquantized tensors (embeddings, norms, biases, lm head; all weights when w >= 16) are stored in
     # the activation float format, at least 16-bit: fp32 inference keeps them 4 bytes wide
     dense_bits = np.where(w >= 16, np.maximum(w, np.maximum(a, 16)), np.maximum(a, 16)).astype(float)
-
-    # datatypes and their rates
-    dt_lin, dt_att, dt_dense = S.lut[si, w, a], S.lut[si, kv, a], S.lut[si, dense_bits.astype(int), a]
-    deq_lin, deq_att = S.deq[si, w, a], S.deq[si, kv, a]
-    dt = np.where(q, dt_lin[e], np.where(att, dt_att[e], np.where(dense, dt_dense[e], S.vec)))
-    deq = (q & deq_lin[e]) | (att & deq_att[e])
+    o = _operators(S, R, si, w, a, kv, dense_bits, kern)
+    dt, deq = o.dt, o.deq
     s2 = si[e]
     r_mat, pj_mat = S.rate[s2, dt], S.pj[s2, dt]
     r_vec, pj_vec = S.rate[si, S.vec][e], S.pj[si, S.vec][e]
-    if ideal:
-        ec = em = ecv = 1.0
-    else:
-        ec, em, ecv = S.eff_c[s2, dt], S.eff_m[s2, dt], S.eff_c[si, S.vec][e]
+    ec, em, ecv = _efficiencies(S, R, si, o, ideal)
     mat_rate, vec_rate, bw = r_mat * ec, r_vec * ecv, (S.bw[si])[e] * em
 
     # bytes that do not depend on the phase: weights (+ group scales/zeros) and 16-bit small params
     g_eff = np.where(g[e] <= 0, in_f, np.minimum(g[e], np.maximum(in_f, 1)))
     groups = count * out_f * np.ceil(in_f / np.maximum(g_eff, 1))
-    zbits = np.where(sym, 0.0, w)[e]
-    meta = np.where(q & (w[e] < 16), groups * (SCALE_BITS + zbits) / 8, 0.0)
-    wbits_op = np.where(q & (w[e] < 16), w[e], dense_bits[e])
+    zbits = np.where(sym[e], 0.0, o.wop)
+    meta = np.where(o.qw, groups * (SCALE_BITS + zbits) / 8, 0.0)
+    wbits_op = np.where(o.qw, o.wop, dense_bits[e])
     w_bytes = w_elems * wbits_op / 8 + meta + M.small[mi] * dense_bits[e] / 8
     kv_bits = kv + np.where(kv < 16, 2 * SCALE_BITS / hd, 0.0)
-    qelems_lin = np.where(q & deq, w_elems, 0.0)
-    kv_write = M.kv_write[mi]
     sram = S.sram[si][e]
     cnt = np.maximum(count, 1)
+
+    # dequantization of weights: per pass, per output tile, or free, as the op's kernel does it
+    rt = R if not ideal else None
+    wdeq = _WEIGHTS & deq
+    mode = R.dq_mode[o.k] if rt else np.full(o.k.shape, PER_PASS)
+    dq_w = np.where(np.isfinite(R.dq_ops[o.k]), R.dq_ops[o.k], S.dq_ops[si][e]) if rt else S.dq_ops[si][e]
+    deq_elems = np.where(wdeq & (mode != NONE), w_elems, 0.0) * dq_w
+    tile = R.tile_m[o.k]
+    m_half = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
+    dense_copy = np.where(wdeq & R.dense_copy[o.k], 2 * w_elems * dense_bits[e] / 8, 0.0) if rt else 0.0
+    floor = np.where(_WEIGHTS, R.floor[o.k], R.floor_other) * count if rt and (R.floor.any() or R.floor_other) else None
+    fused = bool(rt and R.fused_attention)
+    overlap = R.overlap if rt else 1.0
 
     # per-operator coefficients gathered once for both phases
     mat_tok, mat_pair, vec_tok, vec_pair = M.mat_tok[mi], M.mat_pair[mi], M.vec_tok[mi], M.vec_pair[mi]
     act_tok, emb_tok, kv_read = M.act_tok[mi], M.emb_tok[mi], M.kv_read[mi]
-    dq_ops, pj_dram, pj_sram = S.dq_ops[si][e], S.pj_dram[si][e], S.pj_sram[si][e]
+    if rt and R.expand_gqa:  # K/V repeated to every query head before attention: reads grow by the group
+        kv_read = kv_read * M.gqa_group[mi][e]
+    dq_att, pj_dram, pj_sram = S.dq_ops[si][e], S.pj_dram[si][e], S.pj_sram[si][e]
+    kv_write = M.kv_write[mi]
     kv_quant = np.where(kv[e] < 16, KV_QUANT_OPS, 0.0) * kv_write
-    att_deq = att & deq
+    att_deq = _ATT & deq
     emb_bytes_tok = emb_tok * dense_bits[e] / 8
     act_bytes_tok = act_tok * a[e] / 8
     kv_bytes_el = kv_bits[e] / 8
@@ -342,18 +437,25 @@ def _core(S: SpecTable, M: ShapeTable, si, mi, w, g, a, kv, b, p, gen, sym, idea
         tok = np.where(_IS_LAST, T_last[e], T)
         mat = mat_tok * tok + mat_pair * pairs
         kv_read_el = kv_read * kvpos
-        vec = vec_tok * tok + vec_pair * pairs + dq_ops * (qelems_lin + np.where(att_deq, kv_read_el, 0.0)) \
+        passes = np.where(mode == PER_TILE, np.ceil(tok / tile), 1.0)
+        vec = vec_tok * tok + vec_pair * pairs + deq_elems * passes + dq_att * np.where(att_deq, kv_read_el, 0.0) \
             + kv_quant * T
         act = act_bytes_tok * tok
         onchip = (act / cnt <= sram) & (sram > 0)
         act_on = np.where(onchip, act, 0.0)
-        dram = w_bytes + emb_bytes_tok * tok + (kv_read_el + kv_write * T) * kv_bytes_el + act - act_on
-        t_c = mat / mat_rate + vec / vec_rate
+        dram = w_bytes + dense_copy + emb_bytes_tok * tok + (kv_read_el + kv_write * T) * kv_bytes_el + act - act_on
+        t_c = mat / mat_rate * (1.0 if m_half is None else 1.0 + m_half / tok) + vec / vec_rate
         t_m = dram / bw
         t = np.maximum(t_c, t_m)
+        if overlap < 1.0:
+            t = t + (1.0 - overlap) * np.minimum(t_c, t_m)
+        t_free = t
+        if floor is not None:
+            t = _apply_floor(t.copy(), floor, fused)
         energy = (mat * pj_mat + vec * pj_vec + dram * pj_dram + act_on * pj_sram) * 1e-12
         t_sum = t.sum(-1)
         out = {"t": t_sum, "tc": t_c.sum(-1), "tm": t_m.sum(-1), "energy": energy.sum(-1),
+               "floor": t_sum - t_free.sum(-1),
                "mem_bound": np.where(t_m >= t_c, t, 0.0).sum(-1) / np.maximum(t_sum, 1e-30)}
         if want_ops:
             out["ops"] = {"flops": mat + vec, "mat_flops": mat, "vec_flops": vec, "bytes": dram,
@@ -365,9 +467,12 @@ def _core(S: SpecTable, M: ShapeTable, si, mi, w, g, a, kv, b, p, gen, sym, idea
     pre = phase(bf * pf, bf, bf * pf * (pf + 1) / 2, bf * pf)
     ctx = pf + gf / 2
     dec = phase(bf, bf, bf * ctx, bf * ctx)
-    ovh = np.zeros_like(bf) if ideal else S.ovh_fwd[si] + M.n_layers[mi] * S.ovh_layer[si]
-    ttft, tpot = pre["t"] + ovh, dec["t"] + ovh
-    weight = w_bytes.sum(-1) + M.resident_emb[mi] * dense_bits / 8
+    L = M.n_layers[mi]
+    ovh = np.zeros_like(bf) if ideal else S.ovh_fwd[si] + L * S.ovh_layer[si]
+    (ttft, host_pre), (tpot, host_dec) = _step(R, pre["t"], L, False, ideal), _step(R, dec["t"], L, True, ideal)
+    ttft, tpot = ttft + ovh, tpot + ovh
+    weight = (w_bytes.sum(-1) + M.resident_emb[mi] * dense_bits / 8
+              + np.where(o.qhead, M.tied_emb[mi], 0.0) * dense_bits / 8)  # a tied table stays dense for lookups
     kv_total = bf * (pf + gf) * kv_write.sum(-1) * kv_bits / 8
     act_pre = M.act_tok[mi] * np.where(_IS_LAST, bf[e], (bf * pf)[e]) * a[e] / 8 / cnt
     workspace = act_pre.max(-1) + bf * M.vocab[mi] * 4
@@ -375,8 +480,9 @@ def _core(S: SpecTable, M: ShapeTable, si, mi, w, g, a, kv, b, p, gen, sym, idea
     idle = S.idle_w[si]
     e_tok = (dec["energy"] + idle * tpot) / bf
     ua = S.unit_area
+    dt_lin, dt_att, dt_head = o.dt_lin, o.dt_att, o.dt_head
     area = (S.base_area[si] + ua[si, dt_lin] + np.where(dt_att != dt_lin, ua[si, dt_att], 0.0)
-            + np.where((dt_dense != dt_lin) & (dt_dense != dt_att), ua[si, dt_dense], 0.0))
+            + np.where((dt_head != dt_lin) & (dt_head != dt_att), ua[si, dt_head], 0.0))
     res = {
         "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "e2e_ms": (ttft + (gf - 1) * tpot) * 1e3,
         "tokens_per_s": bf / tpot, "weight_bytes": weight, "weight_meta_bytes": meta.sum(-1), "kv_bytes": kv_total,
@@ -385,11 +491,15 @@ def _core(S: SpecTable, M: ShapeTable, si, mi, w, g, a, kv, b, p, gen, sym, idea
         "avg_power_w": e_tok * bf / tpot, "area_mm2": area,
         "prefill_compute_ms": pre["tc"] * 1e3, "prefill_memory_ms": pre["tm"] * 1e3,
         "prefill_ops_ms": pre["t"] * 1e3, "decode_compute_ms": dec["tc"] * 1e3,
-        "decode_memory_ms": dec["tm"] * 1e3, "decode_ops_ms": dec["t"] * 1e3, "overhead_ms": ovh * 1e3,
+        "decode_memory_ms": dec["tm"] * 1e3, "decode_ops_ms": dec["t"] * 1e3,
+        "overhead_ms": (tpot - dec["t"]) * 1e3, "prefill_floor_ms": pre["floor"] * 1e3,
+        "decode_floor_ms": dec["floor"] * 1e3, "prefill_host_ms": host_pre * 1e3, "decode_host_ms": host_dec * 1e3,
+        "framework_ms": np.full_like(bf, 0.0 if ideal else R.per_forward * 1e3), "fixed_ms": ovh * 1e3,
+        "host_overlaps": np.full(bf.shape, ideal or R.async_launch),
         "decode_energy_j": dec["energy"], "decode_memory_bound": dec["mem_bound"],
         "prefill_memory_bound": pre["mem_bound"], "compute_dtype": dt_lin, "attn_dtype": dt_att,
-        "head_dtype": dt_dense,
-        "dequantized": deq_lin & (w < 16),
+        "head_dtype": dt_head,
+        "dequantized": o.deq_lin & (w < 16),
     }
     if want_ops:
         res["ops_prefill"], res["ops_decode"] = pre["ops"], dec["ops"]
@@ -422,7 +532,7 @@ def _validate(w, g, a, kv, b, p, gen) -> None:
 
 def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, group_size=128, abits=16, kvbits=16,
                     batch=1, prompt_len=512, gen_len=128, sym=False, ideal=False, want_ops=False,
-                    float_dtype: str | None = None) -> dict[str, np.ndarray]:
+                    float_dtype: str | None = None, runtime=None, kernel=None) -> dict[str, np.ndarray]:
     """Evaluate configurations given as broadcastable arrays (one configuration per element).
 
     Args:
@@ -433,19 +543,26 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
         ideal: peak rates (efficiency 1) and no fixed overheads: the roofline floor.
         want_ops: also return per-operator arrays under ``ops_prefill``/``ops_decode`` (``X + (n_ops,)``).
         float_dtype: 'fp16' or 'bf16' to pin the 16-bit activation format (default: the faster unit).
+        runtime: software-stack profile (object, name or path; ``None``: ``default``, no terms), applied
+            to every configuration; ignored with ``ideal``.
+        kernel: kernel names broadcastable to ``X`` (e.g. measured rows' ``kernel``); ``None``/'' entries
+            (or ``kernel=None``) take the kernel the profile runs for that weight format.
 
     Returns:
         dict of arrays of shape ``X`` keyed by :data:`OUTPUTS` (``compute_dtype``/``attn_dtype`` are
-        indices into ``dtypes``; the dict also holds ``dtypes``, ``spec_names`` and ``model_names``).
+        indices into ``dtypes``; the dict also holds ``dtypes``, ``spec_names``, ``model_names`` and
+        ``runtime``).
     """
     S, M = spec_table(_as_specs(specs), float_dtype), shape_table(_as_shapes(shapes))
+    profile = load_runtime(None if ideal else runtime)
+    R, kern = _kernels(profile, kernel)
     args = [np.asarray(x) for x in (spec_index, model_index, wbits, group_size, abits, kvbits, batch, prompt_len,
-                                    gen_len, sym)]
+                                    gen_len, sym, kern)]
     shape = np.broadcast_shapes(*(x.shape for x in args))
     flat = [np.broadcast_to(x, shape).reshape(-1) for x in args]
     si, mi = flat[0].astype(np.int64), flat[1].astype(np.int64)
     ints = [x.astype(np.int64) for x in flat[2:9]]
-    sym_ = flat[9].astype(bool)
+    sym_, kern_ = flat[9].astype(bool), flat[10].astype(np.int64)
     if np.any((si < 0) | (si >= len(S.names))) or np.any((mi < 0) | (mi >= len(M.names))):
         raise ConfigError("spec_index/model_index out of range of the specs/shapes given")
     _validate(*ints)
@@ -453,7 +570,7 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
     parts = []
     for lo in range(0, max(n, 1), CHUNK):
         sl = slice(lo, lo + CHUNK)
-        parts.append(_core(S, M, si[sl], mi[sl], *(x[sl] for x in ints), sym_[sl], ideal, want_ops))
+        parts.append(_core(S, M, R, si[sl], mi[sl], *(x[sl] for x in ints), sym_[sl], kern_[sl], ideal, want_ops))
     out: dict[str, Any] = {}
     for k in parts[0]:
         if isinstance(parts[0][k], dict):
@@ -462,8 +579,23 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
         else:
             out[k] = np.concatenate([pp[k] for pp in parts]).reshape(shape)
     out["dtypes"] = S.dtypes + ["vector"]
-    out["spec_names"], out["model_names"] = S.names, M.names
+    out["spec_names"], out["model_names"], out["runtime"] = S.names, M.names, profile.name
     return out
+
+
+def _kernels(profile: RuntimeProfile, kernel) -> tuple[RuntimeTable, np.ndarray]:
+    """The profile's table and kernel indices of ``kernel`` names (-1: the profile's format map)."""
+    if kernel is None:
+        return runtime_table(profile), np.asarray(-1)
+    names = np.asarray(kernel, dtype=object)
+    uniq = sorted({str(n) for n in names.reshape(-1) if isinstance(n, str) and n})
+    for n in uniq:
+        if n not in KERNELS and n not in profile.kernels:
+            raise ConfigError(f"kernel {n!r} is not allowed (known: {', '.join(KERNELS)}; or declare it in the "
+                              f"runtime profile {profile.name!r})")
+    R = runtime_table(profile, tuple(n for n in uniq if n not in profile.kernels))
+    flat = R.kernel_index(list(names.reshape(-1)))
+    return R, flat.reshape(names.shape)
 
 
 GRID_AXES = ["spec", "model", "wbits", "group_size", "abits", "kvbits", "batch", "prompt_len", "gen_len"]
@@ -503,9 +635,10 @@ class Grid:
 
 def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kvbits=(16,), batch=(1,),
                   prompt_len=(512,), gen_len=(128,), *, sym=False, ideal=False, float_dtype: str | None = None,
-                  ) -> Grid:
+                  runtime=None, kernel: str | None = None) -> Grid:
     """Evaluate the outer product specs x shapes x wbits x group_size x abits x kvbits x batch x
-    prompt_len x gen_len in one vectorized pass. Every output array has shape
+    prompt_len x gen_len in one vectorized pass under one runtime profile (``kernel``: the kernel of
+    the linears; default: the profile's per format). Every output array has shape
     ``(n_specs, n_models, n_wbits, n_groups, n_abits, n_kvbits, n_batch, n_prompt, n_gen)``."""
     specs_l, shapes_l = _as_specs(specs), _as_shapes(shapes)
     values = [np.atleast_1d(np.asarray(v)).reshape(-1) for v in (wbits, group_size, abits, kvbits, batch,
@@ -515,7 +648,8 @@ def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kv
     shaped = [v.reshape([-1 if i == j else 1 for j in range(nd)]) for i, v in enumerate(axes_vals)]
     res = evaluate_points(specs_l, shapes_l, spec_index=shaped[0], model_index=shaped[1], wbits=shaped[2],
                           group_size=shaped[3], abits=shaped[4], kvbits=shaped[5], batch=shaped[6],
-                          prompt_len=shaped[7], gen_len=shaped[8], sym=sym, ideal=ideal, float_dtype=float_dtype)
+                          prompt_len=shaped[7], gen_len=shaped[8], sym=sym, ideal=ideal, float_dtype=float_dtype,
+                          runtime=runtime, kernel=kernel)
     axes = {"spec": [s.name for s in specs_l], "model": [m.name for m in shapes_l]}
     axes.update({name: [int(x) for x in v] for name, v in zip(GRID_AXES[2:], values)})
     data = {k: np.broadcast_to(res[k], tuple(len(v) for v in axes.values())) for k in OUTPUTS}

@@ -162,3 +162,61 @@ def load_shape(name_or_path: str | Path | ModelShape) -> ModelShape:
             return shape_from_config(model_config(text).to_dict(), name=text, source=text)
     raise ConfigError(f"unknown model shape {text!r} (built-in: {', '.join(builtin_shapes())}; "
                       "or a path to a Hugging Face config.json)")
+
+
+#: Suffixes of fine-tuned variants that share their base model's shape.
+VARIANT_SUFFIXES = ("-instruct", "-chat", "-base", "-hf", "-chat-hf")
+
+
+def shape_name(model: str) -> str:
+    """The built-in shape name or ``config.json`` path a codesign model name resolves to.
+
+    Accepts ``random:<shape>``, built-in names and their aliases, Hugging Face ids and local folders
+    (``org/SmolLM2-135M-Instruct`` -> ``smollm2-135m``: the last path part, lower-cased, without a
+    fine-tuning suffix such as ``-instruct``), ``tiny-*`` test models, and config.json paths.
+    """
+    from codesign.models.loading import _TINY
+
+    text = str(model).removeprefix("random:")
+    p = Path(text)
+    if p.is_dir() and (p / "config.json").exists():
+        return str(p / "config.json")
+    if p.suffix == ".json":
+        return text
+    stem = text.rstrip("/").split("/")[-1].lower()
+    candidates = [text, text.lower(), stem] + [stem[: -len(s)] for s in VARIANT_SUFFIXES if stem.endswith(s)]
+    known = set(builtin_shapes()) | set(_TINY)
+    for c in candidates:
+        c = ALIASES.get(c, c)
+        if c in known:
+            return c
+    raise ConfigError(f"cannot infer a model shape for {model!r} (built-in: {', '.join(builtin_shapes())}; "
+                      "or a config.json path or model folder)")
+
+
+def resolve_shape(model: str | ModelShape, config: dict[str, Any] | None = None,
+                  layers: int | None = None) -> ModelShape:
+    """The one way codesign turns a model into a :class:`ModelShape`.
+
+    ``config``: the model's own config mapping (a measurement stores the config it ran, possibly
+    truncated to ``layers`` decoder layers) wins over the name. Otherwise :func:`shape_name`; a name
+    it cannot map (a local model folder without a built-in shape, a GGUF) is read through its
+    transformers config, without weights.
+    """
+    if isinstance(model, ModelShape):
+        return model
+    text = str(model)
+    if config:
+        name = text.removeprefix("random:").rstrip("/").split("/")[-1] + (f"-L{int(layers)}" if layers else "")
+        return shape_from_config(config, name=name, source=f"config of {text}")
+    try:
+        return load_shape(shape_name(text))
+    except ConfigError:
+        from codesign.models import model_config
+
+        try:
+            cfg = model_config(text).to_dict()
+        except Exception as exc:  # noqa: BLE001 - any loader failure means: no shape for this name
+            raise ConfigError(f"cannot infer a model shape for {text!r} (built-in: {', '.join(builtin_shapes())}; "
+                              f"or a config.json path or model folder): {exc}") from None
+        return shape_from_config(cfg, name=text.rstrip("/").split("/")[-1].lower(), source=text)

@@ -12,14 +12,14 @@ Specs are found by path, by file stem or ``name`` among user specs in ``$CODESIG
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from codesign.config import ConfigError, StrictModel, load_config
+from codesign.config import ConfigError, load_config
 from hwmodels.dtypes import parse_dtype
+from hwmodels.registry import FiniteModel, YamlKind
 from hwmodels.energy import (DRAM_PJ_PER_BYTE, SRAM_PJ_PER_BYTE, VECTOR_PJ_PER_OP, default_mm2_per_mac,
                              default_pj_per_op, energy_scale)
 
@@ -36,7 +36,7 @@ def _check_dtype_keys(d: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Memory(StrictModel):
+class Memory(FiniteModel):
     """Off-chip memory (DRAM/HBM)."""
 
     capacity_gb: float = Field(gt=0, description="usable capacity, 10^9 bytes")
@@ -44,21 +44,21 @@ class Memory(StrictModel):
     kind: str | None = Field(None, description="technology, e.g. HBM3, LPDDR5 (documentation only)")
 
 
-class Efficiency(StrictModel):
+class Efficiency(FiniteModel):
     """Fraction of peak that real kernels reach, per bound."""
 
     compute: float = Field(0.7, gt=0, le=1, description="fraction of compute_tflops achieved")
     memory: float = Field(0.8, gt=0, le=1, description="fraction of bandwidth_gbs achieved")
 
 
-class Overhead(StrictModel):
+class Overhead(FiniteModel):
     """Fixed time per forward pass, independent of work (kernel launches, framework)."""
 
     per_layer: float = Field(0.0, ge=0, description="microseconds per decoder layer per forward pass")
     per_forward: float = Field(0.0, ge=0, description="microseconds per forward pass")
 
 
-class Energy(StrictModel):
+class Energy(FiniteModel):
     """Energy per op and per byte; anything missing comes from the Horowitz 45 nm table (hwmodels.energy)."""
 
     pj_per_op: dict[str, float] = Field(default_factory=dict,
@@ -77,7 +77,7 @@ class Energy(StrictModel):
         return out
 
 
-class Area(StrictModel):
+class Area(FiniteModel):
     """Silicon area of the compute fabric, for co-design questions."""
 
     mm2_per_mac: dict[str, float] = Field(default_factory=dict,
@@ -95,7 +95,7 @@ class Area(StrictModel):
         return out
 
 
-class Knob(StrictModel):
+class Knob(FiniteModel):
     """A tunable spec parameter for design-space exploration: a range or a list of values."""
 
     min: float | None = None
@@ -135,7 +135,7 @@ _SIMPLE_KNOBS = {"bandwidth_gbs", "capacity_gb", "sram_mb", "clock_ghz", "tdp_w"
 _PREFIX_KNOBS = ("mac_units_", "compute_tflops_")
 
 
-class AcceleratorSpec(StrictModel):
+class AcceleratorSpec(FiniteModel):
     """One accelerator. See hwmodels/README.md for the meaning of every field."""
 
     name: str = Field(min_length=1)
@@ -338,44 +338,25 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+SPECS = YamlKind("accelerator spec", "specs", BUILTIN_DIR)
+
+
 def user_spec_dir() -> Path:
-    from codesign.paths import cache_dir
-
-    return cache_dir() / "specs"
-
-
-def _spec_files() -> list[Path]:
-    files = []
-    for d in (user_spec_dir(), BUILTIN_DIR):
-        if d.is_dir():
-            files += sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-    return files
+    return SPECS.user_dir()
 
 
 def list_specs() -> list[str]:
     """Names usable with ``--spec``: file stems of user specs and built-in specs."""
-    return sorted({p.stem for p in _spec_files()})
+    return SPECS.names()
+
+
+def spec_path(name_or_path: str | Path) -> Path:
+    """The YAML file of a spec name or path (see module docstring for the search order)."""
+    return SPECS.find(name_or_path)
 
 
 def load_spec(name_or_path: str | Path | AcceleratorSpec) -> AcceleratorSpec:
     """Load a spec by path or name (see module docstring for the search order)."""
     if isinstance(name_or_path, AcceleratorSpec):
         return name_or_path
-    text = str(name_or_path)
-    p = Path(text)
-    if p.exists() or p.suffix in (".yaml", ".yml", ".json") or "/" in text:
-        if p.is_dir():
-            raise ConfigError(f"{p}: is a folder, expected an accelerator spec YAML file")
-        return load_config(AcceleratorSpec, p)
-    files = _spec_files()
-    for f in files:
-        if f.stem == text:
-            return load_config(AcceleratorSpec, f)
-    for f in files:  # by the `name:` field inside the file
-        try:
-            if re.search(rf"^name:\s*['\"]?{re.escape(text)}['\"]?\s*$", f.read_text(), re.M):
-                return load_config(AcceleratorSpec, f)
-        except OSError:
-            continue
-    raise ConfigError(f"unknown accelerator spec {text!r} (available: {', '.join(list_specs()) or 'none'}; "
-                      f"user specs go in {user_spec_dir()}; or pass a path to a YAML file)")
+    return load_config(AcceleratorSpec, spec_path(name_or_path))

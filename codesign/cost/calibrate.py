@@ -1,15 +1,20 @@
-"""Calibrate an accelerator spec's efficiency factors and fixed overheads against measurements.
+"""Calibrate the analytical model against measurements: an accelerator spec's efficiencies and
+overheads, or a software stack's runtime profile.
 
 The analytical model (:func:`hwmodels.estimate`) prices every operator at
 ``max(flops / (peak[dtype] * eff[dtype].compute), bytes / (bandwidth * eff[dtype].memory))`` plus
 fixed ``overhead_us.per_layer`` per decoder layer and ``overhead_us.per_forward`` per forward pass.
-Calibration fits those factors — only the ones the measurements exercise — by least squares on
-the log of predicted / measured prefill and decode times (``scipy.optimize.least_squares``), so a
-2x miss costs the same on a 1 ms step and on a 1 s prefill.
+Without a runtime profile, calibration fits those spec factors. With one (``runtime=``), the spec
+stays what the silicon can do and the profile's parameters are fitted instead: each kernel's memory
+and compute efficiency per weight format the measurements ran, its dequantization cost, the
+efficiencies of the other operators, the launch floor and the framework's host time
+(:mod:`hwmodels.runtime`). Only parameters the measurements are sensitive to are fitted, by least
+squares on the log of predicted / measured prefill and decode times
+(``scipy.optimize.least_squares``), so a 2x miss costs the same on a 1 ms step and on a 1 s prefill.
 
-Configurations (shape x weight format x dtype x batch x prompt length) are split into train and
-test, stratified by weight format and dtype so each one is fitted; the error before and after is
-reported on the held-out ones as mean absolute percentage error (MAPE).
+Configurations (shape x weight format x kernel x dtype x batch x prompt length) are split into train
+and test, stratified by weight format, kernel and dtype so each one is fitted; the error before and
+after is reported on the held-out ones as mean absolute percentage error (MAPE), also per format.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +46,10 @@ STATISTICS = ("median", "min")
 
 
 def load_measurements(source, device: str | None = None, device_name: str | None = None,
-                      statistic: str = "median") -> pd.DataFrame:
+                      statistic: str = "median", dtype: str | None = None) -> pd.DataFrame:
     """Measurements from a result store (``.db``), a CSV export, or a DataFrame.
 
-    Keeps rows of ``device`` (``cpu`` / ``cuda``) and ``device_name`` when given. Adds
+    Keeps rows of ``device`` (``cpu`` / ``cuda``), ``device_name`` and runtime ``dtype`` when given. Adds
     ``config`` (the measured model's config dict, from ``extra_json``) and ``config_key``.
     ``statistic='min'`` replaces the stored medians by the best of the stored repeats — the
     robust choice on a machine shared with other work, where noise only ever adds time.
@@ -74,9 +78,13 @@ def load_measurements(source, device: str | None = None, device_name: str | None
         df = df[df["device"] == device]
     if device_name:
         df = df[df["device_name"] == device_name]
+    if dtype:
+        if dtype not in ACT_BITS:
+            raise ConfigError(f"--dtype: {dtype!r} is not allowed (allowed: {', '.join(ACT_BITS)})")
+        df = df[df["dtype"] == dtype]
     if df.empty:
         raise ConfigError(f"--measurements: {source}: no measurements for device={device!r} "
-                          f"device_name={device_name!r}")
+                          f"device_name={device_name!r}" + (f" dtype={dtype!r}" if dtype else ""))
     extra = df["extra_json"] if "extra_json" in df.columns else pd.Series(["{}"] * len(df), index=df.index)
     extras = [json.loads(e) if isinstance(e, str) and e else {} for e in extra]
     df = df.assign(config=[e.get("config") for e in extras], layers=[e.get("layers") for e in extras],
@@ -88,17 +96,26 @@ def load_measurements(source, device: str | None = None, device_name: str | None
     if bad:
         raise ConfigError(f"--measurements: {source}: dtype {bad} not supported (allowed: {list(ACT_BITS)})")
     df["group_size"] = df["group_size"].fillna(128).astype(int)
+    df["kernel"] = row_kernels(df)
     df["config_key"] = [
-        f"{r.model}|L{'all' if pd.isna(r.layers) or r.layers is None else int(r.layers)}|{r.variant}|{r.dtype}"
-        f"|b{int(r.batch)}|p{int(r.prompt_len)}|g{int(r.gen_len)}" for r in df.itertuples()]
+        f"{r.model}|L{'all' if pd.isna(r.layers) or r.layers is None else int(r.layers)}|{r.variant}|{r.kernel}"
+        f"|{r.dtype}|b{int(r.batch)}|p{int(r.prompt_len)}|g{int(r.gen_len)}" for r in df.itertuples()]
     # Repeated measurements of one configuration: their median is the configuration's time.
     agg = {c: "first" for c in df.columns if c not in ("prefill_ms", "tpot_ms", "config_key")}
     agg.update(prefill_ms="median", tpot_ms="median")
     return df.groupby("config_key", sort=True).agg(agg).reset_index()
 
 
+def row_kernels(df: pd.DataFrame) -> list[str]:
+    """The kernel each measured row ran: its ``kernel`` column, else what rows measured before kernels were
+    recorded ran (a dense matmul for 16/32-bit weights, dequantize-then-matmul for packed ones)."""
+    given = df["kernel"] if "kernel" in df.columns else pd.Series([None] * len(df), index=df.index)
+    return [k if isinstance(k, str) and k else ("torch-matmul" if int(w) >= 16 else "dequant-matmul")
+            for k, w in zip(given, df["wbits"])]
+
+
 def split_configs(df: pd.DataFrame, test_frac: float = 0.3, seed: int = 0) -> np.ndarray:
-    """Boolean mask (len(df),) of held-out rows: ``test_frac`` of each (variant, dtype) stratum.
+    """Boolean mask (len(df),) of held-out rows: ``test_frac`` of each (variant, kernel, dtype) stratum.
 
     A stratum with one configuration stays in train (its factors could not be fitted otherwise).
     """
@@ -106,7 +123,8 @@ def split_configs(df: pd.DataFrame, test_frac: float = 0.3, seed: int = 0) -> np
         raise ConfigError(f"--test-frac: {test_frac} is out of range (allowed: 0 <= x < 1)")
     rng = np.random.default_rng(seed)
     test = np.zeros(len(df), dtype=bool)
-    for _, idx in df.groupby(["variant", "dtype"]).indices.items():
+    keys = [c for c in ("variant", "kernel", "dtype") if c in df.columns]
+    for _, idx in df.groupby(keys).indices.items():
         k = int(round(test_frac * len(idx)))
         k = min(k, len(idx) - 1)
         if k > 0:
@@ -114,69 +132,68 @@ def split_configs(df: pd.DataFrame, test_frac: float = 0.3, seed: int = 0) -> np
     return test
 
 
-# -- specs --------------------------------------------------------------------------------------
+# -- files ----------------------------------------------------------------------------------------
 def resolve_spec_path(spec: str | Path) -> Path:
     """A spec name (built-in or in ``$CODESIGN_CACHE/specs``) or YAML path -> its file."""
-    p = Path(spec)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
-    import hwmodels
+    from hwmodels.spec import spec_path
 
-    from codesign.paths import cache_dir
-
-    for d in (cache_dir() / "specs", Path(hwmodels.__file__).parent / "specs"):
-        for ext in (".yaml", ".yml"):
-            if (d / f"{spec}{ext}").exists():
-                return d / f"{spec}{ext}"
-    names = sorted(hwmodels.list_specs()) if hasattr(hwmodels, "list_specs") else []
-    raise ConfigError(f"--spec: {spec!r} is neither a YAML file nor a known spec (known: {names})")
+    try:
+        return spec_path(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"--spec: {exc}") from None
 
 
-def calibrated_path(spec_path: Path) -> Path:
-    """``<spec>.calibrated.yaml`` beside the original, or in the user spec cache for built-ins."""
-    import hwmodels
+def calibrated_path(path: Path, kind: str = "spec") -> Path:
+    """``<stem>.calibrated.yaml`` beside the original, or in the user folder for built-ins."""
+    from hwmodels.runtime import RUNTIMES
+    from hwmodels.spec import SPECS
 
-    from codesign.paths import cache_dir
-
-    builtin = Path(hwmodels.__file__).parent / "specs"
-    stem = spec_path.name.rsplit(".", 1)[0]
-    if spec_path.resolve().parent == builtin.resolve():
-        return cache_dir() / "specs" / f"{stem}.calibrated.yaml"
-    return spec_path.with_name(f"{stem}.calibrated.yaml")
+    return (SPECS if kind == "spec" else RUNTIMES).calibrated_path(Path(path))
 
 
+# -- free parameters --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Param:
-    """One free spec number: its path in the spec mapping, bounds, and typical step size."""
+    """One free number of the fit: its path in the spec (``root='spec'``) or runtime profile mapping,
+    bounds, typical step size, and the value it has while the file leaves it unset."""
 
-    path: tuple[str, ...]  # e.g. ("efficiency", "bf16", "memory"), ("overhead_us", "per_layer")
+    path: tuple[str, ...]  # e.g. ("efficiency", "bf16", "memory"), ("kernels", "awq-gemm", "memory_efficiency", "w4")
     lo: float
     hi: float
     scale: float
+    root: str = "spec"
+    unset: float = 0.0
 
     @property
     def name(self) -> str:
-        return ".".join(self.path)
+        return ("" if self.root == "spec" else "runtime.") + ".".join(self.path)
 
-    def get(self, spec: dict[str, Any]) -> float:
-        if self.path[0] == "efficiency":
-            eff = spec.get("efficiency") or {}
+    def get(self, state: dict[str, Any]) -> float:
+        mapping = state[self.root] or {}
+        if self.root == "spec" and self.path[0] == "efficiency":
+            eff = mapping.get("efficiency") or {}
             default = eff.get("default") or {}
             return float((eff.get(self.path[1]) or {}).get(self.path[2], default.get(self.path[2], 0.5)))
-        node: Any = spec
+        node: Any = mapping
         for k in self.path:
-            node = (node or {}).get(k) if isinstance(node, dict) else None
-        return float(node) if node is not None else {"dequant_ops_per_weight": 4.0}.get(self.path[-1], 0.0)
+            if not isinstance(node, dict):
+                break  # a number where a per-format mapping could be: it holds for every format
+            node = node.get(k)
+        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else self.unset
 
-    def set(self, spec: dict[str, Any], value: float) -> None:
-        if self.path[0] == "efficiency":
-            eff = spec.setdefault("efficiency", {})
+    def set(self, state: dict[str, Any], value: float) -> None:
+        if self.root == "spec" and self.path[0] == "efficiency":
+            eff = state["spec"].setdefault("efficiency", {})
             default = dict(eff.get("default") or {"compute": 1.0, "memory": 1.0})
             eff.setdefault(self.path[1], dict(default))[self.path[2]] = float(value)
             return
-        node = spec
+        node = state[self.root]
         for k in self.path[:-1]:
-            node = node.setdefault(k, {})
+            child = node.get(k)
+            if not isinstance(child, dict):  # unset, or one number for every format: keep it as the default
+                child = {} if child is None else {"default": child}
+                node[k] = child
+            node = child
         node[self.path[-1]] = float(value)
 
 
@@ -187,7 +204,53 @@ def efficiency_param(dtype: str, bound: str) -> Param:
 #: Spec numbers fitted besides efficiencies (when the measurements are sensitive to them).
 OVERHEAD_PARAMS = [Param(("overhead_us", "per_layer"), 0.0, OVERHEAD_MAX_US, 100.0),
                    Param(("overhead_us", "per_forward"), 0.0, OVERHEAD_MAX_US, 100.0)]
-DEQUANT_PARAM = Param(("dequant_ops_per_weight",), 0.1, 1000.0, 1.0)
+DEQUANT_PARAM = Param(("dequant_ops_per_weight",), 0.1, 1000.0, 1.0, unset=4.0)
+
+
+def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
+    """A runtime-profile parameter from its dotted path, e.g. ``kernels.awq-gemm.memory_efficiency.w4``,
+    ``framework.per_layer_us``, ``launch_floor_us``, ``overlap``, ``other_efficiency.memory``."""
+    path = tuple(dotted.removeprefix("runtime.").split("."))
+    default_eff = ((spec or {}).get("efficiency") or {}).get("default") or {}
+    last = path[-1]
+    if any(k.endswith("efficiency") for k in path):
+        bound = "memory" if any("memory" in k for k in path[-2:]) else "compute"
+        return Param(path, EFF_BOUNDS[0], EFF_BOUNDS[1], 0.1, "runtime", float(default_eff.get(bound, 0.8)))
+    if last.endswith("_us"):
+        return Param(path, 0.0, OVERHEAD_MAX_US, 10.0, "runtime", 0.0)
+    if last == "overlap":
+        return Param(path, 0.0, 1.0, 0.1, "runtime", 1.0)
+    if last == "compute_m_half":
+        return Param(path, 0.0, 1e4, 10.0, "runtime", 0.0)
+    if last == "dequant_ops_per_weight":
+        return Param(path, 0.1, 1000.0, 1.0, "runtime", float((spec or {}).get("dequant_ops_per_weight", 4.0)))
+    raise ConfigError(f"--fit: {dotted!r} is not a fittable runtime parameter (allowed: launch_floor_us, overlap, "
+                      "framework.per_forward_us, framework.per_layer_us, other_efficiency.compute|memory, "
+                      "kernels.<kernel>.memory_efficiency|compute_efficiency.<format>, "
+                      "kernels.<kernel>.dequant_ops_per_weight, kernels.<kernel>.launch_floor_us, "
+                      "kernels.<kernel>.compute_m_half)")
+
+
+def runtime_candidates(df: pd.DataFrame, spec: dict[str, Any], runtime: dict[str, Any]) -> list[Param]:
+    """Every runtime parameter the measured rows could inform: per (kernel, weight format) that ran
+    efficiencies and dequantization cost, the dense kernel of the lm head, the other operators'
+    efficiencies, the launch floor and the framework's host time."""
+    from codesign.config import validate_config
+    from hwmodels.runtime import RuntimeProfile
+
+    prof = validate_config(RuntimeProfile, runtime, runtime.get("name"))
+    pairs = {(k, int(w)) for k, w in zip(df["kernel"], df["wbits"])}
+    pairs |= {(prof.format_kernel(16), 16) for w in df["wbits"] if int(w) < 16}  # the 16-bit lm head
+    names = []
+    for k, w in sorted(pairs):
+        fmt = "dense" if w >= 16 else f"w{w}"
+        names += [f"kernels.{k}.memory_efficiency.{fmt}", f"kernels.{k}.compute_efficiency.{fmt}",
+                  f"kernels.{k}.compute_m_half"]
+        if w < 16 and prof.kernel(k).dequant != "none":
+            names.append(f"kernels.{k}.dequant_ops_per_weight")
+    names += ["other_efficiency.compute", "other_efficiency.memory", "launch_floor_us",
+              "framework.per_forward_us", "framework.per_layer_us"]
+    return [runtime_param(n, spec) for n in dict.fromkeys(names)]
 
 
 @dataclass
@@ -210,33 +273,39 @@ class Params:
         return [p.name for p in self.items]
 
 
+# -- the model on measured configurations -----------------------------------------------------------
 class Predictor:
-    """Evaluates the analytical model on measured configurations for a spec mapping.
+    """Evaluates the analytical model on measured configurations.
 
     Shapes come from each measurement's stored (possibly layer-truncated) config, so the model
-    is evaluated on exactly what was timed; built-in names are the fallback for rows without one.
-    All configurations go through one vectorized :func:`hwmodels.roofline.evaluate_points` call.
+    is evaluated on exactly what was timed; the shape resolver (:func:`hwmodels.shapes.resolve_shape`)
+    reads rows without one. ``specs`` (with a ``spec_index`` column in ``df``): fixed specs per row, as
+    for published points on several accelerators; without, the spec of the state being fitted. Rows'
+    ``kernel`` column names the kernel that ran. All configurations go through one vectorized
+    :func:`hwmodels.roofline.evaluate_points` call.
     """
 
-    def __init__(self, df: pd.DataFrame):
-        from hwmodels.shapes import load_shape, shape_from_config
+    def __init__(self, df: pd.DataFrame, specs: list | None = None):
+        from hwmodels.shapes import resolve_shape
 
         self.df = df.reset_index(drop=True)
         shapes, index, mi = [], {}, []
         for r in self.df.itertuples():
             cfg = getattr(r, "config", None)
+            cfg = cfg if isinstance(cfg, dict) and cfg else None
             layers = getattr(r, "layers", None)
-            name = str(r.model).removeprefix("random:") + (f"-L{int(layers)}" if layers and not pd.isna(layers) else "")
-            key = json.dumps(cfg, sort_keys=True) if isinstance(cfg, dict) and cfg else str(r.model)
+            key = json.dumps(cfg, sort_keys=True) if cfg else str(r.model)
             if key not in index:
                 index[key] = len(shapes)
-                shapes.append(shape_from_config(cfg, name=name, source=f"measurement of {r.model}")
-                              if isinstance(cfg, dict) and cfg else load_shape(str(r.model)))
+                shapes.append(resolve_shape(str(r.model), config=cfg, layers=None if pd.isna(layers) else layers))
             mi.append(index[key])
         self.shapes, self.model_index = shapes, np.array(mi)
+        self.specs = specs
+        self.spec_index = self.df["spec_index"].to_numpy(dtype=np.int64) if specs is not None else 0
         col = lambda c: self.df[c].to_numpy(dtype=np.int64)  # noqa: E731
         abits = np.array([ACT_BITS[d] for d in self.df["dtype"]])
         sym = np.array([bool(v) for v in self.df["sym"]]) if "sym" in self.df else np.zeros(len(self.df), bool)
+        self.kernel = np.array(row_kernels(self.df), dtype=object)
         self.args = dict(wbits=col("wbits"), group_size=col("group_size"), abits=abits, kvbits=abits,
                          batch=col("batch"), prompt_len=col("prompt_len"), gen_len=col("gen_len"), sym=sym)
 
@@ -246,25 +315,74 @@ class Predictor:
 
         return validate_config(AcceleratorSpec, mapping, mapping.get("name"))
 
-    def predict(self, mapping: dict[str, Any]) -> np.ndarray:
-        """Predicted (prefill_ms, tpot_ms) per row: array of shape (n_rows, 2)."""
+    def predict(self, spec: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> np.ndarray:
+        """Predicted (prefill_ms, tpot_ms) per row under a spec mapping (or the fixed ``specs``) and a
+        runtime profile mapping (``None``: no stack terms): array of shape (n_rows, 2)."""
+        from codesign.config import validate_config
         from hwmodels.roofline import evaluate_points
+        from hwmodels.runtime import RuntimeProfile
 
-        res = evaluate_points([self.spec(mapping)], self.shapes, model_index=self.model_index, **self.args)
+        specs = self.specs if self.specs is not None else [self.spec(spec)]
+        rt = None if runtime is None else validate_config(RuntimeProfile, runtime, runtime.get("name"))
+        res = evaluate_points(specs, self.shapes, spec_index=self.spec_index, model_index=self.model_index,
+                              runtime=rt, kernel=self.kernel, **self.args)
         return np.stack([res["ttft_ms"], res["tpot_ms"]], axis=-1)
 
+    def predict_state(self, state: dict[str, Any]) -> np.ndarray:
+        return self.predict(state["spec"], state["runtime"])
 
-def sensitive(pred: "Predictor", base: dict[str, Any], candidates: list[Param]) -> list[Param]:
+
+def sensitive(pred: Predictor, base: dict[str, Any], candidates: list[Param]) -> list[Param]:
     """The candidates that change some prediction when moved (the others cannot be fitted)."""
-    ref = pred.predict(base)
+    ref = pred.predict_state(base)
     out = []
     for c in candidates:
         p = Params([c])
         x0 = p.initial(base)
-        moved = pred.predict(p.apply(base, np.clip(x0 * 0.5 if x0[0] > 0 else x0 + c.scale, c.lo, c.hi)))
+        moved = pred.predict_state(p.apply(base, np.clip(x0 * 0.5 if x0[0] > 0 else x0 + c.scale, c.lo, c.hi)))
         if np.any(np.abs(moved - ref) > 1e-6 * ref):
             out.append(c)
     return out
+
+
+def fit_params(pred: Predictor, base: dict[str, Any], params: Params, meas: np.ndarray,
+               progress: bool = False) -> dict[str, Any]:
+    """Least squares on log(predicted / measured) over the finite entries of ``meas`` (n_rows, 2);
+    returns ``base`` with the fitted values.
+
+    Time terms (microseconds) start at the file's values and also at 10, 100 and 1000 us: a launch
+    floor or host time below every operator's time changes nothing, so a fit started there cannot
+    see which way to move; the start with the smallest error wins."""
+    from scipy.optimize import least_squares
+    from tqdm.auto import tqdm
+
+    if not params.items:
+        return copy.deepcopy(base)
+    lo = np.array([p.lo for p in params.items])
+    hi = np.array([p.hi for p in params.items])
+    ok = np.isfinite(meas)
+    log_meas = np.log(meas[ok])
+    bar = tqdm(desc="calibrate", unit="eval", disable=not progress)
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        bar.update()
+        return np.log(np.maximum(pred.predict_state(params.apply(base, x))[ok], 1e-12)) - log_meas
+
+    # Efficiencies live in (0, 1], overheads in microseconds: per-parameter scales let the
+    # trust-region steps and finite differences see both.
+    x_scale = np.array([p.scale for p in params.items])
+    timed = np.array([p.path[-1].endswith("_us") or p.path[-1] in ("per_layer", "per_forward")
+                      for p in params.items])
+    x0 = params.initial(base)
+    starts = [x0] + ([np.where(timed, t, x0) for t in (10.0, 100.0, 1000.0)] if timed.any() else [])
+    best = None
+    for start in starts:
+        start = np.clip(start, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+        fit = least_squares(resid, start, bounds=(lo, hi), x_scale=x_scale, diff_step=1e-3, max_nfev=300)
+        if best is None or fit.cost < best.cost - 1e-12:
+            best = fit
+    bar.close()
+    return params.apply(base, best.x)
 
 
 def mape(pred: np.ndarray, meas: np.ndarray) -> float:
@@ -274,27 +392,36 @@ def mape(pred: np.ndarray, meas: np.ndarray) -> float:
 
 @dataclass
 class CalibrationResult:
-    """Outcome of a calibration: fitted spec, per-configuration predictions, train/test MAPE."""
+    """Outcome of a calibration: the fitted spec or runtime profile, per-configuration predictions, MAPE."""
 
     spec_name: str
     spec_path: Path
     out_path: Path | None
-    calibrated: dict[str, Any]
+    calibrated: dict[str, Any]  # the fitted file's mapping (spec, or runtime profile when fitted)
     table: pd.DataFrame  # one row per configuration: measured, before, after, split
     params: list[Param]
+    runtime_name: str | None = None
+    state: dict[str, Any] = field(default_factory=dict)
 
     @property
     def fitted(self) -> list[str]:
         return [p.name for p in self.params]
 
-    def mape(self, split: str, which: str, target: str | None = None) -> float:
+    def mape(self, split: str, which: str, target: str | None = None, fmt: str | None = None) -> float:
         t = self.table[self.table["split"] == split]
+        if fmt is not None:
+            t = t[t["format"] == fmt]
         targets = [target] if target else list(TARGETS)
         if t.empty:
             return float("nan")
         pred = np.concatenate([t[f"{k}_{which}"].to_numpy() for k in targets])
         meas = np.concatenate([t[k].to_numpy() for k in targets])
         return mape(pred, meas)
+
+    def mape_by_format(self, split: str = "test", which: str = "after") -> dict[str, float]:
+        """MAPE per weight format and kernel (e.g. ``w4g128/aten-int4pack-cpu``) on ``split``."""
+        fmts = self.table.loc[self.table["split"] == split, "format"].unique()
+        return {f: self.mape(split, which, fmt=f) for f in sorted(fmts)}
 
     def log_rmse(self, split: str, which: str) -> float:
         """Root mean square of log(predicted / measured) over both targets: what the fit minimizes."""
@@ -305,103 +432,132 @@ class CalibrationResult:
         return float(np.sqrt(np.mean(r**2)))
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"spec": self.spec_name, "calibrated_spec": str(self.out_path) if self.out_path else None,
+        out: dict[str, Any] = {"spec": self.spec_name, "runtime": self.runtime_name,
+                               "calibrated_file": str(self.out_path) if self.out_path else None,
                                "n_train": int((self.table["split"] == "train").sum()),
                                "n_test": int((self.table["split"] == "test").sum()),
-                               "efficiency": self.calibrated.get("efficiency"),
-                               "overhead_us": self.calibrated.get("overhead_us")}
+                               "fitted": {p.name: p.get(self.state) for p in self.params}}
         for split in ("train", "test"):
             for which in ("before", "after"):
                 out[f"mape_{split}_{which}"] = self.mape(split, which)
                 for k in TARGETS:
                     out[f"mape_{split}_{which}_{k}"] = self.mape(split, which, k)
+            out[f"mape_{split}_after_by_format"] = self.mape_by_format(split)
         return out
 
 
-def calibrate(spec: str | Path, measurements, *, test_frac: float = 0.3, seed: int = 0,
-              out: str | Path | None = None, write: bool = True, device: str | None = None,
-              statistic: str = "median", info: dict[str, Any] | None = None,
+def _load_runtime_mapping(runtime: str | Path) -> tuple[Path, dict[str, Any]]:
+    from hwmodels.runtime import runtime_path
+
+    try:
+        path = runtime_path(runtime)
+    except ConfigError as exc:
+        raise ConfigError(f"--runtime: {exc}") from None
+    return path, read_mapping(path)
+
+
+def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = None, fit: list[str] | None = None,
+              test_frac: float = 0.3, seed: int = 0, out: str | Path | None = None, write: bool = True,
+              device: str | None = None, statistic: str = "median", info: dict[str, Any] | None = None,
               progress: bool = True) -> CalibrationResult:
-    """Fit ``spec``'s efficiency and overheads to ``measurements``; write the calibrated spec.
+    """Fit ``spec``'s efficiency and overheads — or, with ``runtime``, that profile's parameters — to
+    ``measurements``; write the calibrated file.
 
-    ``measurements`` is a store path, CSV path or DataFrame (see :func:`load_measurements`).
-    ``out`` defaults to :func:`calibrated_path`. The fit sees only the train split; the table
-    holds predictions before/after for every configuration with its split. ``info`` is merged
-    into the written spec's ``calibration`` block (e.g. a cross-validated error).
+    ``measurements`` is a store path, CSV path or DataFrame (see :func:`load_measurements`). ``fit``
+    (runtime only): dotted parameter paths to fit instead of every sensitive one. ``out`` defaults to
+    :func:`calibrated_path` of the fitted file. The fit sees only the train split; the table holds
+    predictions before/after for every configuration with its split. ``info`` is merged into the
+    written file's ``calibration`` block (e.g. a cross-validated error).
     """
-    from scipy.optimize import least_squares
-
-    spec_path = resolve_spec_path(spec)
-    base = read_mapping(spec_path)
+    spec_file = resolve_spec_path(spec)
+    spec_map = read_mapping(spec_file)
+    rt_file, rt_map = _load_runtime_mapping(runtime) if runtime is not None else (None, None)
     df = measurements if isinstance(measurements, pd.DataFrame) and "config_key" in measurements.columns \
         else load_measurements(measurements, device=device, statistic=statistic)
     test = split_configs(df, test_frac, seed)
     pred = Predictor(df)
-    pred.spec(base)  # fail early, naming the file, if the spec itself is invalid
+    pred.spec(spec_map)  # fail early, naming the file, if the spec itself is invalid
+    base = {"spec": spec_map, "runtime": rt_map}
     meas = df[list(TARGETS)].to_numpy(dtype=float)
     if np.any(meas <= 0) or not np.all(np.isfinite(meas)):
         raise ConfigError("--measurements: prefill_ms and tpot_ms must be positive finite numbers")
-    before = pred.predict(base)
+    before = pred.predict_state(base)
 
-    # 'vector' (norms, softmax, dequantization) has a compute efficiency of its own.
-    dtypes = sorted(set(base.get("compute_tflops") or {})) + ["vector"]
-    candidates = [efficiency_param(d, b) for d in dtypes for b in ("compute", "memory")]
-    params = Params(sensitive(pred, base, candidates + OVERHEAD_PARAMS + [DEQUANT_PARAM]))
-    lo = np.array([p.lo for p in params.items])
-    hi = np.array([p.hi for p in params.items])
-    x0 = np.clip(params.initial(base), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+    if rt_map is None:
+        if fit:
+            raise ConfigError("--fit: names runtime-profile parameters; give --runtime too")
+        # 'vector' (norms, softmax, dequantization) has a compute efficiency of its own.
+        dtypes = sorted(set(spec_map.get("compute_tflops") or {})) + ["vector"]
+        candidates = [efficiency_param(d, b) for d in dtypes for b in ("compute", "memory")]
+        params = Params(sensitive(pred, base, candidates + OVERHEAD_PARAMS + [DEQUANT_PARAM]))
+    else:
+        chosen = [runtime_param(n, spec_map) for n in fit] if fit else runtime_candidates(df, spec_map, rt_map)
+        params = Params(sensitive(pred, base, chosen))
     train = ~test
     sub = Predictor(df[train]) if test.any() else pred
-    log_meas = np.log(meas[train])
+    state = fit_params(sub, base, params, meas[train], progress)
+    after = pred.predict_state(state)
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(desc="calibrate", unit="eval", disable=not progress)
-
-    def resid(x: np.ndarray) -> np.ndarray:
-        bar.update()
-        return (np.log(np.maximum(sub.predict(params.apply(base, x)), 1e-12)) - log_meas).ravel()
-
-    # Efficiencies live in (0, 1], overheads in microseconds: per-parameter scales let the
-    # trust-region steps and finite differences see both.
-    x_scale = np.array([p.scale for p in params.items])
-    fit = least_squares(resid, x0, bounds=(lo, hi), x_scale=x_scale, diff_step=1e-3, max_nfev=300)
-    bar.close()
-    calibrated = params.apply(base, fit.x)
-    after = pred.predict(calibrated)
-
-    table = df[["config_key", "model", "layers", "variant", "wbits", "dtype", "batch", "prompt_len", "gen_len"]].copy()
+    table = df[["config_key", "model", "layers", "variant", "kernel", "wbits", "dtype", "batch", "prompt_len",
+                "gen_len"]].copy()
+    table["format"] = [f"{v}/{k}" for v, k in zip(table["variant"], table["kernel"])]
     for j, k in enumerate(TARGETS):
         table[k] = meas[:, j]
         table[f"{k}_before"] = before[:, j]
         table[f"{k}_after"] = after[:, j]
     table["split"] = np.where(test, "test", "train")
-    res = CalibrationResult(str(base.get("name", spec_path.stem)), spec_path, None, calibrated, table, params.items)
+    fitted_file = spec_file if rt_map is None else rt_file
+    calibrated = state["spec"] if rt_map is None else state["runtime"]
+    res = CalibrationResult(str(spec_map.get("name", spec_file.stem)), spec_file, None, calibrated, table,
+                            params.items, None if rt_map is None else str(rt_map.get("name", rt_file.stem)), state)
+    _record(res, df, train, test, fitted_file, statistic, info)
+    if write:
+        out_path = Path(out) if out else calibrated_path(fitted_file, "spec" if rt_map is None else "runtime")
+        calibrated["name"] = out_path.name.removesuffix(".yaml").removesuffix(".yml")
+        from codesign.cost.probe import write_spec
 
+        res.out_path = write_spec(calibrated if rt_map is None else rounded(calibrated), out_path)
+    return res
+
+
+def _record(res: CalibrationResult, df: pd.DataFrame, train: np.ndarray, test: np.ndarray, fitted_file: Path,
+            statistic: str, info: dict[str, Any] | None) -> None:
+    """Sources line and ``calibration`` block of the fitted file: what was fitted on what, and its error."""
+    calibrated = res.calibrated
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     held = int(test.sum())
     err = (f"held-out MAPE {res.mape('test', 'before'):.1f}% -> {res.mape('test', 'after'):.1f}%" if held else
            f"MAPE on the fitted configurations {res.mape('train', 'before'):.1f}% -> {res.mape('train', 'after'):.1f}%")
-    calibrated["sources"] = list(calibrated.get("sources") or []) + [
-        f"calibrated by `codesign calibrate` on {when} against {len(df)} measured configurations "
+    on = f" on spec {res.spec_name}" if res.runtime_name else ""
+    # a file calibrated again keeps its other sources but only the latest calibration line
+    kept = [s for s in calibrated.get("sources") or [] if not str(s).startswith("calibrated by `codesign calibrate`")]
+    calibrated["sources"] = kept + [
+        f"calibrated by `codesign calibrate`{on} on {when} against {len(df)} measured configurations "
         f"({int(train.sum())} fitted, {held} held out); {err}"]
     block: dict[str, Any] = {
-        "date": when, "from_spec": _shown_path(spec_path), "n_configs": int(len(df)), "n_train": int(train.sum()),
-        "n_test": held, "fitted": params.names, "statistic": statistic,
+        "date": when, "from_file": _shown_path(fitted_file), "n_configs": int(len(df)), "n_train": int(train.sum()),
+        "n_test": held, "fitted": [p.name for p in res.params], "statistic": statistic,
         "devices": sorted(set(map(str, df.get("device_name", df["device"]).dropna()))),
         "mape_train_before": round(res.mape("train", "before"), 2), "mape_train_after": round(res.mape("train", "after"), 2)}
+    if res.runtime_name:
+        block["spec"] = _shown_path(res.spec_path)
     if held:
         block.update(mape_test_before=round(res.mape("test", "before"), 2),
-                     mape_test_after=round(res.mape("test", "after"), 2))
+                     mape_test_after=round(res.mape("test", "after"), 2),
+                     mape_test_after_by_format={k: round(v, 2) for k, v in res.mape_by_format("test").items()})
     block.update(info or {})
     calibrated["calibration"] = block
-    if write:
-        out_path = Path(out) if out else calibrated_path(spec_path)
-        calibrated["name"] = out_path.name.removesuffix(".yaml").removesuffix(".yml")
-        from codesign.cost.probe import write_spec
 
-        res.out_path = write_spec(calibrated, out_path)
-    return res
+
+def rounded(x: Any, digits: int = 4) -> Any:
+    """``x`` with every float rounded to ``digits`` significant digits (files people read)."""
+    if isinstance(x, dict):
+        return {k: rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [rounded(v, digits) for v in x]
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}")
+    return x
 
 
 def _shown_path(p: Path) -> str:
@@ -415,7 +571,8 @@ def _shown_path(p: Path) -> str:
 def format_report(res: CalibrationResult, split: str = "test") -> str:
     """Per-configuration error table (held-out by default) and the MAPE summary, as text."""
     t = res.table[res.table["split"] == split] if split else res.table
-    lines = [f"spec {res.spec_name}: fitted {', '.join(res.fitted)}",
+    what = f"runtime {res.runtime_name} on spec {res.spec_name}" if res.runtime_name else f"spec {res.spec_name}"
+    lines = [f"{what}: fitted {', '.join(res.fitted) or 'nothing'}",
              f"{'configuration':58s} {'metric':8s} {'measured':>10s} {'before':>10s} {'after':>10s} "
              f"{'APE before':>10s} {'APE after':>9s}"]
     for r in t.itertuples():
@@ -427,7 +584,10 @@ def format_report(res: CalibrationResult, split: str = "test") -> str:
         lines.append(f"MAPE {sp:5s} (n={int((res.table['split'] == sp).sum())}): "
                      f"before {res.mape(sp, 'before'):7.1f}%  after {res.mape(sp, 'after'):6.1f}%   "
                      f"[prefill {res.mape(sp, 'after', 'prefill_ms'):.1f}%, decode {res.mape(sp, 'after', 'tpot_ms'):.1f}%]")
-    lines.append("fitted values: " + ", ".join(f"{p.name}={p.get(res.calibrated):.4g}" for p in res.params))
+    by = res.mape_by_format("test") if (res.table["split"] == "test").any() else {}
+    if by:
+        lines.append("held-out MAPE by format: " + ", ".join(f"{k} {v:.1f}%" for k, v in by.items()))
+    lines.append("fitted values: " + ", ".join(f"{p.name}={p.get(res.state):.4g}" for p in res.params))
     if res.out_path:
         lines.append(f"wrote {res.out_path}")
     return "\n".join(lines)

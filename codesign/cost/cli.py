@@ -130,6 +130,8 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="Use only measurements of this device (cpu, cuda)."),
         device_name: Optional[str] = typer.Option(None, "--device-name",
                                                   help="Use only measurements of this device name."),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="Use only measurements of this runtime dtype "
+                                                                  "(float32, bfloat16, float16)."),
         test_frac: float = typer.Option(0.3, "--test-frac", help="Share of configurations held out for the error report."),
         seed: int = typer.Option(0, "--seed", help="Seed of the train/test split."),
         statistic: str = typer.Option("median", "--statistic",
@@ -138,16 +140,26 @@ def register(app: typer.Typer) -> None:
                                            help="Calibrated spec to write. Default: <spec>.calibrated.yaml next to the "
                                                 "spec, or in $CODESIGN_CACHE/specs for built-in specs."),
         show: str = typer.Option("test", "--show", help="Configurations to list: test, train or all."),
+        runtime: Optional[str] = typer.Option(
+            None, "--runtime", "-r",
+            help="Fit this runtime profile (name or YAML path) instead of the spec: per kernel and weight format "
+                 "efficiencies, dequantization cost, launch floor, framework time. Writes <profile>.calibrated.yaml."),
+        fit: Optional[str] = typer.Option(
+            None, "--fit", help="With --runtime: comma-separated parameters to fit (e.g. framework.per_layer_us,"
+                                "kernels.aten-int4pack-cpu.memory_efficiency.w4); default: every one the rows inform."),
     ):
-        """Fit a spec's efficiency factors and overheads to measurements.
+        """Fit a spec's efficiency factors and overheads (or a runtime profile) to measurements.
 
         Efficiency per datatype x {compute, memory} and overhead per layer / per forward, by least squares
-        on train configurations; prints MAPE before/after on held-out ones; writes the calibrated spec.
+        on train configurations; prints MAPE before/after on held-out ones (also per weight format and
+        kernel); writes the calibrated spec, or with --runtime the calibrated runtime profile.
         """
         from codesign.cost.calibrate import calibrate, format_report, load_measurements
 
         if show not in ("test", "train", "all"):
             raise ConfigError(f"--show: {show!r} (allowed: test, train, all)")
-        meas = load_measurements(measurements, device=device, device_name=device_name, statistic=statistic)
-        res = calibrate(spec, meas, test_frac=test_frac, seed=seed, out=out)
+        meas = load_measurements(measurements, device=device, device_name=device_name, statistic=statistic,
+                                 dtype=dtype)
+        res = calibrate(spec, meas, runtime=runtime, fit=_csv_list(fit, "fit") if fit else None, test_frac=test_frac,
+                        seed=seed, out=out, statistic=statistic)
         typer.echo(format_report(res, split=None if show == "all" else show))

@@ -35,7 +35,7 @@ def _print_estimate(est, show_ops: bool) -> None:
     from rich.table import Table
 
     con = Console()
-    title = f"{est.model} on {est.spec}"
+    title = f"{est.model} on {est.spec}" + (f" ({est.runtime} stack)" if est.runtime else "")
     if est.schedule:
         title += f" - ensemble {{{','.join(str(m['bits']) for m in est.members)}}} ({est.schedule})"
     else:
@@ -113,6 +113,13 @@ def register(app: typer.Typer) -> None:
             None, "--gated-fraction",
             help="Agreement-gated ensemble: fraction (0..1) of items on which the members beyond the "
                  "low-precision quorum must also run."),
+        runtime: str | None = typer.Option(
+            None, "--runtime", "-r",
+            help="Software-stack profile: built-in name (see --list; e.g. gpt-fast, tinychat-awq, hf-eager), user "
+                 "profile in $CODESIGN_CACHE/runtimes/, or a YAML path. Default: no stack terms (spec alone)."),
+        kernel: str | None = typer.Option(
+            None, "--kernel", help="Kernel the linears run (e.g. aten-int4pack-cuda); default: the profile's choice "
+                                   "for the weight format."),
         sym: bool = typer.Option(False, "--sym", help="Symmetric quantization (no zero points stored)."),
         float_dtype: str | None = typer.Option(
             None, "--float-dtype", help="16-bit activation format: fp16 or bf16 (default: the spec's faster unit)."),
@@ -121,7 +128,10 @@ def register(app: typer.Typer) -> None:
         ops: bool = typer.Option(True, "--ops/--no-ops", help="Show the per-operator table (time and bound)."),
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
         schema: bool = typer.Option(False, "--schema", help="Print the JSON Schema of spec files and exit."),
-        list_: bool = typer.Option(False, "--list", help="List available specs, shapes and schedules and exit."),
+        runtime_schema: bool = typer.Option(False, "--runtime-schema",
+                                            help="Print the JSON Schema of runtime profile files and exit."),
+        list_: bool = typer.Option(False, "--list",
+                                   help="List available specs, runtime profiles, kernels, shapes and schedules and exit."),
     ):
         """Analytical cost of a model configuration on an accelerator (roofline per operator).
 
@@ -130,11 +140,12 @@ def register(app: typer.Typer) -> None:
         """
         import hwmodels
 
-        if schema:
-            typer.echo(json.dumps(hwmodels.json_schema(), indent=2))
+        if schema or runtime_schema:
+            typer.echo(json.dumps(hwmodels.json_schema() if schema else hwmodels.runtime_schema(), indent=2))
             return
         if list_:
-            info = {"specs": hwmodels.list_specs(), "shapes": hwmodels.builtin_shapes(),
+            info = {"specs": hwmodels.list_specs(), "runtimes": hwmodels.list_runtimes(),
+                    "kernels": list(hwmodels.KERNELS), "shapes": hwmodels.builtin_shapes(),
                     "schedules": list(hwmodels.SCHEDULES)}
             if as_json:
                 typer.echo(json.dumps(info))
@@ -142,8 +153,10 @@ def register(app: typer.Typer) -> None:
                 for k, v in info.items():
                     typer.echo(f"{k}: {', '.join(v)}")
             return
-        sp, sh = hwmodels.load_spec(spec), hwmodels.load_shape(model)
+        sp, sh, rt = hwmodels.load_spec(spec), hwmodels.load_shape(model), hwmodels.load_runtime(runtime)
         if ensemble:
+            if kernel:
+                raise ConfigError("--kernel: not with --ensemble (members run the profile's kernel for their bits)")
             members = parse_int_list(ensemble, name="ensemble")
             g = parse_int_list(group_size, name="group-size")
             if len(g) != 1:
@@ -155,7 +168,7 @@ def register(app: typer.Typer) -> None:
             est = hwmodels.estimate_ensemble(sp, sh, members, group_size=g[0], schedule=schedule, abits=abits,
                                              kvbits=kvbits, batch=sweep[0][1][0], prompt_len=sweep[1][1][0],
                                              gen_len=sweep[2][1][0], gated_fraction=gated_fraction, sym=sym,
-                                             ideal=ideal, float_dtype=float_dtype)
+                                             ideal=ideal, float_dtype=float_dtype, runtime=rt)
             _emit(est, as_json, ops)
             return
         if gated_fraction is not None:
@@ -170,28 +183,29 @@ def register(app: typer.Typer) -> None:
             est = hwmodels.estimate(sp, sh, wbits=lists["wbits"][0], group_size=lists["group-size"][0], abits=abits,
                                     kvbits=kvbits, batch=lists["batch"][0], prompt_len=lists["prompt-len"][0],
                                     gen_len=lists["gen-len"][0], sym=sym, ideal=ideal,
-                                    float_dtype=float_dtype)
+                                    float_dtype=float_dtype, runtime=rt, kernel=kernel)
             _emit(est, as_json, ops)
             return
         grid = hwmodels.evaluate_grid([sp], [sh], wbits=lists["wbits"], group_size=lists["group-size"],
                                       abits=[abits], kvbits=[kvbits], batch=lists["batch"],
                                       prompt_len=lists["prompt-len"], gen_len=lists["gen-len"], sym=sym, ideal=ideal,
-                                      float_dtype=float_dtype)
+                                      float_dtype=float_dtype, runtime=rt, kernel=kernel)
         df = grid.to_frame()
         cols = ["wbits", "group_size", "batch", "prompt_len", "gen_len", "ttft_ms", "tpot_ms", "tokens_per_s",
                 "weight_bytes", "kv_bytes", "peak_memory_bytes", "fits", "energy_per_token_j", "compute_dtype",
                 "dequantized", "area_mm2"]
         if as_json:
             rows = json.loads(df[cols].to_json(orient="records"))
-            typer.echo(json.dumps({"spec": sp.name, "model": sh.name, "abits": abits, "kvbits": kvbits,
-                                   "rows": rows}))
+            typer.echo(json.dumps({"spec": sp.name, "model": sh.name, "runtime": rt.name, "abits": abits,
+                                   "kvbits": kvbits, "rows": rows}))
             return
         from rich.console import Console
         from rich.table import Table
 
         axes = {"wbits": "w", "group_size": "g", "batch": "B", "prompt_len": "P", "gen_len": "G"}
         fixed = [f"{short}={df[c].iloc[0]}" for c, short in axes.items() if df[c].nunique() == 1]
-        t = Table(title=f"{sh.name} on {sp.name} - a{abits} kv{kvbits} {' '.join(fixed)} ({len(df)} configurations)")
+        t = Table(title=f"{sh.name} on {sp.name} ({rt.name} stack) - a{abits} kv{kvbits} {' '.join(fixed)} "
+                        f"({len(df)} configurations)")
         shown = {c: short for c, short in axes.items() if df[c].nunique() > 1}
         shown.update({"ttft_ms": "TTFT", "tpot_ms": "TPOT", "tokens_per_s": "tok/s", "peak_memory_bytes": "peak",
                       "fits": "fits", "energy_per_token_j": "J/tok", "compute_dtype": "dtype"})

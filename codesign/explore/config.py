@@ -172,6 +172,8 @@ class StudyConfig(StrictModel):
         None, description="hypervolume reference point per objective, in the objective's own units; "
                           "inferred from the evaluated points when omitted")
     specs: list[str] = Field(default_factory=lambda: ["h100-sxm"], min_length=1)
+    runtime: str | None = Field(None, description="runtime profile (software stack) every configuration is priced "
+                                                  "under: hwmodels/runtimes name or YAML path; null = no stack terms")
     schedules: list[str] = Field(default_factory=lambda: ["sequential"], min_length=1)
     knobs: dict[str, KnobRange | None] = Field(
         default_factory=dict, description="accelerator knobs to explore; null takes the range from the spec")
@@ -272,23 +274,12 @@ class StudyConfig(StrictModel):
         """The hwmodels shape used for costs (explicit ``shape`` or inferred from ``model``)."""
         if self.shape:
             return self.shape
-        from codesign.models import builtin_shape_names
+        from hwmodels.shapes import shape_name
 
-        name = self.model
-        shapes = builtin_shape_names()
-        if name.startswith("random:"):
-            return name.split(":", 1)[1]
-        if name in shapes:
-            return name
-        stem = name.rstrip("/").split("/")[-1].lower()
-        for suffix in ("-instruct", "-chat", "-base"):
-            if stem.endswith(suffix) and stem[: -len(suffix)] in shapes:
-                return stem[: -len(suffix)]
-        if (Path(name) / "config.json").exists():
-            return str(Path(name) / "config.json")
-        raise ConfigError(
-            f"explore config: cannot infer a hardware shape for model {name!r}; set `shape:` to a built-in shape "
-            f"({', '.join(shapes)}) or a config.json path")
+        try:
+            return shape_name(self.model)
+        except ConfigError as exc:
+            raise ConfigError(f"explore config: {exc}; set `shape:` to a built-in shape or a config.json path") from None
 
     def catalogue_obj(self, source: str | Path | None = None):
         """The :class:`codesign.quantize.Catalogue` (inline mapping or file path), ``model`` filled in."""
@@ -329,5 +320,7 @@ def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:
     """
     d = cfg.model_dump(mode="json")
     d.pop("methods", None)
+    if d.get("runtime") is None:  # studies stored before runtime profiles existed keep their resume key
+        d.pop("runtime", None)
     d["optimizer"].pop("iterations", None)
     return d

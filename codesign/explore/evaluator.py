@@ -150,13 +150,15 @@ class CostTable:
         shape: ``hwmodels.ModelShape`` of the base model.
         bits, group_size: member variant id -> weight precision / group size.
         workload: batch, prompt and generation lengths, activation and KV precision.
+        runtime: ``hwmodels`` runtime profile (software stack) to price under; ``None``: no stack terms.
     """
 
-    def __init__(self, shape, bits: dict[str, int], group_size: dict[str, int], workload: Workload):
+    def __init__(self, shape, bits: dict[str, int], group_size: dict[str, int], workload: Workload, runtime=None):
         import hwmodels
 
         self._hw = hwmodels
         self.shape, self.bits, self.group_size, self.workload = shape, dict(bits), dict(group_size), workload
+        self.runtime = runtime
         self._specs: dict[tuple, Any] = {}
         self._memo: dict[tuple, dict[str, float]] = {}
 
@@ -184,7 +186,8 @@ class CostTable:
             w = self.workload
             est = self._hw.estimate_ensemble(
                 self.spec(cfg.spec, cfg.knobs), self.shape, list(bits), group_size=group, schedule=cfg.schedule,
-                abits=w.abits, kvbits=w.kvbits, batch=w.batch, prompt_len=w.prompt_len, gen_len=w.gen_len)
+                abits=w.abits, kvbits=w.kvbits, batch=w.batch, prompt_len=w.prompt_len, gen_len=w.gen_len,
+                runtime=self.runtime)
             area = getattr(est, "area_mm2", None)
             self._memo[key] = {
                 "tpot_ms": float(est.tpot_ms),

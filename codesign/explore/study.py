@@ -155,7 +155,11 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
         shape = hwmodels.load_shape(shape_name)
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise ConfigError(f"explore config: shape: cannot load {shape_name!r}: {exc}") from exc
-    costs = CostTable(shape, bits, groups, cfg.workload)
+    try:
+        runtime = hwmodels.load_runtime(cfg.runtime)
+    except ConfigError as exc:
+        raise ConfigError(f"explore config: runtime: {exc}") from None
+    costs = CostTable(shape, bits, groups, cfg.workload, runtime)
     for s in cfg.specs:
         try:
             costs.spec(s)

@@ -165,7 +165,7 @@ def _collect_ensembles(store, data: ReportData, n_boot: int, seed: int) -> None:
 def _collect_hardware(store, data: ReportData, spec: str | None) -> None:
     import hwmodels
 
-    from codesign.report.hardware import predicted_latency, roofline_points, shape_for_model
+    from codesign.report.hardware import predicted_latency, roofline_points
 
     data.spec_name = spec or DEFAULT_SPEC
     try:
@@ -177,7 +177,8 @@ def _collect_hardware(store, data: ReportData, spec: str | None) -> None:
     if data.spec is not None and not data.variants.empty:
         model = Counter(data.variants["model"]).most_common(1)[0][0]
         try:
-            data.shape_name, shape = shape_for_model(model)
+            shape = hwmodels.resolve_shape(model)
+            data.shape_name = shape.name
             first_group: dict[int, int] = {}  # one group size per precision keeps the chart readable
             for b, g in sorted({(int(b), int(g)) for b, g in zip(data.variants["bits"], data.variants["group_size"])}):
                 first_group.setdefault(b, g)

@@ -11,8 +11,6 @@ weight format and runtime dtype, so float32 runs are priced as float32).
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,31 +24,6 @@ def local_cpu_spec() -> str:
     import hwmodels
 
     return PROBED_CPU_SPEC if PROBED_CPU_SPEC in hwmodels.list_specs() else BUILTIN_CPU_SPEC
-
-
-def shape_for_model(model: str):
-    """``(name, hwmodels shape)`` of a variant's base model: a built-in shape, or its transformers config."""
-    import hwmodels
-
-    for name in (model, model.removesuffix("-instruct"), model.split("/")[-1].lower().removesuffix("-instruct")):
-        try:
-            return name, hwmodels.load_shape(name)
-        except Exception:  # noqa: BLE001 - fall through to the next way of finding a shape
-            continue
-    from codesign.models import model_config
-
-    return model, _shape_from_config(model_config(model).to_dict())
-
-
-def _shape_from_config(cfg: dict[str, Any]):
-    import tempfile
-
-    import hwmodels
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "config.json"
-        path.write_text(json.dumps(cfg, default=str))
-        return hwmodels.load_shape(str(path))
 
 
 def roofline_points(spec, shape, bits_gs: list[tuple[int, int]], prompt_len: int = 512,
