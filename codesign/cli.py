@@ -32,6 +32,7 @@ STAGES = [
     "codesign.cost.cli",
     "codesign.explore.cli",
     "codesign.report.cli",
+    "codesign.export.cli",
 ]
 
 for _mod in STAGES:

@@ -36,6 +36,40 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """One safetensors file with the ``format: pt`` metadata transformers and vLLM check for."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+def layout_problems(weights: dict, fmt: str, bits: tuple[int, ...], group_sizes: tuple[int, ...],
+                    divisible: bool) -> list[str]:
+    """What keeps ``weights`` (``{name: QuantizedWeight}``) out of a checkpoint format that holds one
+    bit width and group size from ``bits`` / ``group_sizes``, with every input and output width a
+    multiple of 32 (the packed axes) and, if ``divisible``, of the group size (formats without a
+    group index have no short last group). Empty when they fit."""
+    settings = sorted({(q.bits, q.group_size, q.sym) for q in weights.values()})
+    if len(settings) > 1:
+        return [f"{fmt} holds one (bits, group size, sym) setting per checkpoint, the linears have {settings}"]
+    b, gs, _ = settings[0]
+    out = []
+    if b not in bits:
+        out.append(f"bits={b} (allowed in {fmt}: {list(bits)})")
+    if gs not in group_sizes:
+        out.append(f"group_size={gs} (allowed in {fmt}: {list(group_sizes)})")
+    for n, q in weights.items():
+        rows, width = q.shape
+        if rows % 32 or width % 32:
+            out.append(f"linear {n} has shape (out={rows}, in={width}) (allowed: both multiples of 32)")
+            break
+        if divisible and gs != -1 and width % gs:
+            out.append(f"linear {n} has input width {width}, not a multiple of group_size {gs} "
+                       f"(allowed in {fmt}: group sizes dividing every input width)")
+            break
+    return out
+
+
 def quant_config(folder: Path) -> dict:
     """The quantization settings of a checkpoint folder (``quantize_config.json``,
     ``quant_config.json`` or ``config.json``'s ``quantization_config``)."""
