@@ -153,6 +153,10 @@ def test_ensemble_export_writes_members_manifest_and_scores(tmp_path, data_dir):
     member_readme = (tmp_path / "ens" / "rtn-w4g32-sym" / "README.md").read_text()
     assert "| ethics |" in member_readme and "95% CI" in member_readme
     assert (tmp_path / "r.db").read_bytes() == before  # the store is only read
+    from codesign.export import export_target
+
+    with pytest.raises(ConfigError, match="^export: 'nope' matches no variant"):
+        export_target("rtn-w4g32-sym+nope", "gptq", tmp_path / "x", store=tmp_path / "r.db")
 
 
 # -- bad input: one error line, exit 2, nothing written ------------------------------------------------
@@ -169,17 +173,25 @@ def variants_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("target,fmt,msg", [
     ("nope-w4", "gptq", "'nope-w4' matches no variant"),
-    ("rtn-w3g32", "awq", "bits=3 (allowed in awq: [4]); formats that fit: ['gptq', 'gptq_v2']"),
     ("rtn-w4g32", "marlin", "'marlin' is not an export format"),
     ("dense", "gptq", "'dense' stands for the unquantized model"),
     ("rtn-w4g32+rtn-w4g32", "gptq", "more than once"),
+    ("vote(rtn-w3g32+rtn-w4g32)", "awq", "cannot hold rtn-w3g32"),
 ])
-def test_cli_bad_input(tmp_path, variants_dir, target, fmt, msg):
-    r = _cli("export", target, "--format", fmt, "--out", str(tmp_path / "out"), "--variants", str(variants_dir))
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and msg in lines[0], r.stderr
+def test_bad_targets_fail_before_writing(tmp_path, variants_dir, target, fmt, msg):
+    from codesign.export import export_target
+
+    with pytest.raises(ConfigError, match=msg.replace("(", r"\(")):
+        export_target(target, fmt, tmp_path / "out", root=variants_dir, progress=False)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_cli_bad_format_is_one_error_line(tmp_path, variants_dir):
+    r = _cli("export", "rtn-w3g32", "--format", "awq", "--out", str(tmp_path / "out"), "--variants", str(variants_dir))
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: --format awq cannot hold"), r.stderr
+    assert "bits=3 (allowed in awq: [4]); formats that fit: ['gptq', 'gptq_v2']" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_non_empty_out_needs_force(tmp_path, variants_dir):

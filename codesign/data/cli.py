@@ -4,6 +4,7 @@ homes into the cache (``fetch``), and build DecodingTrust's prompt files from it
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -30,7 +31,8 @@ def register(app: typer.Typer) -> None:
         from codesign.data.hub import hub_root, status as source_status
         from codesign.paths import data_dir as resolve
 
-        local = None if data_dir is not None and str(data_dir) == "hub" else resolve(data_dir, required=False)
+        chosen = data_dir if data_dir is not None else os.environ.get("CODESIGN_DATA")
+        local = None if str(chosen) == "hub" else resolve(data_dir, required=False)  # status never downloads
         t = Table("source", "origin", "local", "hub cache", title=f"local: {local}   hub cache: {cache or hub_root()}")
         for row in source_status(local, cache):
             t.add_row(row["source"], row["origin"], "yes" if row["local"] else "-", "yes" if row["hub_cache"] else "-")

@@ -79,7 +79,10 @@ def from_store(names: list[str], store_path: Path, root: Path | None) -> list[Me
         raise ConfigError(f"--store: {store_path} does not exist (allowed: a result store written by "
                           "codesign eval / explore)")
     with ResultStore(store_path, read_only=True) as st:
-        ids = resolve_members(st, names)
+        try:
+            ids = resolve_members(st, names)
+        except ConfigError as exc:  # its messages name the vote command's flag
+            raise ConfigError(str(exc).replace("--members:", "export:", 1)) from None
         specs = [st.variant_spec(v) for v in ids]
     return [Member(s, None if s.is_dense else cache.lookup(s.variant_id, root)) for s in specs]
 

@@ -9,6 +9,7 @@ head), and writes a regular cache entry, so the result loads with
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -41,6 +42,9 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors creates 0600; a serving container may run as another user
 
 
 def layout_problems(weights: dict, fmt: str, bits: tuple[int, ...], group_sizes: tuple[int, ...],
