@@ -123,6 +123,19 @@ def test_v1_layout_refuses_zero_point_zero_and_awq_refuses_permuted_groups():
     assert not autogptq.writable_problems({"l": wide})  # a short last group: GPTQ stores g_idx
 
 
+def test_grid_only_weights_leave_the_integers_packed():
+    from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
+
+    q = QuantizedWeight(torch.randint(0, 8, (32, 64), dtype=torch.int32), torch.rand(2, 32),
+                        torch.randint(0, 8, (2, 32), dtype=torch.int32), contiguous_g_idx(64, 32), 3, 32, False)
+    t = q.to_tensors("l")
+    grid = QuantizedWeight.from_tensors(t, "l", 3, 32, False, ints=False)
+    full = QuantizedWeight.from_tensors(t, "l", 3, 32, False)
+    assert grid.shape == full.shape == (32, 64) and grid.qint.stride() == (0, 0)
+    assert torch.equal(grid.zeros, full.zeros) and torch.equal(grid.g_idx, full.g_idx)
+    assert torch.equal(full.qint, q.qint)
+
+
 # -- ensembles, store scores, README --------------------------------------------------------------------
 def test_ensemble_export_writes_members_manifest_and_scores(tmp_path, data_dir):
     from codesign.explore.synthetic import fill_synthetic_store

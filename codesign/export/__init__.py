@@ -71,13 +71,13 @@ def ensure_cached(members: list[Member], root: Path | None, progress: bool) -> l
 
 
 def check_weights(members: list[Member], fmt: ExportFormat) -> None:
-    """Checks on the stored integers (read member by member: one model's worth in memory)."""
-    from codesign.export.checkpoint import stored_weights
+    """Checks on the stored grids (zero points, group order, shapes), member by member."""
+    from codesign.export.checkpoint import stored_grids
 
     for m in members:
         if m.spec.is_dense:
             continue
-        problems = fmt.weight_problems(stored_weights(m)[0])
+        problems = fmt.weight_problems(stored_grids(m))
         if problems:
             raise ConfigError(f"--format {fmt.name} cannot hold {m.spec.short_name} ({m.spec.variant_id}): "
                               + "; ".join(problems))

@@ -14,6 +14,7 @@ per-layer errors, versions) and ``README.md``.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -26,12 +27,31 @@ from codesign.quantize.grid import QuantizedWeight
 FLOAT_DTYPES = ("float16", "bfloat16", "float32")
 
 
-def stored_weights(member: Member) -> tuple[dict[str, QuantizedWeight], dict]:
-    """``({linear: QuantizedWeight}, record)`` of a cached variant, read from its entry."""
+class StoredWeights(Mapping):
+    """``{linear: QuantizedWeight}`` of a cache entry, unpacked on access and not kept: a writer
+    going through the linears holds one unpacked weight at a time, whatever the model's size."""
+
+    def __init__(self, spec, tensors: dict[str, torch.Tensor], record: dict):
+        self.spec, self.tensors, self.names = spec, tensors, list(record["linears"])
+
+    def __getitem__(self, name: str) -> QuantizedWeight:
+        s = self.spec
+        return QuantizedWeight.from_tensors(self.tensors, name, s.bits, s.group_size, s.sym)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def stored_grids(member: Member) -> dict[str, QuantizedWeight]:
+    """The grids of a cached variant (shapes, scales, zero points, group index) with its integers
+    left packed: all the format checks read."""
     s = member.spec
     tensors, record = cache.read_entry(member.entry)
-    weights = {n: QuantizedWeight.from_tensors(tensors, n, s.bits, s.group_size, s.sym) for n in record["linears"]}
-    return weights, record
+    return {n: QuantizedWeight.from_tensors(tensors, n, s.bits, s.group_size, s.sym, ints=False)
+            for n in record["linears"]}
 
 
 def float_tensors(model, quantized: set[str], dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -84,16 +104,16 @@ def serving_notes(weights: dict[str, QuantizedWeight]) -> list[str]:
 
 def write_quantized(member: Member, fmt: ExportFormat, folder: Path, dtype: str) -> tuple[dict, list[str]]:
     """Write a quantized member; returns its cache record and the serving notes."""
-    from codesign.quantize import load_variant
+    from codesign.quantize.variant import load_base
 
-    weights, record = stored_weights(member)
-    lm = load_variant(member.spec, path=member.entry, progress=False)
+    lm, tensors, record = load_base(member.spec, member.entry)
+    weights = StoredWeights(member.spec, tensors, record)
     floats = float_tensors(lm.model, set(weights), getattr(torch, dtype))
     ex = dict(member.spec.extra)
     damp = float(ex.get("damp", 0.05)) if member.spec.method == "gptq" else 0.1
     meta = {"quantizer": ["codesign:0.1.0"], "codesign_variant_id": member.spec.variant_id}
     fmt.write(folder, weights, floats, hf_config(lm.model, dtype), meta, damp)
-    notes = _save_side_files(lm, folder) + serving_notes(weights)
+    notes = _save_side_files(lm, folder) + serving_notes(stored_grids(member))
     (folder / "codesign_variant.json").write_text(json.dumps(record, indent=1, sort_keys=True, default=str))
     return record, notes
 

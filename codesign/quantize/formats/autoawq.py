@@ -92,10 +92,10 @@ def writable_problems(weights: dict[str, QuantizedWeight]) -> list[str]:
     return out
 
 
-def quantization_config(weights: dict[str, QuantizedWeight]) -> dict:
-    """``config.json``'s ``quantization_config`` as AutoAWQ saves it (read by transformers' ``AwqConfig``,
-    vLLM and GPTQModel; ``zero_point`` false marks a symmetric grid)."""
-    first = next(iter(weights.values()))
+def quantization_config(first: QuantizedWeight) -> dict:
+    """``config.json``'s ``quantization_config`` as AutoAWQ saves it for weights with ``first``'s
+    settings (read by transformers' ``AwqConfig``, vLLM and GPTQModel; ``zero_point`` false marks a
+    symmetric grid)."""
     return {"quant_method": "awq", "zero_point": not first.sym, "group_size": first.group_size,
             "bits": first.bits, "version": "gemm", "modules_to_not_convert": None}
 
@@ -109,18 +109,19 @@ def write_autoawq(folder: Path, weights: dict[str, QuantizedWeight], floats: dic
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    first = next(iter(weights.values()))
     t = dict(floats)
-    bits = first.bits
-    pack_out = pack_awq if bits == 4 else (lambda values: pack(values, bits, dim=1))
-    for n, qw in weights.items():
-        if qw.bits != bits:
+    first = None
+    for n, qw in weights.items():  # one pass: weights may be read from storage on access
+        first = first or qw
+        if qw.bits != first.bits:
             raise ConfigError("an AutoAWQ GEMM checkpoint holds one bit width")
+        pack_out = pack_awq if qw.bits == 4 else (lambda values, b=qw.bits: pack(values, b, dim=1))
         t[f"{n}.qweight"] = pack_out(qw.qint.T.contiguous())
         t[f"{n}.qzeros"] = pack_out(qw.zeros)
         t[f"{n}.scales"] = qw.scales.half()
     save_tensors(t, folder / "model.safetensors")
-    qc = quantization_config(weights)
+    qc = quantization_config(first)
+    bits = first.bits
     legacy = {"quant_method": "awq", "zero_point": qc["zero_point"], "q_group_size": qc["group_size"],
               "w_bit": bits, "version": "gemm"}
     (folder / "quant_config.json").write_text(json.dumps(legacy, indent=2))

@@ -76,14 +76,13 @@ def writable_problems(weights: dict[str, QuantizedWeight], checkpoint_format: st
     return out
 
 
-def quantization_config(weights: dict[str, QuantizedWeight], checkpoint_format: str = "gptq",
+def quantization_config(first: QuantizedWeight, desc_act: bool, checkpoint_format: str = "gptq",
                         meta: dict | None = None, damp_percent: float = 0.01) -> dict:
-    """The ``quantization_config`` GPTQModel saves and transformers' ``GPTQConfig`` / vLLM read.
+    """The ``quantization_config`` GPTQModel saves and transformers' ``GPTQConfig`` / vLLM read, for
+    weights with ``first``'s settings (``desc_act``: some group index is permuted).
 
     ``damp_percent`` and ``true_sequential`` describe how the weights were made (GPTQ's Hessian
     damping; transformers requires 0 < damp < 1 even for grids GPTQ did not make)."""
-    first = next(iter(weights.values()))
-    desc_act = any(not torch.equal(q.g_idx, contiguous_g_idx(q.shape[1], q.group_size)) for q in weights.values())
     return {"bits": first.bits, "group_size": first.group_size, "desc_act": desc_act, "sym": first.sym,
             "lm_head": False, "quant_method": "gptq", "checkpoint_format": checkpoint_format,
             "format": checkpoint_format, "pack_dtype": "int32", "damp_percent": damp_percent,
@@ -105,14 +104,17 @@ def write_autogptq(folder: Path, weights: dict[str, QuantizedWeight], floats: di
     folder.mkdir(parents=True, exist_ok=True)
     offset = 1 if checkpoint_format == "gptq" else 0
     t = dict(floats)
-    for n, qw in weights.items():
+    desc_act, first = False, None
+    for n, qw in weights.items():  # one pass: weights may be read from storage on access
+        first = first or qw
         mask = (1 << qw.bits) - 1
         t[f"{n}.qweight"] = pack(qw.qint.T, qw.bits, dim=0)
         t[f"{n}.qzeros"] = pack((qw.zeros - offset) & mask, qw.bits, dim=1)
         t[f"{n}.scales"] = qw.scales.half()
         t[f"{n}.g_idx"] = qw.g_idx.to(torch.int32).clone()
+        desc_act = desc_act or not torch.equal(qw.g_idx, contiguous_g_idx(qw.shape[1], qw.group_size))
     save_tensors(t, folder / "model.safetensors")
-    qc = quantization_config(weights, checkpoint_format, meta, damp_percent)
+    qc = quantization_config(first, desc_act, checkpoint_format, meta, damp_percent)
     (folder / "quantize_config.json").write_text(json.dumps(qc, indent=2))
     if config is not None:
         (folder / "config.json").write_text(json.dumps({**config, "quantization_config": qc}, indent=2))
