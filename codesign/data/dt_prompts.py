@@ -482,9 +482,12 @@ def write_prompt_files(docs: dict[str, dict], out: Path, force: bool = False) ->
     clash = [str(p) for p in targets if p.exists()]
     if clash and not force:
         raise ConfigError(f"--out: {clash} exist (allowed: a folder without them; pass --force to overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
-    for p, doc in zip(targets, docs.values()):
-        p.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for p, doc in zip(targets, docs.values()):
+            p.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {out} ({exc.strerror}; allowed: a writable folder)") from None
     return targets
 
 

@@ -168,6 +168,10 @@ def export_target(target: str, fmt_name: str, out: str | Path, *, force: bool = 
     folders = member_folders(members) if ensemble else {members[0].spec.variant_id: "."}
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write next to {out} ({exc.strerror}; allowed: a writable place)") from None
     notes: list[str] = []
     try:
         for m in members:
