@@ -95,13 +95,13 @@ def variant_card(spec: VariantSpec, record: dict, fmt_name: str, scores, note: s
              "## Trust scores", ""]
     lines += [scores_table(scores, with_delta=False), "", f"Scores 0-100 from the result store's answers. {note} "
               "Intervals: bootstrap over items, stratified by subtask."] if scores is not None else [note]
-    lines += ["", *serving_section(fmt_name, serving_notes)]
+    lines += ["", *serving_section(serving_notes)]
     return "\n".join(lines) + "\n"
 
 
-def serving_section(fmt_name: str, notes: list[str]) -> list[str]:
-    quant = "awq" if fmt_name == "awq" else "gptq"
-    out = ["## Load and serve", "", "```bash", f"vllm serve . --quantization {quant} --dtype float16", "```", "",
+def serving_section(notes: list[str]) -> list[str]:
+    out = ["## Load and serve", "", "vLLM reads the quantization method from `config.json`:", "", "```bash",
+           "vllm serve . --dtype float16", "```", "",
            "```python", "from transformers import AutoModelForCausalLM  # needs gptqmodel installed",
            'model = AutoModelForCausalLM.from_pretrained(".", device_map="auto")', "```"]
     return out + (["", *(f"Note: {n}" for n in notes)] if notes else [])
@@ -123,8 +123,7 @@ def ensemble_card(manifest: dict, scores, note: str) -> str:
         if scores is not None else [note]
     lines += ["", "## Serve", "", "Start one server per member, e.g.", "", "```bash"]
     for i, m in enumerate(manifest["members"]):
-        q = "" if m["format"] == "float" else f" --quantization {'awq' if m['format'] == 'awq' else 'gptq'}"
-        lines.append(f"vllm serve {m['folder']}{q} --dtype float16 --port {8000 + i} &")
+        lines.append(f"vllm serve {m['folder']} --dtype float16 --port {8000 + i} &")
     lines += ["```", "", "then send each prompt to every member and vote on the parsed answers with "
               "`codesign.voting.precision_ensemble_vote(labels, bits, keep_refusal)` "
               "(bits and tie order as in `ensemble.json`)."]
