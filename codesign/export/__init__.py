@@ -144,12 +144,37 @@ def refusal_subtasks(store: Path | None) -> dict[str, list[str]] | str:
     return out
 
 
+def _write_members(members: list[Member], folders: dict[str, str], fmt: ExportFormat, tmp: Path, dtype: str,
+                   store: Path | None, n_boot: int) -> list[str]:
+    """Every member's checkpoint (and README) under ``tmp``, plus an ensemble's manifest; returns notes."""
+    from codesign.export import card
+    from codesign.export.checkpoint import write_dense, write_quantized
+
+    notes: list[str] = []
+    for m in members:
+        folder = tmp / folders[m.spec.variant_id]
+        folder.mkdir(parents=True, exist_ok=True)
+        if m.spec.is_dense:
+            notes += write_dense(m, folder, dtype)
+            continue
+        record, member_notes = write_quantized(m, fmt, folder, dtype)
+        notes += member_notes
+        scores, why = card.trust_scores(store, [m.spec.variant_id], n_boot)
+        (folder / "README.md").write_text(card.variant_card(m.spec, record, fmt.name, scores, why, member_notes))
+    if len(members) > 1:
+        man = manifest(members, folders, fmt, store)
+        (tmp / MANIFEST).write_text(json.dumps(man, indent=2))
+        scores, why = card.trust_scores(store, [m.spec.variant_id for m in members], n_boot)
+        (tmp / "README.md").write_text(card.ensemble_card(man, scores, why))
+    return notes
+
+
 def export_target(target: str, fmt_name: str, out: str | Path, *, force: bool = False, store: str | Path | None = None,
                   root: str | Path | None = None, dtype: str = "float16", n_boot: int = 1000,
                   progress: bool = True) -> ExportResult:
     """Export a variant or an ensemble (see the module docstring); returns where things went."""
-    from codesign.export import card
-    from codesign.export.checkpoint import FLOAT_DTYPES, write_dense, write_quantized
+    from codesign.export.checkpoint import FLOAT_DTYPES
+    from codesign.quantize import cache
 
     fmt = get_format(fmt_name)
     if dtype not in FLOAT_DTYPES:
@@ -158,40 +183,21 @@ def export_target(target: str, fmt_name: str, out: str | Path, *, force: bool = 
     root = Path(root) if root is not None else None
     members = resolve_target(target, store, root)
     check_members(members, fmt)
-    from codesign.quantize import cache
-
     check_out_dir(out, force, [root or cache.default_root(), store])
     members = ensure_cached(members, root, progress)
     check_weights(members, fmt)
 
-    ensemble = len(members) > 1
-    folders = member_folders(members) if ensemble else {members[0].spec.variant_id: "."}
+    folders = member_folders(members) if len(members) > 1 else {members[0].spec.variant_id: "."}
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
     except OSError as exc:
         raise ConfigError(f"--out: cannot write next to {out} ({exc.strerror}; allowed: a writable place)") from None
-    notes: list[str] = []
     try:
-        for m in members:
-            folder = tmp / folders[m.spec.variant_id]
-            folder.mkdir(parents=True, exist_ok=True)
-            if m.spec.is_dense:
-                notes += write_dense(m, folder, dtype)
-                continue
-            record, member_notes = write_quantized(m, fmt, folder, dtype)
-            notes += member_notes
-            scores, why = card.trust_scores(store, [m.spec.variant_id], n_boot)
-            (folder / "README.md").write_text(card.variant_card(m.spec, record, fmt.name, scores, why, member_notes))
-        if ensemble:
-            man = manifest(members, folders, fmt, store)
-            (tmp / MANIFEST).write_text(json.dumps(man, indent=2))
-            scores, why = card.trust_scores(store, [m.spec.variant_id for m in members], n_boot)
-            (tmp / "README.md").write_text(card.ensemble_card(man, scores, why))
+        notes = _write_members(members, folders, fmt, tmp, dtype, store, n_boot)
         if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(out)  # --force: the old folder goes only once the new one is complete
         os.rename(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
