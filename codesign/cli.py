@@ -18,7 +18,7 @@ from codesign.config import ConfigError
 app = typer.Typer(
     name="codesign",
     help="Hardware-software co-design for trustworthy low-precision LLM inference: "
-         "quantize -> eval -> vote -> measure/hw -> explore -> report.",
+         "data -> quantize -> eval -> vote -> measure/hw -> explore -> report -> export.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -26,6 +26,7 @@ app = typer.Typer(
 
 # Pipeline order; the order of --help's command list follows it.
 STAGES = [
+    "codesign.data.cli",
     "codesign.quantize.cli",
     "codesign.evaluate.cli",
     "codesign.vote.cli",
@@ -33,6 +34,7 @@ STAGES = [
     "codesign.cost.cli",
     "codesign.explore.cli",
     "codesign.report.cli",
+    "codesign.export.cli",
 ]
 
 for _mod in STAGES:

@@ -2,8 +2,9 @@
 
 Data is never copied into the project: the benchmark files are found through a data directory
 (``--data-dir`` flags, else ``CODESIGN_DATA``, else a ``shared/data`` folder beside or inside the
-working directory). Quantized checkpoints and converted models go to ``CODESIGN_CACHE``
-(default ``~/.cache/codesign``).
+working directory). The value ``hub`` selects the public sources instead, downloaded once into
+the cache (:mod:`codesign.data.hub`). Quantized checkpoints and converted models go to
+``CODESIGN_CACHE`` (default ``~/.cache/codesign``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def data_dir(explicit: str | Path | None = None, *, required: bool = True) -> Path | None:
     """Resolve the benchmark data directory (see module docstring for the search order)."""
+    chosen = explicit or os.environ.get("CODESIGN_DATA")
+    if chosen is not None and str(chosen) == "hub":
+        from codesign.data.hub import materialise
+
+        return materialise()
     candidates: list[Path] = []
     if explicit:
         candidates.append(Path(explicit))
@@ -34,7 +40,8 @@ def data_dir(explicit: str | Path | None = None, *, required: bool = True) -> Pa
     tried = ", ".join(str(c) for c in candidates)
     raise ConfigError(
         f"benchmark data directory not found (tried: {tried}). Pass --data-dir or set CODESIGN_DATA "
-        "to a folder holding mmlu/, advglue/, adult/, ethics/, decodingtrust/ (see README)."
+        "to a folder holding mmlu/, advglue/, adult/, ethics/, decodingtrust/ (see README), or to 'hub' "
+        "to download them (codesign data fetch)."
     )
 
 

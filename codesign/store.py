@@ -132,8 +132,15 @@ class OutputRow:
 class ResultStore:
     """A SQLite result store. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        if read_only:  # for commands that only read: the file is opened, never created or touched
+            self.conn = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, timeout=60.0,
+                                        isolation_level=None)
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: store schema version {version}, this codesign reads {SCHEMA_VERSION}")
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")

@@ -192,8 +192,14 @@ class QuantizedWeight:
 
     @classmethod
     def from_tensors(cls, t: dict[str, torch.Tensor], prefix: str, bits: int, group_size: int,
-                     sym: bool) -> "QuantizedWeight":
-        qint = unpack(t[f"{prefix}.qweight"], bits, dim=0).T.contiguous()
+                     sym: bool, ints: bool = True) -> "QuantizedWeight":
+        """Inverse of :meth:`to_tensors`. ``ints=False`` leaves the integers packed (``qint`` is then a
+        zero-stride placeholder of the right shape), for checks that read only the grid."""
+        if ints:
+            qint = unpack(t[f"{prefix}.qweight"], bits, dim=0).T.contiguous()
+        else:
+            shape = (t[f"{prefix}.scales"].shape[1], t[f"{prefix}.g_idx"].shape[0])
+            qint = torch.zeros((), dtype=torch.int32).expand(*shape)
         return cls(qint, t[f"{prefix}.scales"].float(), t[f"{prefix}.qzeros_u8"].to(torch.int32),
                    t[f"{prefix}.g_idx"].to(torch.int32), bits, group_size, sym)
 

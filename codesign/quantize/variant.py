@@ -137,6 +137,26 @@ def _base_model(spec: VariantSpec, record: dict, dtype: str):
     return load_model(spec.model, dtype=dtype)
 
 
+def load_base(spec: VariantSpec, entry: str | Path, dtype: str = "float32"):
+    """``(LoadedModel, tensors, record)``: the float model a cached variant applies to, with the
+    entry's float tensors (AWQ-scaled norms, biases, ...) applied; its quantized linears still hold
+    the float weights (:func:`load_variant` replaces them, an export writes the integers)."""
+    import torch
+
+    tensors, record = cache.read_entry(Path(entry))
+    lm = _base_model(spec, record, dtype)
+    state = dict(lm.model.named_parameters())
+    state.update(dict(lm.model.named_buffers()))
+    with torch.no_grad():
+        for key, t in tensors.items():
+            if key.startswith(cache.FLOAT_PREFIX):
+                name = key[len(cache.FLOAT_PREFIX):]
+                if name not in state:
+                    raise ConfigError(f"{entry}: tensor {name} does not exist in model {spec.model}")
+                state[name].copy_(t.to(state[name].dtype).reshape(state[name].shape))
+    return lm, tensors, record
+
+
 def load_variant(spec: VariantSpec, *, device: str = "cpu", dtype: str = "float32", packed: bool = False,
                  path: str | Path | None = None, progress: bool = True):
     """A :class:`~codesign.models.LoadedModel` with ``spec``'s weights (quantizing it first if needed).
@@ -154,18 +174,9 @@ def load_variant(spec: VariantSpec, *, device: str = "cpu", dtype: str = "float3
     if spec.is_dense:
         return load_model(spec.model, dtype=dtype, device=device)
     entry = Path(path) if path else quantize_variant(spec, progress=progress)
-    tensors, record = cache.read_entry(entry)
-    lm = _base_model(spec, record, dtype)
+    lm, tensors, record = load_base(spec, entry, dtype)
     model = lm.model
-    state = dict(model.named_parameters())
-    state.update(dict(model.named_buffers()))
     with torch.no_grad():
-        for key, t in tensors.items():
-            if key.startswith(cache.FLOAT_PREFIX):
-                name = key[len(cache.FLOAT_PREFIX):]
-                if name not in state:
-                    raise ConfigError(f"{entry}: tensor {name} does not exist in model {spec.model}")
-                state[name].copy_(t.to(state[name].dtype).reshape(state[name].shape))
         for name in record["linears"]:
             qw = QuantizedWeight.from_tensors(tensors, name, spec.bits, spec.group_size, spec.sym)
             mod = model.get_submodule(name)

@@ -9,6 +9,7 @@ head), and writes a regular cache entry, so the result loads with
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -33,6 +34,43 @@ def read_tensors(folder: Path) -> dict[str, torch.Tensor]:
     out = {}
     for f in files:
         out.update(load_file(str(f)))
+    return out
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """One safetensors file with the ``format: pt`` metadata transformers and vLLM check for."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)  # safetensors creates 0600; a serving container may run as another user
+
+
+def layout_problems(weights: dict, fmt: str, bits: tuple[int, ...], group_sizes: tuple[int, ...],
+                    divisible: bool) -> list[str]:
+    """What keeps ``weights`` (``{name: QuantizedWeight}``) out of a checkpoint format that holds one
+    bit width and group size from ``bits`` / ``group_sizes``, with every input and output width a
+    multiple of 32 (the packed axes) and, if ``divisible``, of the group size (formats without a
+    group index have no short last group). Empty when they fit."""
+    settings = sorted({(q.bits, q.group_size, q.sym) for q in weights.values()})
+    if len(settings) > 1:
+        return [f"{fmt} holds one (bits, group size, sym) setting per checkpoint, the linears have {settings}"]
+    b, gs, _ = settings[0]
+    out = []
+    if b not in bits:
+        out.append(f"bits={b} (allowed in {fmt}: {list(bits)})")
+    if gs not in group_sizes:
+        out.append(f"group_size={gs} (allowed in {fmt}: {list(group_sizes)})")
+    for n, q in weights.items():
+        rows, width = q.shape
+        if rows % 32 or width % 32:
+            out.append(f"linear {n} has shape (out={rows}, in={width}) (allowed: both multiples of 32)")
+            break
+        if divisible and gs != -1 and width % gs:
+            out.append(f"linear {n} has input width {width}, not a multiple of group_size {gs} "
+                       f"(allowed in {fmt}: group sizes dividing every input width)")
+            break
     return out
 
 

@@ -70,28 +70,61 @@ def read_autoawq(folder: Path):
     return {**qc, "bits": bits, "group_size": gs, "sym": not bool(qc.get("zero_point", True))}, weights, floats
 
 
+#: AutoAWQ, transformers' ``AwqConfig`` and vLLM's AWQ kernels read 4-bit GEMM checkpoints only (the
+#: other widths :func:`write_autoawq` can write load in GPTQModel alone).
+WRITE_BITS = (4,)
+#: AutoAWQ's CUDA GEMM kernel takes groups of 64 or 128; vLLM and GPTQModel also 32. No act-order.
+WRITE_GROUP_SIZES = (32, 64, 128)
+
+
+def writable_problems(weights: dict[str, QuantizedWeight]) -> list[str]:
+    """Why ``weights`` cannot be written as a loadable AutoAWQ GEMM checkpoint (empty: they can).
+
+    The layout has no group index, so every group must be contiguous (GPTQ's act-order permutes
+    them). Symmetric grids fit: their zero point is stored, and equals the implicit one."""
+    from codesign.quantize.formats import layout_problems
+
+    out = layout_problems(weights, "awq", WRITE_BITS, WRITE_GROUP_SIZES, divisible=True)
+    permuted = [n for n, q in weights.items() if not torch.equal(q.g_idx, contiguous_g_idx(q.shape[1], q.group_size))]
+    if permuted:
+        out.append(f"{len(permuted)} linears (e.g. {permuted[0]}) have act-order (permuted) groups, which AWQ "
+                   "cannot store (allowed: contiguous groups; write GPTQ instead)")
+    return out
+
+
+def quantization_config(first: QuantizedWeight) -> dict:
+    """``config.json``'s ``quantization_config`` as AutoAWQ saves it for weights with ``first``'s
+    settings (read by transformers' ``AwqConfig``, vLLM and GPTQModel; ``zero_point`` false marks a
+    symmetric grid)."""
+    return {"quant_method": "awq", "zero_point": not first.sym, "group_size": first.group_size,
+            "bits": first.bits, "version": "gemm", "modules_to_not_convert": None}
+
+
 def write_autoawq(folder: Path, weights: dict[str, QuantizedWeight], floats: dict[str, torch.Tensor],
                   config: dict | None = None) -> Path:
     """Write contiguous-group ``weights`` in the AutoAWQ GEMM layout (4-bit interleaved; other widths
-    as GPTQModel writes them)."""
-    from safetensors.torch import save_file
+    as GPTQModel writes them): ``model.safetensors``, ``quant_config.json`` (AutoAWQ's legacy file)
+    and, given the model ``config``, ``config.json`` with ``quantization_config``."""
+    from codesign.quantize.formats import save_tensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    first = next(iter(weights.values()))
-    t = {k: v.contiguous() for k, v in floats.items()}
-    bits = first.bits
-    pack_out = pack_awq if bits == 4 else (lambda values: pack(values, bits, dim=1))
-    for n, qw in weights.items():
-        if qw.bits != bits:
+    t = dict(floats)
+    first = None
+    for n, qw in weights.items():  # one pass: weights may be read from storage on access
+        first = first or qw
+        if qw.bits != first.bits:
             raise ConfigError("an AutoAWQ GEMM checkpoint holds one bit width")
+        pack_out = pack_awq if qw.bits == 4 else (lambda values, b=qw.bits: pack(values, b, dim=1))
         t[f"{n}.qweight"] = pack_out(qw.qint.T.contiguous())
         t[f"{n}.qzeros"] = pack_out(qw.zeros)
         t[f"{n}.scales"] = qw.scales.half()
-    save_file(t, str(folder / "model.safetensors"))
-    qc = {"quant_method": "awq", "zero_point": not first.sym, "q_group_size": first.group_size,
-          "group_size": first.group_size, "w_bit": bits, "bits": bits, "version": "gemm"}
-    (folder / "quant_config.json").write_text(json.dumps(qc, indent=2))
+    save_tensors(t, folder / "model.safetensors")
+    qc = quantization_config(first)
+    bits = first.bits
+    legacy = {"quant_method": "awq", "zero_point": qc["zero_point"], "q_group_size": qc["group_size"],
+              "w_bit": bits, "version": "gemm"}
+    (folder / "quant_config.json").write_text(json.dumps(legacy, indent=2))
     if config is not None:
         (folder / "config.json").write_text(json.dumps({**config, "quantization_config": qc}, indent=2))
     return folder
