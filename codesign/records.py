@@ -19,6 +19,9 @@ OUTCOME_NAMES = {INVALID: "invalid", REFUSED: "refused"}
 #: Precision (bits) given to the unquantized model in votes and cost models.
 DENSE_BITS = 16
 
+#: Evaluation protocol of stored items/answers when none is named (see codesign.evaluate.protocols).
+DEFAULT_PROTOCOL = "decodingtrust"
+
 
 def outcome_name(code: int) -> str:
     """'label' for label ids, else 'invalid' / 'refused'."""
