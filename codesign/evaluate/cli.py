@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from codesign.config import ConfigError
+from codesign.records import DEFAULT_PROTOCOL
 
 _SHORT = re.compile(r"^(?P<method>[a-z0-9_]+)-w(?P<bits>\d+)g(?P<group>\d+|pc)(?P<sym>-sym)?$")
 
@@ -65,17 +66,20 @@ def _fmt(v: float | None) -> str:
     return f"{v:.1f}"
 
 
-def render_table(results: dict, short_names: dict[str, str], policy: str, mode: str):
+def render_table(results: dict, short_names: dict[str, str], policy: str, mode: str, protocol: str | None = None):
     """A rich table: one row per variant, 'score (refusal %)' per dimension."""
     from rich.table import Table
 
     from codesign.evaluate.tasks import get_task
 
     tasks = list(next(iter(results.values())).keys()) if results else []
-    table = Table(title=f"codesign eval — score 0-100 (refusal rate %) · policy={policy} · mode={mode}")
+    title = f"codesign eval — score 0-100 (refusal rate %) · protocol={protocol} · policy={policy} · mode={mode}"
+    if protocol == "decodingtrust" and mode == "loglik":
+        title += " (codesign's log-likelihood approximation: DecodingTrust generates)"
+    table = Table(title=title)
     table.add_column("variant", style="bold")
     for t in tasks:
-        table.add_column(get_task(t).dimension, justify="right")
+        table.add_column(get_task(t, protocol=protocol).dimension, justify="right")
     for vid, per_task in results.items():
         cells = []
         for t in tasks:
@@ -103,9 +107,14 @@ def register(app: typer.Typer) -> None:
                                  help="generate: greedy answers parsed to labels; loglik: rank label options by likelihood."),
         data_dir: Optional[Path] = typer.Option(None, "--data-dir",
                                                 help="Benchmark data folder (default: $CODESIGN_DATA or ../shared/data)."),
-        policy: str = typer.Option("decodingtrust", "--policy",
-                                   help="Refusal policy: decodingtrust (metrics over answered items) or strict "
-                                        "(refusals count as wrong)."),
+        protocol: str = typer.Option(DEFAULT_PROTOCOL, "--protocol",
+                                     help="Evaluation protocol: decodingtrust (DecodingTrust's prompts, budgets, "
+                                          "parsing and formulas, as the study) or codesign (codesign's prompts, "
+                                          "stricter parser)."),
+        policy: Optional[str] = typer.Option(None, "--policy",
+                                             help="Scoring policy of the protocol: decodingtrust (its only one); "
+                                                  "codesign: answered (metrics over items not refused, the default) "
+                                                  "or strict (refusals count as wrong)."),
         batch_size: int = typer.Option(16, "--batch-size", min=1, help="Prompts per batch."),
         device: str = typer.Option("auto", "--device", help="auto (CUDA if present, else CPU), cpu or cuda."),
         prefill: str = typer.Option("auto", "--prefill",
@@ -122,13 +131,13 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from codesign.evaluate.generation import PREFILL_MODES
-        from codesign.evaluate.metrics import check_policy
-        from codesign.evaluate.runner import check_mode, evaluate_catalogue
+        from codesign.evaluate.protocols import resolve_scoring
+        from codesign.evaluate.runner import check_mode, evaluate_catalogue, prepare_tasks
         from codesign.evaluate.tasks import parse_task_list
         from codesign.paths import data_dir as resolve_data
         from codesign.store import ResultStore
 
-        check_policy(policy)
+        protocol, policy = resolve_scoring(protocol, policy)
         check_mode(mode)
         if device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device: {device!r} is not allowed (allowed: ['auto', 'cpu', 'cuda'])")
@@ -136,14 +145,15 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--prefill: {prefill!r} is not allowed (allowed: {list(PREFILL_MODES)})")
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"--dtype: {dtype!r} is not allowed (allowed: ['float32', 'bfloat16', 'float16'])")
-        task_list = parse_task_list(tasks)
+        task_list = parse_task_list(tasks, protocol)
         data = resolve_data(data_dir)
+        prepared = prepare_tasks(task_list, data, limit, seed, protocol)  # bad data files fail here, first
         with ResultStore(store_path) as store:
             specs = parse_variants(variants, model, store)
             results = evaluate_catalogue(specs, store, task_list, mode=mode, limit=limit, seed=seed, data_dir=data,
                                          batch_size=batch_size, progress=progress,
                                          device=None if device == "auto" else device, dtype=dtype, policy=policy,
-                                         packed=packed, prefill=prefill)
+                                         packed=packed, prefill=prefill, protocol=protocol, prepared=prepared)
             names = {s.variant_id: s.short_name for s in specs}
-            Console().print(render_table(results, names, policy, mode))
+            Console().print(render_table(results, names, policy, mode, protocol))
             typer.echo(f"answers stored in {store_path}")
