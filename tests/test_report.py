@@ -83,7 +83,7 @@ STUDY_CONFIG = {
                    {"name": "peak_memory_gb", "direction": "min"}],
     "constraints": {"fits": True, "max_tpot_ms": 0.3, "max_energy_per_token_j": None, "min_trust": None},
     "specs": ["h100-sxm"], "schedules": ["sequential", "parallel", "batched"],
-    "methods": ["bo", "random", "nsga2"], "ref_point": None,
+    "methods": ["bo", "random", "nsga2"], "ref_point": None, "protocol": "decodingtrust", "policy": "decodingtrust",
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from codesign.config import ConfigError, StrictModel, load_config, read_mapping, validate_config
 from codesign.paths import PROJECT_ROOT
+from codesign.records import DEFAULT_PROTOCOL
 
 #: objective name -> (default direction, kind). "quality" objectives come from stored answers
 #: (voting), "cost" objectives from the analytical hardware model.
@@ -42,9 +43,10 @@ ALL_TASKS = ("mmlu", "advglue", "fairness", "ethics", "ood")  # the default; any
 def _registered_tasks() -> list[str]:
     # The evaluation task registry is the one list of tasks: a task added there (one module)
     # is usable in studies without touching this file.
+    from codesign.evaluate.protocols import protocol_names
     from codesign.evaluate.tasks import task_names
 
-    return task_names()
+    return list(dict.fromkeys(t for p in protocol_names() for t in task_names(p)))
 
 
 def _check_task_names(names: list[str], what: str) -> list[str]:
@@ -164,7 +166,11 @@ class StudyConfig(StrictModel):
     limit: int | None = Field(16, ge=1, description="items per task (seeded subsample); null = all")
     seed: int = 0
     mode: Literal["generate", "loglik"] = "loglik"
-    policy: Literal["decodingtrust", "strict"] = "decodingtrust"
+    protocol: str = Field(DEFAULT_PROTOCOL, description="evaluation protocol of the members' answers: "
+                                                        "decodingtrust (DecodingTrust's prompts, parsing and "
+                                                        "formulas) or codesign")
+    policy: str | None = Field(None, description="scoring policy of the protocol (default its own: decodingtrust; "
+                                                 "codesign: answered or strict)")
     items: Literal["sample", "stored"] = Field(
         "sample", description="score members on the seeded subsample of `limit` items per task (sample), "
                               "or on every item already stored for the task (stored)")
@@ -186,6 +192,18 @@ class StudyConfig(StrictModel):
         default_factory=lambda: ["bo"], description="search methods to run (same budget for bo/random/nsga2)")
     exhaustive_max: int = Field(5000, ge=0, description="also enumerate the space exhaustively (reference front) "
                                                         "when it has at most this many configurations")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scoring(cls, data: Any) -> Any:
+        # the policy must belong to the protocol; stored configs name both explicitly
+        if isinstance(data, dict):
+            from codesign.evaluate.protocols import resolve_scoring
+
+            data = dict(data)
+            data["protocol"], data["policy"] = resolve_scoring(data.get("protocol") or DEFAULT_PROTOCOL,
+                                                               data.get("policy"))
+        return data
 
     @field_validator("objectives", mode="before")
     @classmethod

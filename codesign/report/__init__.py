@@ -23,8 +23,9 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
             ``h100-sxm``).
         mode: answers to score, ``generate`` or ``loglik`` (default: the study's mode, else the mode
             with most stored answers).
-        policy: ``decodingtrust`` (metrics over answered items) or ``strict`` (refusals are wrong);
-            default: the study's policy, else ``decodingtrust``.
+        policy: scoring policy; it names the protocol whose answers are scored (``decodingtrust``;
+            codesign's ``answered`` or ``strict``); default: the study's, else the protocol with
+            the most stored answers.
         n_boot: bootstrap resamples for the ensembles' confidence intervals.
 
     Returns:
@@ -38,8 +39,10 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     from codesign.report.tables import ALL_TABLES, write_table
     from codesign.store import ResultStore
 
-    if policy not in (None, "decodingtrust", "strict"):
-        raise ConfigError(f"--policy: {policy!r} is not allowed (allowed: decodingtrust, strict)")
+    if policy is not None:
+        from codesign.evaluate.protocols import resolve_scoring
+
+        resolve_scoring(None, policy)
     if mode not in (None, "generate", "loglik"):
         raise ConfigError(f"--mode: {mode!r} is not allowed (allowed: generate, loglik)")
     own = not isinstance(store, ResultStore)
@@ -47,7 +50,7 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
         path = Path(store)
         if not path.exists():
             raise ConfigError(f"--store: {path} does not exist (a result store written by codesign eval/explore)")
-        store = ResultStore(path)
+        store = ResultStore(path, readonly=True)  # a report never writes to the store
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:

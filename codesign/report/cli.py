@@ -19,8 +19,9 @@ def register(app: typer.Typer) -> None:
                                                       "else h100-sxm)."),
         mode: str = typer.Option(None, "--mode", help="Answers to score: generate or loglik (default: the study's "
                                                       "mode, else the mode with most stored answers)."),
-        policy: str = typer.Option(None, "--policy", help="Scoring policy: decodingtrust (over answered items) or "
-                                                          "strict (refusals count as wrong); default: the study's."),
+        policy: str = typer.Option(None, "--policy", help="Scoring policy, naming the protocol of the answers: "
+                                                          "decodingtrust, or codesign's answered / strict; "
+                                                          "default: the study's."),
         n_boot: int = typer.Option(200, "--n-boot", min=0, help="Bootstrap resamples for ensemble confidence "
                                                                  "intervals (0 = none)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),

@@ -144,21 +144,25 @@ def _score_fn():
 
 
 def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, policy: str) -> pd.DataFrame:
-    """Score every variant on every task from its stored answers.
+    """Score every variant on every task from its stored answers (of the protocol ``policy``
+    belongs to).
 
     Each variant is scored on the items it answered (a run with ``--limit`` is not penalized
     for items it never saw), through the task's own ``score`` (the same function voting uses).
     """
+    from codesign.evaluate.protocols import protocol_of_policy
+
     score_task = _score_fn()
+    protocol = protocol_of_policy(policy)
     rows = []
     for task in tasks:
-        items = store.items(task)
+        items = store.items(task, protocol)
         for vid in variant_ids:
-            done = store.done_item_ids(vid, task, mode)
+            done = store.done_item_ids(vid, task, mode, protocol)
             if not done:
                 continue
             sub = items[items["item_id"].isin(done)].reset_index(drop=True)
-            _, labels = store.label_matrix(task, [vid], mode, item_ids=sub["item_id"].tolist())
+            _, labels = store.label_matrix(task, [vid], mode, item_ids=sub["item_id"].tolist(), protocol=protocol)
             res = score_task(task, sub, labels[0], policy)
             rows.append(dict(variant_id=vid, task=task, score=float(res["score"]),
                              refusal_rate=float(res.get("refusal_rate", np.nan)),
@@ -170,6 +174,15 @@ def trust_of(scores: pd.DataFrame) -> pd.Series:
     """Trust score per variant: mean of the trust dimensions it has scores for."""
     t = scores[scores["task"].isin(TRUST_TASKS)]
     return t.groupby("variant_id")["score"].mean()
+
+
+def pick_protocol(store) -> str:
+    """The evaluation protocol with the most stored outputs (the default one when none)."""
+    from codesign.records import DEFAULT_PROTOCOL
+
+    rows = store.conn.execute("SELECT protocol, COUNT(*) FROM outputs GROUP BY protocol").fetchall()
+    counts = dict(rows)
+    return max(counts, key=lambda p: (counts[p], p == DEFAULT_PROTOCOL)) if counts else DEFAULT_PROTOCOL
 
 
 def pick_mode(store) -> str:
@@ -413,8 +426,12 @@ def collect(store, study: str | None = None, spec: str | None = None, *, mode: s
     if study is not None:
         row = store.conn.execute("SELECT config_json FROM studies WHERE name=?", (study,)).fetchone()
         study_config = json.loads(row[0]) if row else {}
+    from codesign.evaluate.protocols import legacy_scoring, resolve_scoring
+
     mode = mode or study_config.get("mode") or pick_mode(store)
-    policy = policy or study_config.get("policy") or "decodingtrust"
+    # a policy names its protocol; a study's config names both (older configs: codesign, see legacy_scoring)
+    protocol, policy = resolve_scoring(None, policy) if policy else \
+        legacy_scoring(study_config) if study_config else resolve_scoring(pick_protocol(store), None)
     data = ReportData(store_path=str(store.path), mode=mode, policy=policy)
     data.study_config = study_config
 
@@ -425,17 +442,17 @@ def collect(store, study: str | None = None, spec: str | None = None, *, mode: s
         dict(variant_id=vid, label=s.short_name, model=s.model, method=s.method, bits=s.bits,
              group_size=s.group_size, is_dense=s.is_dense) for vid, s in specs.items()],
         columns=["variant_id", "label", "model", "method", "bits", "group_size", "is_dense"])
-    stored_tasks = [t for t in store.tasks()]
+    stored_tasks = [t for t in store.tasks(protocol)]
     data.tasks = [t for t in TASK_ORDER if t in stored_tasks] + sorted(set(stored_tasks) - set(TASK_ORDER))
     data.dimensions = {t: DIMENSION_NAMES.get(t, t) for t in data.tasks}
     try:
         from codesign.evaluate.tasks import get_task
 
         for t in data.tasks:
-            data.dimensions[t] = getattr(get_task(t), "dimension", None) or data.dimensions[t]
+            data.dimensions[t] = getattr(get_task(t, protocol=protocol), "dimension", None) or data.dimensions[t]
     except Exception:  # noqa: BLE001 - display names only
         pass
-    evaluated = [v for v in store.evaluated_variants(mode=mode) if v in specs]
+    evaluated = [v for v in store.evaluated_variants(mode=mode, protocol=protocol) if v in specs]
     if not evaluated:
         data.notes["scores"] = f"No stored answers (mode {mode!r}) in {store.path}: run `codesign eval` first."
     else:

@@ -45,9 +45,13 @@ def register(app: typer.Typer) -> None:
             None, "--task", "-t", help="Comma-separated tasks (mmlu, advglue, fairness, ethics, ood). "
                                        "Default: every task with stored answers."),
         mode: str = typer.Option("generate", "--mode", help="Which stored answers to vote: generate or loglik."),
-        policy: str = typer.Option(
-            "decodingtrust", "--policy",
-            help="Metric policy: decodingtrust (metrics over answered items) or strict (refusals count as wrong)."),
+        protocol: Optional[str] = typer.Option(
+            None, "--protocol", help="Evaluation protocol of the answers to vote: decodingtrust or codesign "
+                                     "(default: the one --policy belongs to, else decodingtrust)."),
+        policy: Optional[str] = typer.Option(
+            None, "--policy",
+            help="Scoring policy of the protocol: decodingtrust (DecodingTrust's formulas); codesign: answered "
+                 "(metrics over items not refused, its default) or strict (refusals count as wrong)."),
         n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none)."),
         confidence: float = typer.Option(0.95, "--confidence", help="Confidence level of the bootstrap intervals."),
         seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and of the validation split."),
@@ -77,38 +81,40 @@ def register(app: typer.Typer) -> None:
         """Score a precision ensemble of stored variants, per trust dimension, beside each member."""
         from codesign.store import ResultStore
         from codesign.vote.ensemble import (MODES, check_choice, resolve_members, score_ensemble,
-                                            score_members)
+                                            score_members, scoring)
 
         check_choice(mode, MODES, "mode")
+        protocol, policy = scoring(protocol, policy)
         if not store.exists():
             raise ConfigError(f"--store: {store} does not exist (run `codesign eval --store {store}` first)")
         if top < 1:
             raise ConfigError(f"--top: {top} is not allowed (allowed: >= 1)")
-        with ResultStore(store) as rs:
+        with ResultStore(store, readonly=True) as rs:  # voting only reads the store
             ids = resolve_members(rs, members, mode)
             df = score_ensemble(rs, ids, task, mode=mode, policy=policy, n_boot=n_boot, seed=seed,
                                 confidence=confidence, weighting=weighting, val_fraction=val_fraction,
-                                progress=progress and not as_json)
+                                progress=progress and not as_json, protocol=protocol)
             names = {v: rs.variant_spec(v).short_name for v in ids}
             bits = dict(zip(ids, rs.variant_bits(ids).tolist()))
             gdf = None
             if gated:
                 from codesign.vote.gating import gated_scores
 
-                gdf = gated_scores(rs, ids, list(df["task"]), mode, policy, gate_size, escalation)
+                gdf = gated_scores(rs, ids, list(df["task"]), mode, policy, gate_size, escalation,
+                                   protocol=protocol)
             subsets = {}
             if all_subsets:
                 from codesign.vote.subsets import score_all_subsets
 
                 for t in df["task"]:
                     subsets[t] = score_all_subsets(rs, ids, t, mode, policy, metric=subset_metric,
-                                                   progress=progress and not as_json)
+                                                   progress=progress and not as_json, protocol=protocol)
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             df.to_csv(out, index=False)
         if as_json:
             doc = {
-                "store": str(store), "mode": mode, "policy": policy, "weighting": weighting,
+                "store": str(store), "mode": mode, "protocol": protocol, "policy": policy, "weighting": weighting,
                 "members": [{"variant_id": v, "name": names[v], "bits": bits[v]} for v in ids],
                 "tasks": _jsonable(df.to_dict(orient="records")),
             }

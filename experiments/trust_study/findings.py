@@ -26,7 +26,8 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 
 
-def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -> dict[str, float]:
+def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str,
+                         protocol: str | None = None) -> dict[str, float]:
     """Share of items (all ``tasks``: name -> item ids) where each variant answers as the dense one
     (empty when the catalogue has no dense model)."""
     dense = next((s for s in specs if s.is_dense), None)
@@ -36,17 +37,18 @@ def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -
     total = 0
     for task, ids in tasks.items():
         _, labels = store.label_matrix(task, [dense.variant_id] + [s.variant_id for s in specs if not s.is_dense],
-                                       mode, ids)
+                                       mode, ids, **({"protocol": protocol} if protocol else {}))
         total += labels.shape[1]
         for name, row in zip(same, labels[1:]):
             same[name] += int((row == labels[0]).sum())
     return {k: round(v / total, 4) for k, v in same.items()}
 
 
-def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: Path) -> dict:
+def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: Path,
+             protocol: str | None = None) -> dict:
     variants = pd.read_csv(out_dir / "variants.csv")
     trust = (variants[variants.task != "mmlu"].groupby("variant")["score"].mean().round(2).to_dict())
-    out = {"agreement_with_dense": agreement_with_dense(store, specs, item_ids, mode), "trust": trust}
+    out = {"agreement_with_dense": agreement_with_dense(store, specs, item_ids, mode, protocol), "trust": trust}
     gen_path = out_dir / "refusals_generate.csv"
     if gen_path.exists():
         gen = pd.read_csv(gen_path)
@@ -84,8 +86,8 @@ def main() -> None:
     cfg = load_study_config(args.config)
     with ResultStore(args.store) as store:
         specs = list(dict.fromkeys(cfg.catalogue_obj(str(args.config)).variants()))
-        print(json.dumps(findings(store, specs, study_item_ids(cfg, cfg.tasks), cfg.mode, args.dir), indent=1,
-                         default=float))
+        print(json.dumps(findings(store, specs, study_item_ids(cfg, cfg.tasks), cfg.mode, args.dir, cfg.protocol),
+                         indent=1, default=float))
 
 
 if __name__ == "__main__":

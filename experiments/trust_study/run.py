@@ -85,7 +85,7 @@ def main() -> None:
             for t in cfg.tasks:
                 r = score_items(store, s.variant_id, t, item_ids[t], cfg.mode, cfg.policy)
                 rows.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": t,
-                             "dimension": get_task(t).dimension, "score": r["score"],
+                             "dimension": get_task(t, protocol=cfg.protocol).dimension, "score": r["score"],
                              "refusal_rate": r["refusal_rate"], "invalid_rate": r["invalid_rate"], "n": r["n"]})
         variants = pd.DataFrame(rows)
         variants.to_csv(args.out / "variants.csv", index=False, float_format="%.4f")
@@ -140,7 +140,7 @@ def main() -> None:
         if args.generate_limit:
             from codesign.evaluate import evaluate_catalogue
 
-            tasks = [get_task(t, subtasks=cfg.subtasks.get(t)) for t in cfg.tasks]
+            tasks = [get_task(t, subtasks=cfg.subtasks.get(t), protocol=cfg.protocol) for t in cfg.tasks]
             evaluate_catalogue(specs, store, tasks, mode="generate", limit=args.generate_limit, seed=cfg.seed,
                                batch_size=8, progress=True)
             gen = []
