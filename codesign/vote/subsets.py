@@ -137,6 +137,7 @@ def score_all_subsets(store, variant_ids: Sequence[str], task: str, mode: str = 
             if key not in cache:  # different subsets often vote identically (e.g. pairs)
                 cache[key] = _flat(score_predictions(task, ans.items, pred[s], policy, protocol=protocol))
             rows.append(cache[key])
-        base = pd.concat([base, pd.DataFrame(rows)], axis=1)
+        extra = pd.DataFrame(rows)
+        base = pd.concat([base, extra.drop(columns=[c for c in extra.columns if c in base.columns])], axis=1)
     base.insert(0, "task", task)
     return base.sort_values(["score", "size"], ascending=[False, True], kind="stable").reset_index(drop=True)
