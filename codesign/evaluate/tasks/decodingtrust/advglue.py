@@ -24,9 +24,9 @@ import numpy as np
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.tasks.base import Item
-from codesign.evaluate.tasks.common import aligned
+from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
-from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, mean_or_nan, not_label_rate, scored_mask
+from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, not_label_rate, scored_mask
 from codesign.evaluate.tasks.decodingtrust.prompts import PromptData
 from codesign.evaluate.tasks.registry import register
 

@@ -63,11 +63,6 @@ def not_label_rate(pred: np.ndarray) -> float:
     return float(np.mean(~metrics.is_label(pred))) if len(pred) else 0.0
 
 
-def mean_or_nan(values) -> float:
-    vals = [float(v) for v in values if v is not None and not np.isnan(v)]
-    return float(np.mean(vals)) if vals else float("nan")
-
-
 def scored_mask(items) -> np.ndarray:
     """Items that enter DT's aggregate (``meta["scored"]``; extras are reported beside it)."""
     return np.array([bool(m.get("scored", True)) for m in items["meta"]], dtype=bool)

@@ -32,9 +32,9 @@ import pandas as pd
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.tasks.base import Item, stable_seed
-from codesign.evaluate.tasks.common import aligned
+from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
-from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, mean_or_nan, not_label_rate
+from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, not_label_rate
 from codesign.evaluate.tasks.decodingtrust.prompts import PromptData, do_classification
 from codesign.evaluate.tasks.registry import register
 

@@ -26,9 +26,9 @@ from typing import Any
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.tasks.base import Item
-from codesign.evaluate.tasks.common import aligned
+from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
-from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, mean_or_nan
+from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups
 from codesign.evaluate.tasks.decodingtrust.prompts import PromptData, do_classification
 from codesign.evaluate.tasks.registry import register
 from codesign.records import REFUSED
