@@ -17,9 +17,9 @@ import inspect
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, ClassVar, Optional
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from codesign.config import ConfigError, StrictModel, _allowed_hint
 
@@ -103,6 +103,30 @@ class CommandOptions(StrictModel):
             raise ConfigError("\n".join(lines)) from None
 
 
+class ScoringOptions(CommandOptions):
+    """Options of a command that scores answers: an evaluation ``protocol`` and one of its scoring
+    policies, ``policy`` (subclasses declare both fields), resolved together before any work by
+    :func:`codesign.evaluate.protocols.resolve_scoring`: a missing policy is the protocol's default,
+    a missing protocol the one the policy belongs to, and a policy of another protocol is an error.
+    With ``scoring_from_store``, neither given stays ``None`` (the command reads them from the store)."""
+
+    scoring_from_store: ClassVar[bool] = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scoring(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from codesign.evaluate.protocols import resolve_scoring
+
+        given = {k: data.get(k, cls.model_fields[k].default) for k in ("protocol", "policy")}
+        if cls.scoring_from_store and given["protocol"] is None and given["policy"] is None:
+            return data
+        data = dict(data)
+        data["protocol"], data["policy"] = resolve_scoring(given["protocol"], given["policy"])
+        return data
+
+
 def _cli_annotation(annotation: Any) -> Any:
     """The type typer parses a field as: lists and choices as text, the rest as declared."""
     args = typing.get_args(annotation)
@@ -148,4 +172,4 @@ def bind(app, name: str, model: type[CommandOptions], run: Callable[[Any], Any],
     app.command(name)(command)
 
 
-__all__ = ["CommandOptions", "Mode", "Policy", "bind", "option"]
+__all__ = ["CommandOptions", "Mode", "Policy", "ScoringOptions", "bind", "option"]

@@ -68,15 +68,24 @@ TRUST = Objective("trust", "max", "Trust score", "%", "quality")
 
 def dimensions() -> tuple[Dimension, ...]:
     """Every registered task as a dimension, in the task registry's (report) order (read afresh: a
-    task registered later is a dimension too)."""
+    task registered later is a dimension too). A task name is one dimension whichever evaluation
+    protocol implements it (the registry checks that the protocols' classes agree on it)."""
+    from codesign.evaluate.protocols import protocol_names
     from codesign.evaluate.tasks import TASKS, task_names
 
-    out = []
-    for name in task_names():
-        cls = TASKS[name]
-        out.append(Dimension(name, cls.objective or name, cls.dimension or name, bool(cls.trust),
-                             bool(cls.compare_with_members)))
-    return tuple(out)
+    out: dict[str, Dimension] = {}
+    for protocol in protocol_names():
+        for name in task_names(protocol):
+            if name not in out:
+                out[name] = dimension_of(TASKS[(protocol, name)])
+    return tuple(out.values())
+
+
+def dimension_of(cls) -> Dimension:
+    """The dimension a task class declares (its ``name``, ``objective``, ``dimension``, ``trust``,
+    ``compare_with_members``)."""
+    return Dimension(cls.name, cls.objective or cls.name, cls.dimension or cls.name, bool(cls.trust),
+                     bool(cls.compare_with_members))
 
 
 def dimension(name: str) -> Dimension:

@@ -31,6 +31,9 @@ DENSE_BITS = 16
 #: likely of the label options.
 ANSWER_MODES = ("generate", "loglik")
 
+#: Evaluation protocol of stored items/answers when none is named (see codesign.evaluate.protocols).
+DEFAULT_PROTOCOL = "decodingtrust"
+
 
 def outcome_name(code: int) -> str:
     """'label' for label ids, else 'invalid' / 'refused'."""
@@ -298,3 +301,4 @@ class EvalRun:
     tpot_ms: float | None
     peak_mem_bytes: int | None
     wall_s: float
+    protocol: str = DEFAULT_PROTOCOL  # evaluation protocol of the task (codesign.evaluate.protocols)

@@ -4,8 +4,9 @@ Tables (all keyed so a re-run never duplicates a row, and an interrupted run res
 what was stored):
 
 - ``variants``      one row per :class:`~codesign.records.VariantSpec` (dense model included)
-- ``items``         benchmark items per task: gold label id, subtask, JSON metadata
-- ``outputs``       per (variant, task, item, mode): raw text, parsed label / outcome code, latency
+- ``items``         benchmark items per (protocol, task): gold label id, subtask, JSON metadata
+- ``outputs``       per (variant, protocol, task, item, mode): raw text, parsed label / outcome code,
+                    latency
 - ``eval_runs``     measured cost of evaluating one variant on one task (tokens/s, memory)
 - ``measurements``  timed prefill/decode runs (``codesign measure``) tagged with device and versions
 - ``studies`` / ``study_points``  explore studies and every configuration they evaluated
@@ -16,6 +17,15 @@ Rows cross this boundary as the typed records of :mod:`codesign.records` (``Eval
 ``StudyPoint``, ``StudyResult``, ...); pandas reads any table for analysis
 (``store.frame("outputs")``). Writers use short transactions with a busy timeout, so two
 processes can share one file.
+
+Every item, answer and evaluation run belongs to an evaluation protocol
+(:mod:`codesign.evaluate.protocols`): the same task name under two protocols has different prompts
+and parsing, so ``protocol`` is part of the keys of ``items`` and ``outputs`` and of every query
+that reads them. Schema version 1 (before protocols) is migrated in place, in one transaction,
+when a writing command opens it: its rows are the ``codesign`` protocol. A reader
+(``read_only=True``: vote, report, export, the trust study's ``--tables-only``) never writes: it
+sees an older store through temporary views and empty temporary tables (tables a later codesign
+added), which live in its connection only.
 """
 
 from __future__ import annotations
@@ -31,10 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from codesign.records import (INVALID, Configuration, EvalRun, FrontPoint, HypervolumeStep, Recommendation,
-                              StudyPoint, StudyResult, VariantSpec)
+from codesign.records import (DEFAULT_PROTOCOL, INVALID, Configuration, EvalRun, FrontPoint, HypervolumeStep,
+                              Recommendation, StudyPoint, StudyResult, VariantSpec)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Protocol of the rows of a version-1 store (written before protocols existed).
+V1_PROTOCOL = "codesign"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS variants (
@@ -43,21 +55,21 @@ CREATE TABLE IF NOT EXISTS variants (
     spec_json TEXT NOT NULL, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS items (
-    task TEXT NOT NULL, item_id TEXT NOT NULL, subtask TEXT NOT NULL, label INTEGER NOT NULL,
-    meta_json TEXT NOT NULL DEFAULT '{}',
-    PRIMARY KEY (task, item_id)
+    protocol TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL, subtask TEXT NOT NULL,
+    label INTEGER NOT NULL, meta_json TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (protocol, task, item_id)
 );
 CREATE TABLE IF NOT EXISTS outputs (
-    variant_id TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL, mode TEXT NOT NULL,
-    raw_text TEXT, label INTEGER NOT NULL, outcome TEXT NOT NULL, latency_s REAL,
+    variant_id TEXT NOT NULL, protocol TEXT NOT NULL, task TEXT NOT NULL, item_id TEXT NOT NULL,
+    mode TEXT NOT NULL, raw_text TEXT, label INTEGER NOT NULL, outcome TEXT NOT NULL, latency_s REAL,
     created REAL NOT NULL,
-    PRIMARY KEY (variant_id, task, item_id, mode)
+    PRIMARY KEY (variant_id, protocol, task, item_id, mode)
 );
-CREATE INDEX IF NOT EXISTS outputs_task ON outputs (task, mode);
+CREATE INDEX IF NOT EXISTS outputs_task ON outputs (protocol, task, mode);
 CREATE TABLE IF NOT EXISTS eval_runs (
-    variant_id TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL, device TEXT NOT NULL,
-    n_items INTEGER, prompt_tokens INTEGER, gen_tokens INTEGER, prompt_tok_s REAL, gen_tok_s REAL,
-    tpot_ms REAL, peak_mem_bytes INTEGER, wall_s REAL, created REAL NOT NULL
+    variant_id TEXT NOT NULL, protocol TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL,
+    device TEXT NOT NULL, n_items INTEGER, prompt_tokens INTEGER, gen_tokens INTEGER, prompt_tok_s REAL,
+    gen_tok_s REAL, tpot_ms REAL, peak_mem_bytes INTEGER, wall_s REAL, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS measurements (
     id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, variant TEXT NOT NULL,
@@ -95,8 +107,18 @@ CREATE TABLE IF NOT EXISTS study_recommendations (
     PRIMARY KEY (study, rank)
 );
 """
-_EVAL_RUN_COLUMNS = ["variant_id", "task", "mode", "device", "n_items", "prompt_tokens", "gen_tokens",
-                     "prompt_tok_s", "gen_tok_s", "tpot_ms", "peak_mem_bytes", "wall_s"]
+_EVAL_RUN_COLUMNS = ["variant_id", "protocol", "task", "mode", "device", "n_items", "prompt_tokens",
+                     "gen_tokens", "prompt_tok_s", "gen_tok_s", "tpot_ms", "peak_mem_bytes", "wall_s"]
+
+
+# Version 1 -> 2: the tables whose keys gain ``protocol`` are rebuilt (SQLite cannot change a
+# primary key in place); their rows are the codesign protocol. Run inside one transaction.
+_V1_TABLES = {
+    "items": "task, item_id, subtask, label, meta_json",
+    "outputs": "variant_id, task, item_id, mode, raw_text, label, outcome, latency_s, created",
+    "eval_runs": "variant_id, task, mode, device, n_items, prompt_tokens, gen_tokens, prompt_tok_s, gen_tok_s, "
+                 "tpot_ms, peak_mem_bytes, wall_s, created",
+}
 
 
 @dataclass
@@ -108,6 +130,7 @@ class ItemRow:
     subtask: str
     label: int
     meta: dict[str, Any] = field(default_factory=dict)
+    protocol: str = DEFAULT_PROTOCOL
 
 
 @dataclass
@@ -121,6 +144,7 @@ class OutputRow:
     raw_text: str | None = None
     mode: str = "generate"
     latency_s: float | None = None
+    protocol: str = DEFAULT_PROTOCOL
 
     @property
     def outcome(self) -> str:
@@ -130,28 +154,85 @@ class OutputRow:
 
 
 class ResultStore:
-    """A SQLite result store. Use as a context manager or call :meth:`close`."""
+    """A SQLite result store. Use as a context manager or call :meth:`close`.
+
+    ``read_only=True`` opens an existing store without ever writing to it (commands that only
+    read: voting, reports, exports); otherwise the store is created if missing and an older
+    schema is migrated in place.
+    """
 
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
-        if read_only:  # for commands that only read: the file is opened, never created or touched
-            self.conn = sqlite3.connect(f"file:{self.path.resolve()}?mode=ro", uri=True, timeout=60.0,
+        if read_only:
+            if not self.path.is_file():
+                from codesign.config import ConfigError
+
+                raise ConfigError(f"--store: {self.path} does not exist (allowed: a result store written by "
+                                  "codesign eval / explore)")
+            # mode=ro: the file is opened, never created or touched (a URI, so any path is safe)
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0,
                                         isolation_level=None)
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                raise RuntimeError(f"{self.path}: store schema version {version}, this codesign reads {SCHEMA_VERSION}")
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-        self.conn.execute("PRAGMA journal_mode=WAL")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=60000")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"{self.path}: store schema version {version}, this codesign reads {SCHEMA_VERSION}")
+        if version not in (0, 1, SCHEMA_VERSION):
+            from codesign.config import ConfigError
+
+            raise ConfigError(f"{self.path}: store schema version {version}, this codesign reads 1 and {SCHEMA_VERSION}")
+        if read_only:
+            if version == 0:
+                from codesign.config import ConfigError
+
+                raise ConfigError(f"--store: {self.path} is not a codesign result store (no schema version)")
+            if version == 1:
+                self._v1_views()
+            self._missing_tables_as_temp()
+            return
+        if version == 1:
+            self._migrate_v1()
         # executescript commits on its own; the DDL is idempotent (IF NOT EXISTS).
         self.conn.executescript(_SCHEMA)
         self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate_v1(self) -> None:
+        """Version 1 -> 2 in one transaction: rebuild items/outputs/eval_runs with ``protocol`` in
+        their keys; every old row is the codesign protocol. An interruption rolls everything back."""
+        with self.transaction() as c:
+            have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            old = {t: f"{t}_v1" for t in _V1_TABLES if t in have}
+            for t, renamed in old.items():
+                c.execute(f"ALTER TABLE {t} RENAME TO {renamed}")
+            c.execute("DROP INDEX IF EXISTS outputs_task")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    c.execute(stmt)
+            for t, renamed in old.items():
+                cols = _V1_TABLES[t]
+                c.execute(f"INSERT INTO {t} (protocol, {cols}) SELECT ?, {cols} FROM {renamed}", (V1_PROTOCOL,))
+                c.execute(f"DROP TABLE {renamed}")
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _v1_views(self) -> None:
+        """Read a version-1 store as version 2 without writing to it: temporary views (they live in
+        this connection only and shadow the tables) add ``protocol = 'codesign'``."""
+        have = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for t, cols in _V1_TABLES.items():
+            if t in have:
+                self.conn.execute(f"CREATE TEMP VIEW {t} AS SELECT '{V1_PROTOCOL}' AS protocol, {cols} FROM main.{t}")
+
+    def _missing_tables_as_temp(self) -> None:
+        """A reader of a store written by an older codesign sees the tables added since (study
+        results, ...) as empty temporary tables of this connection: its queries need no cases."""
+        have = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        have |= {r[0] for r in self.conn.execute("SELECT name FROM sqlite_temp_master")}
+        for stmt in _SCHEMA.split(";"):
+            words = stmt.split()
+            if words[:5] == ["CREATE", "TABLE", "IF", "NOT", "EXISTS"] and words[5] not in have:
+                self.conn.execute(stmt.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
@@ -206,56 +287,76 @@ class ResultStore:
     def add_items(self, rows: Iterable[ItemRow]) -> None:
         with self.transaction() as c:
             c.executemany(
-                "INSERT OR IGNORE INTO items VALUES (?,?,?,?,?)",
-                [(r.task, r.item_id, r.subtask, int(r.label), json.dumps(r.meta, default=str)) for r in rows],
+                "INSERT OR IGNORE INTO items (protocol, task, item_id, subtask, label, meta_json) VALUES (?,?,?,?,?,?)",
+                [(r.protocol, r.task, r.item_id, r.subtask, int(r.label), json.dumps(r.meta, default=str))
+                 for r in rows],
             )
 
     def add_outputs(self, rows: Iterable[OutputRow]) -> int:
         """Insert answers; an answer already stored for the same key is kept (never duplicated)."""
         now = time.time()
-        data = [(r.variant_id, r.task, r.item_id, r.mode, r.raw_text, int(r.label), r.outcome, r.latency_s, now)
-                for r in rows]
+        data = [(r.variant_id, r.protocol, r.task, r.item_id, r.mode, r.raw_text, int(r.label), r.outcome,
+                 r.latency_s, now) for r in rows]
         with self.transaction() as c:
             before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO outputs VALUES (?,?,?,?,?,?,?,?,?)", data)
+            c.executemany("INSERT OR IGNORE INTO outputs (variant_id, protocol, task, item_id, mode, raw_text, label, "
+                          "outcome, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?)", data)
             return c.total_changes - before
 
-    def done_item_ids(self, variant_id: str, task: str, mode: str = "generate") -> set[str]:
+    def done_item_ids(self, variant_id: str, task: str, mode: str = "generate",
+                      protocol: str = DEFAULT_PROTOCOL) -> set[str]:
+        """Items of ``task`` (under ``protocol``) this variant has a stored answer for (resume)."""
         cur = self.conn.execute(
-            "SELECT item_id FROM outputs WHERE variant_id=? AND task=? AND mode=?", (variant_id, task, mode))
+            "SELECT item_id FROM outputs WHERE variant_id=? AND protocol=? AND task=? AND mode=?",
+            (variant_id, protocol, task, mode))
         return {r[0] for r in cur}
 
-    def items(self, task: str):
-        """Items of a task as a DataFrame (item_id, subtask, label, meta as dict), sorted by item_id."""
-        df = self.frame("items", "task=?", (task,)).sort_values("item_id").reset_index(drop=True)
+    def items(self, task: str, protocol: str = DEFAULT_PROTOCOL):
+        """Items of a task under ``protocol`` as a DataFrame (item_id, subtask, label, meta as dict),
+        sorted by item_id."""
+        df = self.frame("items", "protocol=? AND task=?", (protocol, task)).sort_values("item_id")
+        df = df.reset_index(drop=True)
         df["meta"] = df.pop("meta_json").map(json.loads)
         return df
 
-    def tasks(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT task FROM outputs ORDER BY task")]
+    def tasks(self, protocol: str | None = None) -> list[str]:
+        """Tasks with stored answers (under ``protocol``; ``None``: any protocol)."""
+        sql, params = "SELECT DISTINCT task FROM outputs", []
+        if protocol:
+            sql, params = sql + " WHERE protocol=?", [protocol]
+        return [r[0] for r in self.conn.execute(sql + " ORDER BY task", params)]
 
-    def evaluated_variants(self, task: str | None = None, mode: str | None = None) -> list[str]:
+    def protocols(self) -> list[str]:
+        """Protocols with stored answers."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT protocol FROM outputs ORDER BY protocol")]
+
+    def evaluated_variants(self, task: str | None = None, mode: str | None = None,
+                           protocol: str | None = None) -> list[str]:
         sql, params = "SELECT DISTINCT variant_id FROM outputs WHERE 1=1", []
         if task:
             sql, params = sql + " AND task=?", params + [task]
         if mode:
             sql, params = sql + " AND mode=?", params + [mode]
+        if protocol:
+            sql, params = sql + " AND protocol=?", params + [protocol]
         return [r[0] for r in self.conn.execute(sql + " ORDER BY variant_id", params)]
 
     def label_matrix(self, task: str, variant_ids: Sequence[str], mode: str = "generate",
-                     item_ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """Answers of several variants on one task, aligned by item.
+                     item_ids: Sequence[str] | None = None,
+                     protocol: str = DEFAULT_PROTOCOL) -> tuple[list[str], np.ndarray]:
+        """Answers of several variants on one task (under ``protocol``), aligned by item.
 
         Returns ``(item_ids, labels)`` with ``labels`` of shape (len(variant_ids), n_items);
         an item a variant has no stored answer for counts as INVALID.
         """
         if item_ids is None:
-            item_ids = self.items(task)["item_id"].tolist()
+            item_ids = self.items(task, protocol)["item_id"].tolist()
         index = {iid: j for j, iid in enumerate(item_ids)}
         out = np.full((len(variant_ids), len(item_ids)), INVALID, dtype=np.int64)
         for i, vid in enumerate(variant_ids):
             cur = self.conn.execute(
-                "SELECT item_id, label FROM outputs WHERE variant_id=? AND task=? AND mode=?", (vid, task, mode))
+                "SELECT item_id, label FROM outputs WHERE variant_id=? AND protocol=? AND task=? AND mode=?",
+                (vid, protocol, task, mode))
             for iid, lab in cur:
                 j = index.get(iid)
                 if j is not None:
@@ -273,7 +374,7 @@ class ResultStore:
         """Stored evaluation costs (of one variant), oldest first."""
         sql = f"SELECT {','.join(_EVAL_RUN_COLUMNS)} FROM eval_runs" + (" WHERE variant_id=?" if variant_id else "")
         rows = self.conn.execute(sql + " ORDER BY created", (variant_id,) if variant_id else ())
-        return [EvalRun(*r) for r in rows]
+        return [EvalRun(**dict(zip(_EVAL_RUN_COLUMNS, r))) for r in rows]
 
     def add_measurement(self, **row: Any) -> None:
         cols = ["model", "variant", "wbits", "group_size", "dtype", "device", "device_name", "batch",

@@ -6,7 +6,8 @@ different precisions and one item,
 1. drop INVALID outcomes;
 2. drop REFUSED outcomes, except where abstaining is a correct answer (OOD knowledge,
    ``keep_refusal=True``), where REFUSED stays as a label of its own;
-3. if nothing remains the ensemble answers REFUSED;
+3. if nothing remains the ensemble answers REFUSED when some member refused, else INVALID
+   (garbage from every member stays garbage: it is never credited as an abstention);
 4. otherwise take the unweighted majority label;
 5. on a tie, take the label of the highest-precision member among those that voted for one of
    the tied labels (equal precision: the member listed first).
@@ -34,6 +35,7 @@ __all__ = [
     "REFUSED",
     "DENSE_BITS",
     "precision_ensemble_vote",
+    "no_vote_outcome",
     "weighted_vote",
     "tie_priority",
     "subset_masks",
@@ -122,9 +124,23 @@ def precision_ensemble_vote(labels: np.ndarray, bits: Sequence[int] | np.ndarray
         keep_refusal: REFUSED is a label of its own (OOD knowledge, where "I don't know" is right).
 
     Returns:
-        ``(items,)`` int64 array holding a label id, or REFUSED when no member gave a usable answer.
+        ``(items,)`` int64 array holding a label id; where no member gave a usable answer,
+        REFUSED if some member refused, else INVALID.
     """
     return weighted_vote(labels, bits, None, keep_refusal=keep_refusal)
+
+
+def no_vote_outcome(labels: np.ndarray) -> np.ndarray:
+    """What an ensemble answers where nothing remains after dropping outcomes: REFUSED where some
+    member refused, else INVALID (every member invalid).
+
+    Args:
+        labels: ``(members, items)`` outcome codes.
+
+    Returns:
+        ``(items,)`` int64 array of REFUSED / INVALID.
+    """
+    return np.where((np.asarray(labels) == REFUSED).any(axis=0), REFUSED, INVALID).astype(np.int64)
 
 
 def weighted_vote(labels: np.ndarray, bits: Sequence[int] | np.ndarray, weights: Sequence[float] | None,
@@ -142,7 +158,7 @@ def weighted_vote(labels: np.ndarray, bits: Sequence[int] | np.ndarray, weights:
         keep_refusal: REFUSED is a label of its own.
 
     Returns:
-        ``(items,)`` int64 labels or REFUSED.
+        ``(items,)`` int64 labels, or REFUSED / INVALID where nothing remains (:func:`no_vote_outcome`).
     """
     labels, bits = _check(labels, bits)
     m, n = labels.shape
@@ -154,7 +170,7 @@ def weighted_vote(labels: np.ndarray, bits: Sequence[int] | np.ndarray, weights:
             raise ValueError(f"weights has {w.shape[0]} entries but labels has {m} members")
         if not np.all(np.isfinite(w)) or np.any(w < 0):
             raise ValueError(f"weights must be finite and >= 0, got {w.tolist()}")
-    out = np.full(n, REFUSED, dtype=np.int64)
+    out = no_vote_outcome(labels)
     if n == 0:
         return out
     cols, values, valid = _compact(labels, keep_refusal)
@@ -168,7 +184,7 @@ def weighted_vote(labels: np.ndarray, bits: Sequence[int] | np.ndarray, weights:
     tied = (score >= top - 1e-12 * np.maximum(top, 1.0)) & (best < m)
     tied_best = np.where(tied, best, m + 1)
     winner = values[np.argmin(tied_best, axis=1)]
-    return np.where(valid.any(axis=0), winner, REFUSED)
+    return np.where(valid.any(axis=0), winner, out)
 
 
 def subset_masks(m: int, min_size: int = 1, max_size: int | None = None) -> np.ndarray:
@@ -212,7 +228,8 @@ def subset_votes(labels: np.ndarray, bits: Sequence[int] | np.ndarray, masks: np
         chunk_items: items per vectorized block (memory/cache trade-off).
 
     Returns:
-        ``(subsets, items)`` int array of labels or REFUSED (int8 when labels fit, else int64).
+        ``(subsets, items)`` int array of labels, or REFUSED / INVALID where nothing remains
+        (:func:`no_vote_outcome` of the subset's members); int8 when labels fit, else int64.
     """
     labels, bits = _check(labels, bits)
     m, n = labels.shape
@@ -224,12 +241,13 @@ def subset_votes(labels: np.ndarray, bits: Sequence[int] | np.ndarray, masks: np
     cols, values, _ = _compact(labels, keep_refusal)
     small = values.size == 0 or (values.min() >= -128 and values.max() <= 127)
     out = np.full((masks.shape[0], n), REFUSED, dtype=np.int8 if small else np.int64)
-    if n == 0 or values.size == 0 or masks.shape[0] == 0:
+    if n == 0 or masks.shape[0] == 0:
         return out
+    refused = labels == REFUSED
     if m <= 16:
-        _subset_votes_doubling(cols, values, tie_priority(bits), masks, out, chunk_items or 256)
+        _subset_votes_doubling(cols, values, tie_priority(bits), masks, refused, out, chunk_items or 256)
     else:
-        _subset_votes_matmul(cols, values, tie_priority(bits), masks, out, chunk_items)
+        _subset_votes_matmul(cols, values, tie_priority(bits), masks, refused, out, chunk_items)
     return out
 
 
@@ -240,10 +258,10 @@ def _member_weights(prio: np.ndarray) -> np.ndarray:
 
 
 def _subset_votes_doubling(cols: np.ndarray, values: np.ndarray, prio: np.ndarray, masks: np.ndarray,
-                           out: np.ndarray, chunk: int) -> None:
+                           refused: np.ndarray, out: np.ndarray, chunk: int) -> None:
     m, n = cols.shape
     k_labels = values.size
-    shift = max(1, int(np.ceil(np.log2(k_labels))))
+    shift = max(1, int(np.ceil(np.log2(max(k_labels, 1)))))
     # support * 2**shift | column must fit; pick the narrowest unsigned type that holds it.
     dtype = np.uint32 if ((m + 1) << m) << shift < 2**32 else np.uint64
     w = _member_weights(prio).astype(dtype)
@@ -252,10 +270,21 @@ def _subset_votes_doubling(cols: np.ndarray, values: np.ndarray, prio: np.ndarra
     n_all = 1 << m
     support = np.empty((n_all, chunk), dtype=dtype)
     best = np.empty((n_all, chunk), dtype=dtype)
+    any_ref = np.empty((n_all, chunk), dtype=bool)
     col_mask = dtype((1 << shift) - 1)
+    no_vote = np.array([INVALID, REFUSED], dtype=out.dtype)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         c = cols[:, a:b]
+        ref = any_ref[:, : b - a]
+        ref[0] = False
+        for i in range(m):  # doubling again: does the subset hold a member that refused?
+            h = 1 << i
+            np.logical_or(ref[:h], refused[i, a:b], out=ref[h : 2 * h])
+        fallback = no_vote[ref[codes].view(np.uint8)]
+        if k_labels == 0:
+            out[:, a:b] = fallback
+            continue
         sup, bst = support[:, : b - a], best[:, : b - a]
         for k in range(k_labels):
             sup[0] = 0
@@ -272,11 +301,11 @@ def _subset_votes_doubling(cols: np.ndarray, values: np.ndarray, prio: np.ndarra
                 np.maximum(bst, sup, out=bst)
         sel = bst[codes]
         winner = values_out[(sel & col_mask).astype(np.int64)]
-        out[:, a:b] = np.where(sel > col_mask, winner, out.dtype.type(REFUSED))
+        out[:, a:b] = np.where(sel > col_mask, winner, fallback)
 
 
 def _subset_votes_matmul(cols: np.ndarray, values: np.ndarray, prio: np.ndarray, masks: np.ndarray,
-                         out: np.ndarray, chunk: int | None) -> None:
+                         refused: np.ndarray, out: np.ndarray, chunk: int | None) -> None:
     m, n = cols.shape
     if m > 40:
         raise ValueError(f"subset_votes supports at most 40 members (exact float64 weights), got {m}")
@@ -284,16 +313,22 @@ def _subset_votes_matmul(cols: np.ndarray, values: np.ndarray, prio: np.ndarray,
     dtype = np.float32 if (m + 1) * 2.0**m < 2.0**24 else np.float64
     weights = (masks * _member_weights(prio).astype(np.float64)[None, :]).astype(dtype)  # (S, M)
     values_out = values.astype(out.dtype)
-    chunk = chunk or max(1, int(16_000_000 // max(1, masks.shape[0] * k)))
+    chunk = chunk or max(1, int(16_000_000 // max(1, masks.shape[0] * (k + 1))))
     eye = np.eye(k, dtype=dtype)
+    member_of = masks.astype(np.float32)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         c = cols[:, start:stop]
+        any_ref = (member_of @ refused[:, start:stop].astype(np.float32)) > 0  # (S, n_c)
+        fallback = np.where(any_ref, REFUSED, INVALID).astype(out.dtype)
+        if k == 0:
+            out[:, start:stop] = fallback
+            continue
         onehot = np.where(c[..., None] >= 0, eye[np.maximum(c, 0)], 0).astype(dtype)  # (M, n_c, K)
         scores = (weights @ onehot.reshape(m, -1)).reshape(masks.shape[0], stop - start, k)
         best = scores.argmax(axis=2)
         has_vote = scores.max(axis=2) > 0  # any member of the subset gave a usable answer
-        out[:, start:stop] = np.where(has_vote, values_out[best], REFUSED)
+        out[:, start:stop] = np.where(has_vote, values_out[best], fallback)
 
 
 def vote_loop(labels: np.ndarray, bits: Sequence[int] | np.ndarray, keep_refusal: bool = False) -> np.ndarray:
@@ -314,8 +349,8 @@ def vote_loop(labels: np.ndarray, bits: Sequence[int] | np.ndarray, keep_refusal
             if lab == INVALID or (lab == REFUSED and not keep_refusal):
                 continue
             votes.append((lab, i))
-        if not votes:
-            out.append(REFUSED)
+        if not votes:  # nothing usable: an abstention only if some member abstained
+            out.append(REFUSED if any(int(x) == REFUSED for x in labels[:, j]) else INVALID)
             continue
         counts: dict[int, int] = {}
         for lab, _ in votes:

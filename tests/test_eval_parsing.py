@@ -110,4 +110,4 @@ def test_real_smollm2_answers(task, subtask, text, expected):
     from codesign.evaluate.tasks import Item, get_task
 
     item = Item("x", subtask, 0, [], ["A", "B", "C", "D"], {"choices": ["w", "x", "y", "z"]})
-    assert get_task(task).parse(text, item) == expected
+    assert get_task(task, protocol="codesign").parse(text, item) == expected

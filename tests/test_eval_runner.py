@@ -170,10 +170,11 @@ def test_cli_eval_table_and_errors(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_smollm2_every_task(smollm2, store, data_dir):
+    """The codesign protocol on the real model (the decodingtrust protocol: tests/test_decodingtrust.py)."""
     spec = VariantSpec(model="smollm2-135m-instruct")
     # limit 2: one item of each of the first two subtasks (keeps the 4k-token 32-shot prompts out).
-    res = evaluate_variant(smollm2, spec, store, tasks=task_names(), limit=2, data_dir=data_dir, batch_size=4,
-                           progress=False)
+    res = evaluate_variant(smollm2, spec, store, tasks=task_names("codesign"), limit=2, data_dir=data_dir,
+                           batch_size=4, progress=False, protocol="codesign")
     _check_scores(res, 2)
     out = store.frame("outputs")
     assert len(out) == 2 * 5

@@ -1,4 +1,5 @@
-"""Task loaders on the real data files, the stratified subsample, and task-level scoring."""
+"""The codesign protocol's task loaders on the real data files, the stratified subsample, and
+task-level scoring (the decodingtrust protocol: tests/test_decodingtrust.py)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,18 @@ from codesign.records import INVALID, REFUSED
 
 @pytest.fixture(scope="module")
 def loaded(data_dir):
-    return {name: get_task(name).load(data_dir) for name in task_names()}
+    return {name: get_task(name, protocol="codesign").load(data_dir) for name in task_names("codesign")}
 
 
 def test_registry_and_unknown_task():
-    assert task_names()[:5] == ["mmlu", "advglue", "fairness", "ethics", "ood"]
+    for protocol in ("codesign", "decodingtrust"):
+        assert task_names(protocol)[:5] == ["mmlu", "advglue", "fairness", "ethics", "ood"]
+        assert get_task("ethics", protocol=protocol).protocol == protocol
+    assert get_task("ethics").protocol == "decodingtrust"  # the default protocol
     with pytest.raises(ConfigError, match="unknown task 'toxicity'.*allowed"):
         get_task("toxicity")
+    with pytest.raises(ConfigError, match="--protocol: 'helm' is not an evaluation protocol"):
+        get_task("ethics", protocol="helm")
 
 
 def test_item_ids_unique_and_labels_valid(loaded):
@@ -86,8 +92,8 @@ def test_fairness_labels_and_sex_match_decodingtrust_arrays(loaded, data_dir):
         if sub == "uci":
             continue
         its.sort(key=lambda it: it.item_id)
-        gt = np.load(folder / f"gt_labels_adult_{sub}.npy", allow_pickle=True)
-        sens = np.load(folder / f"sensitive_attr_adult_{sub}.npy", allow_pickle=True)
+        gt = np.load(folder / f"gt_labels_adult_{sub}.npy", allow_pickle=False)
+        sens = np.load(folder / f"sensitive_attr_adult_{sub}.npy", allow_pickle=False)
         assert [it.label for it in its] == gt.tolist(), sub
         assert [it.meta["sex"] for it in its] == sens.tolist(), sub
         assert all(f"sex {it.meta['sex']}" in it.messages[-1]["content"] for it in its)
@@ -107,7 +113,7 @@ def test_ood_items(loaded):
     assert k.refusal_option == "4" and k.continuations == ["0", "1", "2", "3", "4"]
     assert k.continuation_label(4) == REFUSED
     assert "4 : I don't know" in k.messages[-1]["content"]
-    task = get_task("ood")
+    task = get_task("ood", protocol="codesign")
     assert task.keeps_refusal("knowledge_2023") and not task.keeps_refusal("style")
 
 
@@ -116,17 +122,17 @@ def test_advglue_reads_extra_files_with_the_same_schema(loaded, tmp_path, data_d
         "sst2": 148, "qqp": 78, "mnli": 121, "mnli-mm": 162, "qnli": 148, "rte": 81}
     extra = tmp_path / "alpaca.json"
     extra.write_text(json.dumps({"sst2": [{"idx": 0, "sentence": "great film", "label": 1}]}))
-    items = get_task("advglue", files=[extra]).load(data_dir)
+    items = get_task("advglue", files=[extra], protocol="codesign").load(data_dir)
     assert [it.item_id for it in items if it.subtask == "alpaca/sst2"] == ["alpaca/sst2/00000"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"sst2": [{"idx": 0, "sentence": "x", "label": 7}]}))
     with pytest.raises(ConfigError, match=r"bad.json: sst2\[0\].label = 7 \(allowed: 0..1\)"):
-        get_task("advglue", files=[bad]).load(data_dir)
+        get_task("advglue", files=[bad], protocol="codesign").load(data_dir)
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="mmlu"):
-        get_task("mmlu").load(tmp_path)
+        get_task("mmlu", protocol="codesign").load(tmp_path)
 
 
 def test_stratified_subsample_equal_shares_superset_and_seeded(loaded):
@@ -152,23 +158,23 @@ def test_task_scores_compose_the_documented_formulas():
     # ethics: zero-shot acc 1/2, few-shot acc 1, FPR_jb 1/2, FPR_ev 0 -> mean(.5, 1, .5, 1) = 75
     items = _frame([("a", "zero_shot", 1, {}), ("b", "zero_shot", 0, {}), ("c", "few_shot", 0, {}),
                     ("d", "jailbreak", 1, {}), ("e", "jailbreak", 1, {}), ("f", "evasive", 1, {})])
-    r = score_task("ethics", items, np.array([1, 1, 0, 0, 1, 1]))
+    r = score_task("ethics", items, np.array([1, 1, 0, 0, 1, 1]), "answered")
     assert r["score"] == pytest.approx(75.0) and r["n"] == 6
     # ood: style acc 1, knowledge 2023: RR .5, MACC 0 -> .5; 2020 is reported only -> mean(1, .5) = 75
     items = _frame([("s", "style", 1, {}), ("k1", "knowledge_2023", 2, {}), ("k2", "knowledge_2023", 1, {}),
                     ("k3", "knowledge_2020", 1, {})])
-    r = score_task("ood", items, np.array([1, REFUSED, 0, INVALID]))
+    r = score_task("ood", items, np.array([1, REFUSED, 0, INVALID]), "answered")
     assert r["score"] == pytest.approx(75.0)
     assert r["knowledge_rr_2023"] == 0.5 and r["knowledge_score_2020"] == 0.0
     assert score_task("ood", items, np.array([1, REFUSED, 0, INVALID]), "strict")["score"] == pytest.approx(50.0)
     # fairness: one subtask, DPD .5, EOD .5 -> 50
     items = _frame([(str(i), "x", y, {"sex": s}) for i, (y, s) in
                     enumerate(zip([1, 1, 0, 0, 1, 1, 0, 0], "aaaabbbb"))])
-    r = score_task("fairness", items, np.array([1, 1, 1, 0, 1, 0, 0, 0]))
+    r = score_task("fairness", items, np.array([1, 1, 1, 0, 1, 0, 0, 0]), "answered")
     assert r["score"] == pytest.approx(50.0) and r["dpd"] == pytest.approx(0.5)
     # mmlu: mean of the settings' accuracies
     items = _frame([("a", "0shot", 0, {}), ("b", "0shot", 1, {}), ("c", "5shot", 2, {})])
-    r = score_task("mmlu", items, np.array([0, 0, 2]))
+    r = score_task("mmlu", items, np.array([0, 0, 2]), protocol="codesign")
     assert r["score"] == pytest.approx(75.0) and r["acc_0shot"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="3 items but 2 predictions"):
-        score_task("mmlu", items, np.array([0, 0]))
+        score_task("mmlu", items, np.array([0, 0]), protocol="codesign")

@@ -155,7 +155,10 @@ def test_ensemble_export_writes_members_manifest_and_scores(tmp_path, data_dir):
     man = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert [m["bits"] for m in man["members"]] == [4, 8, 16]
     assert man["rule"]["tie_order"] == [specs[2].variant_id, specs[1].variant_id, specs[0].variant_id]
-    assert man["rule"]["refusal_is_label"] == {"ood": ["knowledge"]} or "ood" in man["rule"]["refusal_is_label"]
+    keep = man["rule"]["refusal_is_label"]  # per protocol of the stored answers (the default one here)
+    assert list(keep) == ["decodingtrust"] and list(keep["decodingtrust"]) == ["ood"]
+    assert keep["decodingtrust"]["ood"] and all(s.startswith("knowledge/") for s in keep["decodingtrust"]["ood"])
+    assert any("REFUSED if some member refused, else INVALID" in step for step in man["rule"]["steps"])
     assert [m["format"] for m in man["members"]] == ["gptq", "gptq", "float"]
     for m in man["members"]:
         assert (tmp_path / "ens" / m["folder"] / "model.safetensors").exists()
@@ -170,6 +173,23 @@ def test_ensemble_export_writes_members_manifest_and_scores(tmp_path, data_dir):
 
     with pytest.raises(ConfigError, match="^export: 'nope' matches no variant"):
         export_target("rtn-w4g32-sym+nope", "gptq", tmp_path / "x", store=tmp_path / "r.db")
+
+
+def test_scores_and_refusal_labels_follow_the_stores_protocol(tmp_path, data_dir):
+    """A store holding codesign-protocol answers only: the card scores those, the manifest's
+    refusal labels are the codesign OOD task's."""
+    from codesign.export import card, refusal_subtasks
+    from codesign.explore.synthetic import fill_synthetic_store
+    from codesign.store import ResultStore
+
+    specs = [_spec("rtn", 4, 32, True), VariantSpec("tiny-llama")]
+    with ResultStore(tmp_path / "r.db") as st:
+        fill_synthetic_store(st, specs, ["ethics", "ood"], data_dir=data_dir, limit=20, protocol="codesign")
+    keep = refusal_subtasks(tmp_path / "r.db")
+    assert list(keep) == ["codesign"] and list(keep["codesign"]) == ["ood"]
+    assert keep["codesign"]["ood"] and all(s.startswith("knowledge") and "/" not in s for s in keep["codesign"]["ood"])
+    frame, note = card.trust_scores(tmp_path / "r.db", [s.variant_id for s in specs], n_boot=0)
+    assert note.startswith("Answers: codesign protocol (answered policy)") and list(frame["task"]) == ["ethics", "ood"]
 
 
 # -- bad input: one error line, exit 2, nothing written ------------------------------------------------

@@ -198,7 +198,7 @@ def test_a_task_added_in_one_place_is_an_objective_and_a_trust_dimension(monkeyp
     class Toxicity(Task):
         name, dimension, objective = "toxicity", "Toxicity", "tox"
 
-    monkeypatch.setitem(TASKS, "toxicity", Toxicity)
+    monkeypatch.setitem(TASKS, (Toxicity.protocol, "toxicity"), Toxicity)
     assert objectives.get_objective("tox").axis_label == "Toxicity (%)" and objectives.label("tox") == "Toxicity (%)"
     assert objectives.dimension("toxicity").trust and "tox" in [d.objective for d in objectives.trust_dimensions(
         ["adv", "tox"])]

@@ -18,5 +18,5 @@ def test_trust_study_config_is_valid_and_covers_the_study(data_dir):
         (m, b) for m in ("rtn", "gptq", "awq") for b in (2, 3, 4, 8)}
     assert any(s.is_dense for s in specs)
     for task, subs in cfg.subtasks.items():  # every named subtask exists in the data
-        items = get_task(task, subtasks=subs).load(data_dir, limit=cfg.limit, seed=cfg.seed)
+        items = get_task(task, subtasks=subs, protocol=cfg.protocol).load(data_dir, limit=cfg.limit, seed=cfg.seed)
         assert {it.subtask for it in items} == set(subs)

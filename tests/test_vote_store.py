@@ -40,7 +40,8 @@ ACCURACY = [0.8, 0.75, 0.6, 0.65]
 
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory, data_dir):
-    """A store with 40 real items per task and four members answering with known accuracies."""
+    """A store with 40 real items per task and four members answering with known accuracies,
+    under both protocols (the default one, decodingtrust, and codesign)."""
     from codesign.evaluate.tasks import get_task
 
     path = tmp_path_factory.mktemp("vote") / "results.db"
@@ -48,9 +49,9 @@ def filled(tmp_path_factory, data_dir):
     with ResultStore(path) as s:
         for spec in SPECS:
             s.add_variant(spec)
-        for task in TASKS:
-            items = get_task(task).load(data_dir, limit=40, seed=0)
-            s.add_items([ItemRow(task, it.item_id, it.subtask, it.label, it.meta) for it in items])
+        for protocol, task in [(p, t) for p in ("decodingtrust", "codesign") for t in TASKS]:
+            items = get_task(task, protocol=protocol).load(data_dir, limit=40, seed=0)
+            s.add_items([ItemRow(task, it.item_id, it.subtask, it.label, it.meta, protocol) for it in items])
             for spec, acc in zip(SPECS, ACCURACY):
                 rows = []
                 for it in items:
@@ -63,7 +64,7 @@ def filled(tmp_path_factory, data_dir):
                         lab = INVALID
                     else:
                         lab = int(rng.integers(0, len(it.options)))
-                    rows.append(OutputRow(spec.variant_id, task, it.item_id, lab, raw_text=str(lab)))
+                    rows.append(OutputRow(spec.variant_id, task, it.item_id, lab, raw_text=str(lab), protocol=protocol))
                 s.add_outputs(rows)
     return path
 
@@ -136,11 +137,17 @@ def test_score_ensemble_beside_members(rs):
 
 
 def test_strict_policy_counts_refusals_as_wrong(rs):
-    dt = score_ensemble(rs, IDS[:2], tasks=["mmlu"], n_boot=0, policy="decodingtrust")
+    answered = score_ensemble(rs, IDS[:2], tasks=["mmlu"], n_boot=0, policy="answered")
     st = score_ensemble(rs, IDS[:2], tasks=["mmlu"], n_boot=0, policy="strict")
-    assert st["score"].iloc[0] <= dt["score"].iloc[0]
+    assert st["score"].iloc[0] < answered["score"].iloc[0]
+    # a policy names its protocol: codesign's answers were scored, not decodingtrust's
+    same = score_ensemble(rs, IDS[:2], tasks=["mmlu"], n_boot=0, policy="strict", protocol="codesign")
+    assert same["score"].iloc[0] == st["score"].iloc[0]
+    assert score_ensemble(rs, IDS[:2], tasks=["mmlu"], n_boot=0)["n"].iloc[0] == 40  # decodingtrust: 5-shot only
     with pytest.raises(ConfigError, match="allowed"):
         score_ensemble(rs, IDS, n_boot=0, policy="lenient")
+    with pytest.raises(ConfigError, match="'strict' is not a policy of protocol 'decodingtrust'"):
+        score_ensemble(rs, IDS, n_boot=0, policy="strict", protocol="decodingtrust")
 
 
 def test_items_a_member_never_answered_are_left_out(tmp_path, rs):
@@ -149,7 +156,7 @@ def test_items_a_member_never_answered_are_left_out(tmp_path, rs):
             s.add_variant(spec)
         items = rs.items("mmlu")
         s.add_items([ItemRow("mmlu", r.item_id, r.subtask, int(r.label), r.meta) for r in items.itertuples()])
-        out = rs.frame("outputs", "task='mmlu'")
+        out = rs.frame("outputs", "task='mmlu' AND protocol='decodingtrust'")
         for vid, n in ((IDS[0], 40), (IDS[1], 30)):
             sub = out[out["variant_id"] == vid].sort_values("item_id").head(n)
             s.add_outputs([OutputRow(vid, "mmlu", r.item_id, int(r.label)) for r in sub.itertuples()])
@@ -214,15 +221,15 @@ def test_vectorized_subset_accuracy_equals_a_loop(rs):
     masks, pred = subset_predictions(ans.labels, ans.bits, ans.keep_refusal)
     gold = ans.items["label"].to_numpy()
     sub = ans.items["subtask"].to_numpy()
-    for policy in ("decodingtrust", "strict"):
+    for policy in ("answered", "strict", "decodingtrust"):
         got = subset_accuracy(pred, gold, policy, sub)
         for s in range(pred.shape[0]):
             accs = []
             for name in np.unique(sub):
                 m = sub == name
-                answered = m & (pred[s] != REFUSED) & (pred[s] != INVALID) if policy == "decodingtrust" else m
-                if answered.any():
-                    accs.append((pred[s][answered] == gold[answered]).mean())
+                # answered = not refused: an invalid answer is a wrong answer (one definition everywhere)
+                counted = m & (pred[s] != REFUSED) if policy == "answered" else m
+                accs.append((pred[s][counted] == gold[counted]).mean() if counted.any() else 0.0)
             assert got["score"][s] == pytest.approx(100 * np.mean(accs))
             assert got["refusal_rate"][s] == pytest.approx((pred[s] == REFUSED).mean())
     df = score_all_subsets(rs, IDS, "mmlu", metric="accuracy", min_size=2)

@@ -35,12 +35,15 @@ def test_all_refused_gives_refused():
     assert vote1([REFUSED, REFUSED, REFUSED], [4, 8, 16]) == REFUSED
 
 
-def test_all_invalid_gives_refused():
-    assert vote1([INVALID, INVALID], [4, 16]) == REFUSED
+def test_all_invalid_gives_invalid():
+    # garbage from every member stays garbage: never credited as an abstention
+    assert vote1([INVALID, INVALID], [4, 16]) == INVALID
+    assert vote1([INVALID, INVALID], [4, 16], keep_refusal=True) == INVALID
 
 
 def test_invalid_and_refused_only_gives_refused():
     assert vote1([INVALID, REFUSED, INVALID], [4, 8, 16]) == REFUSED
+    assert vote1([INVALID, REFUSED, INVALID], [4, 8, 16], keep_refusal=True) == REFUSED
 
 
 def test_invalid_votes_are_dropped():
@@ -95,7 +98,7 @@ def test_tie_priority_order():
 
 def test_one_dimensional_input_is_one_member():
     np.testing.assert_array_equal(precision_ensemble_vote(np.array([0, INVALID, REFUSED, 2]), [4]),
-                                  [0, REFUSED, REFUSED, 2])
+                                  [0, INVALID, REFUSED, 2])
 
 
 def test_vectorized_over_items():
@@ -144,9 +147,8 @@ def ensembles(draw, max_members=6, distinct_bits=False):
 @given(ensembles(max_members=1), st.booleans())
 def test_one_member_ensemble_equals_member(ens, keep):
     labels, bits = ens
-    expected = labels[0].copy()
-    expected[expected == INVALID] = REFUSED  # nothing usable left -> REFUSED
-    np.testing.assert_array_equal(precision_ensemble_vote(labels, bits, keep), expected)
+    # the member itself: INVALID stays INVALID, REFUSED stays REFUSED
+    np.testing.assert_array_equal(precision_ensemble_vote(labels, bits, keep), labels[0])
 
 
 @settings(max_examples=200, deadline=None)
@@ -196,9 +198,11 @@ def test_result_is_a_usable_member_answer(ens, keep):
     labels, bits = ens
     pred = precision_ensemble_vote(labels, bits, keep)
     for j, p in enumerate(pred):
-        if p != REFUSED or keep:
-            assert p in labels[:, j] or p == REFUSED
-        assert p != INVALID
+        assert p in labels[:, j]  # a label, REFUSED or INVALID some member gave
+        if p == INVALID:
+            assert (labels[:, j] == INVALID).all()
+        if p == REFUSED and not keep:
+            assert (labels[:, j] < 0).all()
 
 
 # -- weighted votes ------------------------------------------------------------------------

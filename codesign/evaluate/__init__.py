@@ -1,11 +1,16 @@
-"""Evaluation: a task registry (MMLU and four DecodingTrust-style trust dimensions), answer parsing with refusals, batched generation and log-likelihood scoring into the result store.
+"""Evaluation: evaluation protocols (``decodingtrust``, reproducing DecodingTrust; ``codesign``, codesign's
+own), each a task registry (MMLU and four trust dimensions) with its prompts, parsing and score formulas;
+batched generation and log-likelihood scoring into the result store.
 
 Public API (imported lazily, so ``import codesign.evaluate`` stays cheap):
 
-- ``evaluate_variant(loaded, variant, store, tasks, mode, limit, seed, data_dir, batch_size, progress)``
-- ``evaluate_catalogue(specs, store, tasks, ...)``
-- ``get_task(name)``, ``TASKS``, ``task_names()``
-- ``score_task(task_name, items_df, pred, policy)``, ``variant_scores(store, variant_id, tasks, mode, policy)``
+- ``evaluate_variant(loaded, variant, store, tasks, mode, limit, seed, data_dir, batch_size, progress,
+  policy, prepared, prefill, protocol)``
+- ``evaluate_catalogue(specs, store, tasks, ..., protocol, prepared)``
+- ``get_task(name, subtasks, protocol=...)``, ``TASKS`` (keyed by (protocol, name)), ``task_names(protocol)``
+- ``score_task(task_name, items_df, pred, policy, protocol)``,
+  ``variant_scores(store, variant_id, tasks, mode, policy, protocol)`` (a policy names its protocol)
+- protocols: ``codesign.evaluate.protocols`` (``get_protocol``, ``resolve_scoring``)
 """
 
 from __future__ import annotations

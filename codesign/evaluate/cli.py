@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import field_validator
 
-from codesign.commands import CommandOptions, Mode, Policy, bind, option
+from codesign.commands import Mode, Policy, ScoringOptions, bind, option
 from codesign.config import ConfigError
+from codesign.records import DEFAULT_PROTOCOL
 
 
 def parse_variants(text: str, model: str, store=None) -> list:
@@ -67,17 +68,20 @@ def _fmt(v: float | None) -> str:
     return f"{v:.1f}"
 
 
-def render_table(results: dict, short_names: dict[str, str], policy: str, mode: str):
+def render_table(results: dict, short_names: dict[str, str], policy: str, mode: str, protocol: str | None = None):
     """A rich table: one row per variant, 'score (refusal %)' per dimension."""
     from rich.table import Table
 
     from codesign.evaluate.tasks import get_task
 
     tasks = list(next(iter(results.values())).keys()) if results else []
-    table = Table(title=f"codesign eval — score 0-100 (refusal rate %) · policy={policy} · mode={mode}")
+    title = f"codesign eval — score 0-100 (refusal rate %) · protocol={protocol} · policy={policy} · mode={mode}"
+    if protocol == "decodingtrust" and mode == "loglik":
+        title += " (codesign's log-likelihood approximation: DecodingTrust generates)"
+    table = Table(title=title)
     table.add_column("variant", style="bold")
     for t in tasks:
-        table.add_column(get_task(t).dimension, justify="right")
+        table.add_column(get_task(t, protocol=protocol).dimension, justify="right")
     for vid, per_task in results.items():
         cells = []
         for t in tasks:
@@ -87,7 +91,7 @@ def render_table(results: dict, short_names: dict[str, str], policy: str, mode: 
     return table
 
 
-class EvalOptions(CommandOptions):
+class EvalOptions(ScoringOptions):
     model: str = option("smollm2-135m-instruct", "--model", "-m", help="Base model: smollm2-135m-instruct, "
                                                                        "tiny-llama, a local HF folder, a .gguf file.")
     variants: str = option("dense", "--variants", "-v", help="Catalogue YAML, or comma list of 'dense', short names "
@@ -102,8 +106,13 @@ class EvalOptions(CommandOptions):
                                                    "options by likelihood.")
     data_dir: Path | None = option(None, "--data-dir", help="Benchmark data folder (default: $CODESIGN_DATA or "
                                                             "../shared/data).")
-    policy: Policy = option("decodingtrust", "--policy", help="Refusal policy: decodingtrust (metrics over answered "
-                                                              "items) or strict (refusals count as wrong).")
+    protocol: str = option(DEFAULT_PROTOCOL, "--protocol", help="Evaluation protocol: decodingtrust (DecodingTrust's "
+                                                                "prompts, budgets, parsing and formulas, as the "
+                                                                "study) or codesign (codesign's prompts, stricter "
+                                                                "parser).")
+    policy: Policy | None = option(None, "--policy", help="Scoring policy of the protocol: decodingtrust (its only "
+                                                          "one); codesign: answered (metrics over items not refused, "
+                                                          "the default) or strict (refusals count as wrong).")
     batch_size: int = option(16, "--batch-size", help="Prompts per batch.", ge=1)
     device: Literal["auto", "cpu", "cuda"] = option("auto", "--device", help="auto (CUDA if present, else CPU), cpu "
                                                                              "or cuda.")
@@ -136,19 +145,21 @@ class EvalResult:
 
 def evaluate(opts: EvalOptions) -> EvalResult:
     """Evaluate the variants on the tasks into the store (resuming what is stored) and score them."""
-    from codesign.evaluate.runner import evaluate_catalogue
+    from codesign.evaluate.runner import evaluate_catalogue, prepare_tasks
     from codesign.evaluate.tasks import parse_task_list
     from codesign.paths import data_dir as resolve_data
     from codesign.store import ResultStore
 
-    task_list = parse_task_list(opts.tasks)
+    task_list = parse_task_list(opts.tasks, opts.protocol)
     data = resolve_data(opts.data_dir)
+    prepared = prepare_tasks(task_list, data, opts.limit, opts.seed, opts.protocol)  # bad data files fail here, first
     with ResultStore(opts.store) as store:
         specs = parse_variants(opts.variants, opts.model, store)
         results = evaluate_catalogue(specs, store, task_list, mode=opts.mode, limit=opts.limit, seed=opts.seed,
                                      data_dir=data, batch_size=opts.batch_size, progress=opts.progress,
                                      device=None if opts.device == "auto" else opts.device, dtype=opts.dtype,
-                                     policy=opts.policy, packed=opts.packed, prefill=opts.prefill)
+                                     policy=opts.policy, packed=opts.packed, prefill=opts.prefill,
+                                     protocol=opts.protocol, prepared=prepared)
     return EvalResult(results, {s.variant_id: s.short_name for s in specs})
 
 
@@ -156,7 +167,7 @@ def show(opts: EvalOptions, res: EvalResult) -> None:
     import typer
     from rich.console import Console
 
-    Console().print(render_table(res.scores, res.names, opts.policy, opts.mode))
+    Console().print(render_table(res.scores, res.names, opts.policy, opts.mode, opts.protocol))
     typer.echo(f"answers stored in {opts.store}")
 
 

@@ -1,7 +1,7 @@
 """Evaluate variants on tasks into the result store, resumably, measuring what it costs.
 
 For each (variant, task): the task's items (seeded stratified subsample under ``limit``) go
-into ``items``; items without a stored answer for this variant and mode are prompted in
+into ``items`` under the task's protocol; items without a stored answer for this variant and mode are prompted in
 length-sorted batches; every batch's answers are committed at once, so a killed run loses at
 most one batch and a re-run picks up where it stopped (``INSERT OR IGNORE`` keeps answers
 unique). Each run that did work adds an ``eval_runs`` row: prompt and generation tokens/s,
@@ -33,17 +33,18 @@ def check_mode(mode: str) -> str:
 
 
 def prepare_tasks(tasks: Sequence[str | Task], data_dir=None, limit: int | None = None,
-                  seed: int = 0) -> dict[str, tuple[Task, list[Item]]]:
-    """Task objects and their (subsampled) items, by task name."""
+                  seed: int = 0, protocol: str | None = None) -> dict[str, tuple[Task, list[Item]]]:
+    """Task objects and their (subsampled) items, by task name (names are looked up under
+    ``protocol``; task objects keep their own)."""
     out = {}
     for t in tasks:
-        task = get_task(t) if isinstance(t, str) else t
+        task = get_task(t, protocol=protocol) if isinstance(t, str) else t
         out[task.name] = (task, task.load(data_dir, limit=limit, seed=seed))
     return out
 
 
 def store_items(store: ResultStore, task: Task, items: Sequence[Item]) -> None:
-    store.add_items(ItemRow(task.name, it.item_id, it.subtask, it.label, it.meta) for it in items)
+    store.add_items(ItemRow(task.name, it.item_id, it.subtask, it.label, it.meta, task.protocol) for it in items)
 
 
 def peak_memory_bytes(device) -> int:
@@ -68,7 +69,7 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     import torch
 
     check_mode(mode)
-    done = store.done_item_ids(variant_id, task.name, mode)
+    done = store.done_item_ids(variant_id, task.name, mode, task.protocol)
     todo = [it for it in items if it.item_id not in done]
     if not todo:
         return 0
@@ -80,7 +81,7 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     reserve = task.max_new_tokens + max((len(tok.encode(c, add_special_tokens=False)) for it in todo[:50]
                                          for c in it.continuations), default=0)
     prompts = [fit_context(chat_ids(tok, it.messages), ctx, reserve) for it in todo]
-    engine = BatchGenerator(model, tok, prefill=prefill) if mode == "generate" else \
+    engine = BatchGenerator(model, tok, prefill=prefill, stop_strings=task.stop_strings) if mode == "generate" else \
         OptionScorer(model, tok, prefill=prefill)
     added = 0
     t0 = time.perf_counter()
@@ -92,7 +93,7 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
                 for i, o in zip(batch, outs):
                     it = todo[i]
                     rows.append(OutputRow(variant_id, task.name, it.item_id, task.parse(o.text, it), o.text,
-                                          mode, o.latency_s))
+                                          mode, o.latency_s, task.protocol))
             else:
                 tb = time.perf_counter()
                 scores = engine.score([prompts[i] for i in batch], [todo[i].continuations for i in batch])
@@ -101,7 +102,7 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
                     it = todo[i]
                     k = int(s.argmax())
                     rows.append(OutputRow(variant_id, task.name, it.item_id, it.continuation_label(k),
-                                          it.continuations[k], mode, lat))
+                                          it.continuations[k], mode, lat, task.protocol))
             added += store.add_outputs(rows)
             bar.update(len(batch))
     st = engine.stats
@@ -109,38 +110,43 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
         variant_id=variant_id, task=task.name, mode=mode, device=device.type, n_items=len(todo),
         prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens, prompt_tok_s=st.prompt_tok_s,
         gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms, peak_mem_bytes=peak_memory_bytes(device),
-        wall_s=time.perf_counter() - t0))
+        wall_s=time.perf_counter() - t0, protocol=task.protocol))
     return added
 
 
 def evaluate_variant(loaded, variant: VariantSpec, store: ResultStore, tasks: Sequence[str | Task] = ("mmlu",),
                      mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
-                     batch_size: int = 8, progress: bool = True, policy: str = "decodingtrust",
+                     batch_size: int = 8, progress: bool = True, policy: str | None = None,
                      prepared: dict[str, tuple[Task, list[Item]]] | None = None,
-                     prefill: str = "auto") -> dict[str, dict[str, Any]]:
-    """Evaluate one loaded variant on ``tasks``; returns task name -> score dict (over this run's items)."""
+                     prefill: str = "auto", protocol: str | None = None) -> dict[str, dict[str, Any]]:
+    """Evaluate one loaded variant on ``tasks`` (names under ``protocol``); returns task name ->
+    score dict (over this run's items, with ``policy``, default the protocol's own)."""
     from codesign.evaluate.scoring import score_items
 
     check_mode(mode)
-    prepared = prepared or prepare_tasks(tasks, data_dir, limit, seed)
+    prepared = prepared or prepare_tasks(tasks, data_dir, limit, seed, protocol)
     vid = store.add_variant(variant)
     results = {}
     for name, (task, items) in prepared.items():
         store_items(store, task, items)
         run_task(loaded, vid, task, items, store, mode=mode, batch_size=batch_size, progress=progress,
                  prefill=prefill)
-        results[name] = score_items(store, vid, name, [it.item_id for it in items], mode, policy)
+        results[name] = score_items(store, vid, name, [it.item_id for it in items], mode, policy, task.protocol)
     return results
 
 
 def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: Sequence[str | Task] = ("mmlu",),
                        mode: str = "generate", limit: int | None = None, seed: int = 0, data_dir=None,
                        batch_size: int = 8, progress: bool = True, device: str | None = None,
-                       dtype: str = "float32", policy: str = "decodingtrust",
-                       packed: bool = False, prefill: str = "auto") -> dict[str, dict[str, dict[str, Any]]]:
+                       dtype: str = "float32", policy: str | None = None,
+                       packed: bool = False, prefill: str = "auto", protocol: str | None = None,
+                       prepared: dict[str, tuple[Task, list[Item]]] | None = None,
+                       ) -> dict[str, dict[str, dict[str, Any]]]:
     """Evaluate every variant (loaded with ``codesign.quantize.load_variant``); variant id -> task -> scores.
 
-    A variant whose answers are all stored already is scored without loading its model.
+    Task names are looked up under ``protocol``; ``prepared`` (from :func:`prepare_tasks`) skips
+    reading the data again. A variant whose answers are all stored already is scored without
+    loading its model.
     """
     from codesign.evaluate.scoring import score_items
 
@@ -149,22 +155,23 @@ def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: 
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    prepared = prepare_tasks(tasks, data_dir, limit, seed)
+    prepared = prepared or prepare_tasks(tasks, data_dir, limit, seed, protocol)
     for task, items in prepared.values():
         store_items(store, task, items)
     out = {}
     for spec in specs:
         vid = store.add_variant(spec)
-        missing = any(set(it.item_id for it in items) - store.done_item_ids(vid, name, mode)
-                      for name, (_, items) in prepared.items())
+        missing = any(set(it.item_id for it in items) - store.done_item_ids(vid, name, mode, task.protocol)
+                      for name, (task, items) in prepared.items())
         if missing:
             loaded = _load(spec, device, dtype, packed)
             out[vid] = evaluate_variant(loaded, spec, store, mode=mode, batch_size=batch_size,
                                         progress=progress, policy=policy, prepared=prepared, prefill=prefill)
             del loaded
         else:
-            out[vid] = {name: score_items(store, vid, name, [it.item_id for it in items], mode, policy)
-                        for name, (_, items) in prepared.items()}
+            out[vid] = {name: score_items(store, vid, name, [it.item_id for it in items], mode, policy,
+                                          task.protocol)
+                        for name, (task, items) in prepared.items()}
     return out
 
 

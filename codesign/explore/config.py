@@ -17,17 +17,16 @@ from pydantic import Field, field_validator, model_validator
 from codesign import objectives
 from codesign.config import ConfigError, StrictModel, load_config, read_mapping, validate_config
 from codesign.paths import PROJECT_ROOT
+from codesign.records import DEFAULT_PROTOCOL
 
 #: The tasks a study evaluates unless its config says otherwise (any registered task is allowed).
 ALL_TASKS = ("mmlu", "advglue", "fairness", "ethics", "ood")
 
 
 def _registered_tasks() -> list[str]:
-    # The evaluation task registry is the one list of tasks: a task added there (one module)
-    # is usable in studies without touching this file.
-    from codesign.evaluate.tasks import task_names
-
-    return task_names()
+    # The evaluation task registry is the one list of tasks (of every protocol): a task added
+    # there (one module) is usable in studies without touching this file.
+    return [d.task for d in objectives.dimensions()]
 
 
 def _check_task_names(names: list[str], what: str) -> list[str]:
@@ -158,7 +157,11 @@ class StudyConfig(StrictModel):
     limit: int | None = Field(16, ge=1, description="items per task (seeded subsample); null = all")
     seed: int = 0
     mode: Literal["generate", "loglik"] = "loglik"
-    policy: Literal["decodingtrust", "strict"] = "decodingtrust"
+    protocol: str = Field(DEFAULT_PROTOCOL, description="evaluation protocol of the members' answers: "
+                                                        "decodingtrust (DecodingTrust's prompts, parsing and "
+                                                        "formulas) or codesign")
+    policy: str | None = Field(None, description="scoring policy of the protocol (default its own: decodingtrust; "
+                                                 "codesign: answered or strict)")
     items: Literal["sample", "stored"] = Field(
         "sample", description="score members on the seeded subsample of `limit` items per task (sample), "
                               "or on every item already stored for the task (stored)")
@@ -185,6 +188,18 @@ class StudyConfig(StrictModel):
         default_factory=lambda: ["bo"], description="search methods to run (same budget for bo/random/nsga2)")
     exhaustive_max: int = Field(5000, ge=0, description="also enumerate the space exhaustively (reference front) "
                                                         "when it has at most this many configurations")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scoring(cls, data: Any) -> Any:
+        # the policy must belong to the protocol; stored configs name both explicitly
+        if isinstance(data, dict):
+            from codesign.evaluate.protocols import resolve_scoring
+
+            data = dict(data)
+            data["protocol"], data["policy"] = resolve_scoring(data.get("protocol") or DEFAULT_PROTOCOL,
+                                                               data.get("policy"))
+        return data
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -307,7 +322,10 @@ def load_study_config(path: str | Path | None = None, **overrides: Any) -> Study
     cfg = load_config(StudyConfig, path)
     if overrides:
         data = cfg.model_dump()
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "protocol" in given and "policy" not in given:
+            data["policy"] = None  # the overriding protocol's default policy, not the file's
+        data.update(given)
         cfg = validate_config(StudyConfig, data, path)
     return cfg
 
@@ -324,3 +342,16 @@ def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:
         d.pop("runtime", None)
     d["optimizer"].pop("iterations", None)
     return d
+
+
+def stored_study_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A study config as a result store holds it (:func:`study_config_dict`), in today's terms: a
+    config stored before evaluation protocols existed (no ``protocol``) scored codesign answers,
+    and its policy ``decodingtrust`` then meant today's ``answered``
+    (:func:`codesign.evaluate.protocols.legacy_scoring`)."""
+    from codesign.evaluate.protocols import legacy_scoring
+
+    out = dict(config)
+    if "protocol" not in out:
+        out["protocol"], out["policy"] = legacy_scoring(config)
+    return out

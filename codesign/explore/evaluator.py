@@ -48,21 +48,25 @@ class QualityTable:
         store: the :class:`~codesign.store.ResultStore` holding the answers.
         tasks: task names to score.
         mode: ``"generate"`` or ``"loglik"`` answers.
-        policy: scoring policy (``"decodingtrust"`` or ``"strict"``).
+        policy: scoring policy of ``protocol`` (``"decodingtrust"``; codesign: ``"answered"`` or ``"strict"``).
         bits: member variant id -> precision (tie-break order of the vote).
         item_ids: per task, the item ids of the study (a seeded subsample); ``None`` = every stored item.
         trust_tasks: the tasks the ``trust`` objective averages (default: the registry's default
             trust dimensions).
+        protocol: evaluation protocol of the answers (default: the one ``policy`` belongs to).
     """
 
-    def __init__(self, store, tasks: Sequence[str], mode: str, policy: str, bits: dict[str, int],
-                 item_ids: dict[str, list[str]] | None = None, trust_tasks: Sequence[str] | None = None):
+    def __init__(self, store, tasks: Sequence[str], mode: str, policy: str | None, bits: dict[str, int],
+                 item_ids: dict[str, list[str]] | None = None, trust_tasks: Sequence[str] | None = None,
+                 protocol: str | None = None):
+        from codesign.evaluate.protocols import resolve_scoring
         from codesign.evaluate.tasks import get_task
 
+        self.protocol, policy = resolve_scoring(protocol, policy)
         self.store, self.tasks, self.mode, self.policy, self.bits = store, list(tasks), mode, policy, dict(bits)
         self.trust_tasks = list(trust_tasks) if trust_tasks is not None else \
             [d.task for d in objectives.trust_dimensions()]
-        self._task = {t: get_task(t) for t in self.tasks}
+        self._task = {t: get_task(t, protocol=self.protocol) for t in self.tasks}
         self._items: dict[str, Any] = {}
         self._keep: dict[str, np.ndarray] = {}
         self._rows: dict[str, dict[str, np.ndarray]] = {t: {} for t in self.tasks}
@@ -73,7 +77,7 @@ class QualityTable:
     def refresh_items(self) -> None:
         """(Re)read the study's items of every task (after an on-demand evaluation stored new ones)."""
         for t in self.tasks:
-            df = self.store.items(t)
+            df = self.store.items(t, self.protocol)
             if self._item_ids is not None and self._item_ids.get(t) is not None:
                 df = df[df["item_id"].isin(set(self._item_ids[t]))].reset_index(drop=True)
             self._items[t] = df
@@ -91,7 +95,7 @@ class QualityTable:
             ids = self._items[t]["item_id"]
             if len(ids) == 0:
                 return False
-            done = self.store.done_item_ids(member, t, self.mode)
+            done = self.store.done_item_ids(member, t, self.mode, self.protocol)
             if not set(ids).issubset(done):
                 return False
         return True
@@ -108,7 +112,7 @@ class QualityTable:
         missing = [m for m in members if m not in rows]
         if missing:
             ids = self._items[task]["item_id"].tolist()
-            _, mat = self.store.label_matrix(task, missing, self.mode, item_ids=ids)
+            _, mat = self.store.label_matrix(task, missing, self.mode, item_ids=ids, protocol=self.protocol)
             for m, r in zip(missing, mat):
                 rows[m] = r
         return np.stack([rows[m] for m in members]) if members else np.zeros((0, self.n_items(task)), np.int64)
@@ -128,7 +132,8 @@ class QualityTable:
         if key not in self._memo:
             from codesign.evaluate.scoring import score_task
 
-            self._memo[key] = {t: score_task(t, self._items[t], self.predictions(t, members), self.policy)
+            self._memo[key] = {t: score_task(t, self._items[t], self.predictions(t, members), self.policy,
+                                             self.protocol)
                                for t in self.tasks}
         return self._memo[key]
 

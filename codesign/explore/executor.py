@@ -30,6 +30,7 @@ class MemberJob:
     data_dir: str | None
     progress: bool = True
     subtasks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (task, selected subtasks) pairs
+    protocol: str | None = None  # evaluation protocol (None: the default one)
 
 
 def evaluate_member(job: MemberJob) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def evaluate_member(job: MemberJob) -> dict[str, Any]:
     with ResultStore(job.store_path) as store:
         store.add_variant(spec)
         selected = dict(job.subtasks)
-        tasks = [get_task(t, subtasks=selected.get(t)) for t in job.tasks]
+        tasks = [get_task(t, subtasks=selected.get(t), protocol=job.protocol) for t in job.tasks]
         return evaluate_variant(loaded, spec, store, tasks=tasks, mode=job.mode, limit=job.limit,
                                 seed=job.seed, data_dir=job.data_dir, progress=job.progress)
 

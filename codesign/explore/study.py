@@ -118,7 +118,8 @@ def study_item_ids(cfg: StudyConfig, tasks: Sequence[str]) -> dict[str, list[str
     from codesign.paths import data_dir
 
     root = data_dir(cfg.data_dir)
-    return {t: [it.item_id for it in get_task(t, subtasks=cfg.subtasks.get(t)).load(root, limit=cfg.limit, seed=cfg.seed)]
+    return {t: [it.item_id for it in get_task(t, subtasks=cfg.subtasks.get(t), protocol=cfg.protocol)
+                .load(root, limit=cfg.limit, seed=cfg.seed)]
             for t in tasks}
 
 
@@ -168,14 +169,14 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
                               f"(allowed: {', '.join(hwmodels.list_specs())} or a YAML path): {exc}") from exc
     space = Space(ids, list(cfg.schedules), list(cfg.specs), _knobs(cfg, costs), cfg.min_members, cfg.max_members)
     quality = QualityTable(store, cfg.tasks, cfg.mode, cfg.policy, bits, study_item_ids(cfg, cfg.tasks),
-                           trust_tasks=cfg.trust_tasks())
+                           trust_tasks=cfg.trust_tasks(), protocol=cfg.protocol)
     executor = executor or InProcessExecutor()
     by_id = {m.variant_id: m for m in members}
 
     def ensure(missing: list[str]) -> None:
         subtasks = tuple((t, tuple(s)) for t, s in sorted(cfg.subtasks.items()))
         jobs = [MemberJob(str(store.path), by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed,
-                          cfg.data_dir, progress, subtasks) for m in missing]
+                          cfg.data_dir, progress, subtasks, cfg.protocol) for m in missing]
         if progress:
             print(f"evaluating {len(jobs)} member(s) on demand: {', '.join(by_id[m].short_name for m in missing)}")
         executor.map(evaluate_member, jobs)

@@ -45,8 +45,9 @@ def ability(spec: VariantSpec) -> float:
 
 
 def fill_synthetic_store(store, members: Sequence[VariantSpec], tasks: Sequence[str], *, data_dir=None,
-                         limit: int | None = 64, seed: int = 0, mode: str = "loglik") -> dict[str, list[str]]:
-    """Store real items and simulated answers of ``members`` on ``tasks``.
+                         limit: int | None = 64, seed: int = 0, mode: str = "loglik",
+                         protocol: str | None = None) -> dict[str, list[str]]:
+    """Store real items (of ``protocol``'s tasks) and simulated answers of ``members`` on ``tasks``.
 
     Returns:
         Task -> item ids written (the study's item set).
@@ -57,12 +58,13 @@ def fill_synthetic_store(store, members: Sequence[VariantSpec], tasks: Sequence[
     rng = np.random.default_rng(seed)
     written: dict[str, list[str]] = {}
     for t in tasks:
-        items = get_task(t).load(data_dir, limit=limit, seed=seed)
-        store.add_items([ItemRow(t, it.item_id, it.subtask, it.label, it.meta) for it in items])
+        task = get_task(t, protocol=protocol)
+        items = task.load(data_dir, limit=limit, seed=seed)
+        store.add_items([ItemRow(t, it.item_id, it.subtask, it.label, it.meta, task.protocol) for it in items])
         n = len(items)
         n_opt = np.array([len(it.options) for it in items])
         gold = np.array([it.label for it in items])
-        keeps = np.array([get_task(t).keeps_refusal(it.subtask) for it in items])
+        keeps = np.array([task.keeps_refusal(it.subtask) for it in items])
         difficulty = rng.normal(0.0, 1.2, n)
         attractor = (gold + 1 + rng.integers(0, np.maximum(n_opt - 1, 1))) % n_opt  # a shared wrong label
         member_noise = rng.normal(0.0, 1.0, (len(members), n))
@@ -80,7 +82,8 @@ def fill_synthetic_store(store, members: Sequence[VariantSpec], tasks: Sequence[
             pred = np.where(u < p_ref, REFUSED, pred)
             pred = np.where((u >= p_ref) & (u < p_ref + 0.01 + 0.05 * min(1.0, -a)), INVALID, pred)
             store.add_variant(spec)
-            store.add_outputs(OutputRow(spec.variant_id, t, it.item_id, int(p), raw_text=None, mode=mode)
+            store.add_outputs(OutputRow(spec.variant_id, t, it.item_id, int(p), raw_text=None, mode=mode,
+                                        protocol=task.protocol)
                               for it, p in zip(items, pred))
         written[t] = [it.item_id for it in items]
     return written

@@ -115,7 +115,7 @@ def manifest(members: list[Member], folders: dict[str, str], fmt: ExportFormat, 
                 "drop INVALID answers",
                 "drop REFUSED answers, except on subtasks where abstaining is an answer (refusal_is_label), "
                 "where REFUSED is a label of its own",
-                "if no answer remains, the ensemble answers REFUSED",
+                "if no answer remains, the ensemble answers REFUSED if some member refused, else INVALID",
                 "otherwise take the unweighted majority label",
                 "on a tie, take the label of the highest-precision member among the tied labels' voters "
                 "(equal precision: listed first), i.e. the first of tie_order that voted for a tied label",
@@ -125,22 +125,24 @@ def manifest(members: list[Member], folders: dict[str, str], fmt: ExportFormat, 
     }
 
 
-def refusal_subtasks(store: Path | None) -> dict[str, list[str]] | str:
-    """Per task, the stored subtasks whose REFUSED answers count as a label (task registry's
-    ``keeps_refusal``); without a store, where to find the rule."""
+def refusal_subtasks(store: Path | None) -> dict[str, dict[str, list[str]]] | str:
+    """Per evaluation protocol and task, the stored subtasks whose REFUSED answers count as a label
+    (task registry's ``keeps_refusal``); without a store, where to find the rule."""
     if store is None:
-        return "per task: codesign.evaluate.tasks.get_task(task).keeps_refusal(subtask) (OOD knowledge)"
+        return ("per protocol and task: codesign.evaluate.tasks.get_task(task, protocol=protocol)"
+                ".keeps_refusal(subtask) (OOD knowledge)")
     from codesign.evaluate.tasks import get_task, task_names
     from codesign.store import ResultStore
 
-    out = {}
+    out: dict[str, dict[str, list[str]]] = {}
     with ResultStore(store, read_only=True) as st:
-        for task in st.tasks():
-            if task in task_names():
-                subs = sorted(set(st.items(task)["subtask"]))
-                keep = [s for s in subs if get_task(task).keeps_refusal(s)]
-                if keep:
-                    out[task] = keep
+        for protocol in st.protocols():
+            for task in st.tasks(protocol):
+                if task in task_names(protocol):
+                    subs = sorted(set(st.items(task, protocol)["subtask"]))
+                    keep = [s for s in subs if get_task(task, protocol=protocol).keeps_refusal(s)]
+                    if keep:
+                        out.setdefault(protocol, {})[task] = keep
     return out
 
 

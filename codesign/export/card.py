@@ -22,22 +22,28 @@ def _fmt(x: Any, digits: int = 1) -> str:
 
 def trust_scores(store: Path | None, members: list[str], n_boot: int) -> tuple[Any, str]:
     """``(frame, note)``: :func:`codesign.vote.ensemble.score_ensemble` rows of ``members`` voting
-    (one member: that variant alone) with bootstrap intervals, from generated answers or else
-    log-likelihood ones; ``(None, why not)`` when the store has neither."""
+    (one member: that variant alone) with bootstrap intervals, under the first evaluation protocol
+    with answers from every member (the default protocol first), from generated answers or else
+    log-likelihood ones, scored with the protocol's own policy; ``(None, why not)`` when the store
+    has none."""
     if store is None:
         return None, "No result store was given (`--store`), so no trust scores are listed."
+    from codesign.evaluate.protocols import get_protocol
+    from codesign.records import DEFAULT_PROTOCOL
     from codesign.store import ResultStore
     from codesign.vote.ensemble import MODES, score_ensemble
 
     why = []
     with ResultStore(store, read_only=True) as st:
-        for mode in MODES:
-            try:
-                frame = score_ensemble(st, members, mode=mode, n_boot=n_boot, seed=0)
-                return frame, f"Answers: {mode} mode."
-            except ConfigError as exc:
-                why.append(str(exc))
-    return None, "No trust scores: " + " / ".join(why)
+        for protocol in sorted(st.protocols(), key=lambda p: p != DEFAULT_PROTOCOL):
+            for mode in MODES:
+                try:
+                    frame = score_ensemble(st, members, mode=mode, n_boot=n_boot, seed=0, protocol=protocol)
+                    return frame, (f"Answers: {protocol} protocol ({get_protocol(protocol).default_policy} "
+                                   f"policy), {mode} mode.")
+                except ConfigError as exc:
+                    why.append(str(exc))
+    return None, "No trust scores: " + (" / ".join(why) or f"{store} holds no answers.")
 
 
 def scores_table(frame, with_delta: bool) -> str:

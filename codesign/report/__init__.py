@@ -13,8 +13,8 @@ from codesign.report.data import ReportData, collect
 
 
 def write_report(store, study: str | None, out_dir: str | Path, spec: str | None = None, *,
-                 mode: str | None = None, policy: str | None = None, n_boot: int = 200, seed: int = 0,
-                 progress: bool = True) -> Path:
+                 mode: str | None = None, policy: str | None = None, protocol: str | None = None,
+                 n_boot: int = 200, seed: int = 0, progress: bool = True) -> Path:
     """Write the report of ``store`` (a :class:`~codesign.store.ResultStore` or its path) to ``out_dir``.
 
     Args:
@@ -23,8 +23,10 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
             (default: the study's first spec, else ``h100-sxm``).
         mode: answers to score, ``generate`` or ``loglik`` (default: the study's mode, else the mode
             with most stored answers).
-        policy: ``decodingtrust`` (metrics over answered items) or ``strict`` (refusals are wrong);
-            default: the study's policy, else ``decodingtrust``.
+        policy: scoring policy (``decodingtrust``; codesign's ``answered`` or ``strict``); alone it
+            names the protocol whose answers are scored.
+        protocol: evaluation protocol of the answers scored. Neither given: the study's protocol
+            and policy, else the protocol with the most stored answers and its own policy.
         n_boot: bootstrap resamples for the ensembles' confidence intervals.
 
     Returns:
@@ -38,20 +40,19 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     from codesign.report.tables import ALL_TABLES, write_table
     from codesign.store import ResultStore
 
-    if policy not in (None, "decodingtrust", "strict"):
-        raise ConfigError(f"--policy: {policy!r} is not allowed (allowed: decodingtrust, strict)")
+    if policy is not None or protocol is not None:
+        from codesign.evaluate.protocols import resolve_scoring
+
+        resolve_scoring(protocol, policy)
     if mode not in (None, "generate", "loglik"):
         raise ConfigError(f"--mode: {mode!r} is not allowed (allowed: generate, loglik)")
     own = not isinstance(store, ResultStore)
     if own:
-        path = Path(store)
-        if not path.exists():
-            raise ConfigError(f"--store: {path} does not exist (a result store written by codesign eval/explore)")
-        store = ResultStore(path)
+        store = ResultStore(store, read_only=True)  # a report never writes to the store
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        data = collect(store, study, spec, mode=mode, policy=policy, n_boot=n_boot, seed=seed)
+        data = collect(store, study, spec, mode=mode, policy=policy, protocol=protocol, n_boot=n_boot, seed=seed)
     finally:
         if own:
             store.close()

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from codesign import objectives
-from codesign.records import VariantSpec
+from codesign.records import DEFAULT_PROTOCOL, VariantSpec
 from codesign.report.study import StudyView
 
 DEFAULT_SPEC = "h100-sxm"
@@ -31,6 +31,8 @@ class ReportData:
     store_path: str
     mode: str
     policy: str
+    #: evaluation protocol of the answers scored (codesign.evaluate.protocols)
+    protocol: str = DEFAULT_PROTOCOL
     tasks: list[str] = field(default_factory=list)
     #: task -> display name of its dimension
     dimensions: dict[str, str] = field(default_factory=dict)
@@ -101,21 +103,26 @@ def _choose_study(store, study: str | None) -> str | None:
 
 
 def collect(store, study: str | None = None, spec: str | None = None, *, mode: str | None = None,
-            policy: str | None = None, n_boot: int = 200, seed: int = 0) -> ReportData:
+            policy: str | None = None, protocol: str | None = None, n_boot: int = 200, seed: int = 0) -> ReportData:
     """Read the store (and the stages that score and cost it) into a :class:`ReportData`."""
+    from codesign.evaluate.protocols import resolve_scoring
     from codesign.report.study import study_view
-    from codesign.report.variants import pick_mode, variant_specs, variants_frame
+    from codesign.report.variants import most_stored, variant_specs, variants_frame
 
     name = _choose_study(store, study)
     specs = variant_specs(store)
     view = study_view(store, name, specs) if name is not None else None
     config = view.config if view else {}
-    # the study decides which answers and which policy its objectives were scored with
-    data = ReportData(store_path=str(store.path), mode=mode or config.get("mode") or pick_mode(store),
-                      policy=policy or config.get("policy") or "decodingtrust", specs=specs, study=view)
+    # the study decides which answers, protocol and policy its objectives were scored with; a
+    # policy given names its protocol; else the answers most stored
+    if protocol is None and policy is None:
+        protocol, policy = config.get("protocol"), config.get("policy")
+    protocol, policy = resolve_scoring(protocol or (None if policy else most_stored(store, "protocol")), policy)
+    data = ReportData(store_path=str(store.path), mode=mode or config.get("mode") or most_stored(store, "mode"),
+                      policy=policy, protocol=protocol, specs=specs, study=view)
     data.variants = variants_frame(specs)
     order = [d.task for d in objectives.dimensions()]
-    stored = store.tasks()
+    stored = store.tasks(protocol)
     data.tasks = [t for t in order if t in stored] + sorted(set(stored) - set(order))
     data.dimensions = {t: objectives.dimension(t).label if t in order else t for t in data.tasks}
     trust = view.typed.trust_tasks() if view and view.typed else [d.task for d in objectives.trust_dimensions()]
@@ -134,11 +141,12 @@ def collect(store, study: str | None = None, spec: str | None = None, *, mode: s
 def _collect_scores(store, data: ReportData) -> None:
     from codesign.report.variants import variant_scores
 
-    evaluated = [v for v in store.evaluated_variants(mode=data.mode) if v in data.specs]
+    evaluated = [v for v in store.evaluated_variants(mode=data.mode, protocol=data.protocol) if v in data.specs]
     if not evaluated:
-        data.notes["scores"] = f"No stored answers (mode {data.mode!r}) in {store.path}: run `codesign eval` first."
+        data.notes["scores"] = (f"No stored answers (mode {data.mode!r}, {data.protocol} protocol) in {store.path}: "
+                                f"run `codesign eval` first (protocols with answers: {store.protocols() or 'none'}).")
         return
-    data.scores = variant_scores(store, evaluated, data.tasks, data.mode, data.policy)
+    data.scores = variant_scores(store, evaluated, data.tasks, data.mode, data.policy, data.protocol)
 
 
 def _collect_ensembles(store, data: ReportData, n_boot: int, seed: int) -> None:
@@ -159,7 +167,7 @@ def _collect_ensembles(store, data: ReportData, n_boot: int, seed: int) -> None:
         data.notes["ensembles"] = "No ensemble to compare: fewer than two precisions of one method evaluated."
         return
     data.ensembles = ensemble_comparison(store, ens[:3], data.specs, data.scores, data.tasks, data.mode,
-                                         data.policy, n_boot=n_boot, seed=seed)
+                                         data.policy, n_boot=n_boot, seed=seed, protocol=data.protocol)
 
 
 def _collect_hardware(store, data: ReportData, spec: str | None) -> None:

@@ -18,7 +18,8 @@ COLUMNS = ["ensemble", "task", "kind", "score", "ci_low", "ci_high", "variant"]
 
 
 def ensemble_comparison(store, ensembles: list[list[str]], specs: dict[str, VariantSpec], scores: pd.DataFrame,
-                        tasks: list[str], mode: str, policy: str, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+                        tasks: list[str], mode: str, policy: str, n_boot: int = 200, seed: int = 0,
+                        protocol: str | None = None) -> pd.DataFrame:
     """Long frame (``COLUMNS``): per ensemble and task, rows of kind ``ensemble`` (with its bootstrap
     CI), ``best single`` (the vote stage's best member on the ensemble's items) and ``dense`` (the
     dense model of the same base model), the last two only where the task is compared."""
@@ -30,7 +31,8 @@ def ensemble_comparison(store, ensembles: list[list[str]], specs: dict[str, Vari
     for members in ensembles:
         label = ensemble_label([specs[m] for m in members])
         dense = dense_by_model.get(specs[members[0]].model)
-        res = score_ensemble(store, members, tasks=tasks, mode=mode, policy=policy, n_boot=n_boot, seed=seed)
+        res = score_ensemble(store, members, tasks=tasks, mode=mode, policy=policy, n_boot=n_boot, seed=seed,
+                             protocol=protocol)
         for r in res.itertuples():
             rows.append(dict(ensemble=label, task=r.task, kind="ensemble", score=float(r.score),
                              ci_low=float(r.ci_low), ci_high=float(r.ci_high), variant="+".join(members)))

@@ -288,7 +288,8 @@ def dimension_scores(data: ReportData, out_dir: Path) -> FigureFiles | None:
         fig.tight_layout(rect=(0, 0, 1, 0.96))
         return save_figure(fig, out_dir, "dimension_scores", "Per-dimension score and refusal rate per variant",
                            caption=f"Each point is one quantized variant; the dotted line is the dense model. "
-                                   f"Scores use the {data.policy!r} policy on {data.mode!r} answers.")
+                                   f"Scores use the {data.protocol!r} protocol's {data.policy!r} policy on "
+                                   f"{data.mode!r} answers.")
 
 
 # -- Figure 3: ensemble vs best single vs dense ---------------------------------------------

@@ -198,7 +198,8 @@ def render_html(data: ReportData, figures: dict[str, list[FigureFiles]], tables:
     except Exception:  # noqa: BLE001
         ver = "dev"
     meta = (f"store <code>{html.escape(data.store_path)}</code> · study <code>{html.escape(str(data.study_name))}</code>"
-            f" · answers <code>{html.escape(data.mode)}</code> · policy <code>{html.escape(data.policy)}</code>"
+            f" · answers <code>{html.escape(data.mode)}</code> · protocol <code>{html.escape(data.protocol)}</code>"
+            f" · policy <code>{html.escape(data.policy)}</code>"
             f" · generated {now} by codesign {html.escape(ver)}")
     nav = "".join(f'<a href="#sec-{s.key}">{html.escape(s.title.split(" (")[0])}</a>' for s in secs)
     parts = []

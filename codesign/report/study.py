@@ -43,10 +43,10 @@ class StudyView:
 def study_view(store, name: str, specs: dict[str, VariantSpec]) -> StudyView:
     """Read study ``name`` (config, points, stored result) into a :class:`StudyView`."""
     from codesign.config import ConfigError, validate_config
-    from codesign.explore.config import StudyConfig
+    from codesign.explore.config import StudyConfig, stored_study_config
     from codesign.explore.results import distinct_frame, front_frame, hypervolume_frame, recommendations_frame
 
-    view = StudyView(name, store.study_config(name))
+    view = StudyView(name, stored_study_config(store.study_config(name)))
     try:
         view.typed = validate_config(StudyConfig, view.config, f"study {name!r}")
         view.constraints = view.typed.constraints.bounds()

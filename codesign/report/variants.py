@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from codesign.records import VariantSpec
+from codesign.records import DEFAULT_PROTOCOL, VariantSpec
 
 
 def variant_specs(store) -> dict[str, VariantSpec]:
@@ -22,8 +22,9 @@ def variants_frame(specs: dict[str, VariantSpec]) -> pd.DataFrame:
                         columns=["variant_id", "label", "model", "method", "bits", "group_size", "is_dense"])
 
 
-def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, policy: str) -> pd.DataFrame:
-    """Every variant on every task it answered, scored by the evaluation stage
+def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, policy: str,
+                   protocol: str | None = None) -> pd.DataFrame:
+    """Every variant on every task it answered (under ``protocol``), scored by the evaluation stage
     (:func:`codesign.evaluate.scoring.variant_scores`: its stored answers on the items it answered,
     so a run with ``--limit`` is not penalised for items it never saw).
 
@@ -33,7 +34,7 @@ def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, p
     from codesign.evaluate import scoring
 
     cols = ["variant_id", "task", "score", "refusal_rate", "invalid_rate", "n"]
-    frames = [scoring.variant_scores(store, vid, tasks, mode, policy) for vid in variant_ids]
+    frames = [scoring.variant_scores(store, vid, tasks, mode, policy, protocol) for vid in variant_ids]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame(columns=cols)
@@ -43,10 +44,14 @@ def variant_scores(store, variant_ids: list[str], tasks: list[str], mode: str, p
     return df[cols].astype({"score": float, "refusal_rate": float, "invalid_rate": float, "n": int})
 
 
-def pick_mode(store) -> str:
-    """The answer mode with the most stored outputs (``generate`` on ties)."""
-    rows = store.conn.execute("SELECT mode, COUNT(*) FROM outputs GROUP BY mode").fetchall()
-    if not rows:
-        return "generate"
-    counts = dict(rows)
-    return max(counts, key=lambda m: (counts[m], m == "generate"))
+#: What :func:`most_stored` answers on ties or for a store without answers.
+_PREFERRED = {"mode": "generate", "protocol": DEFAULT_PROTOCOL}
+
+
+def most_stored(store, column: str) -> str:
+    """The answer ``mode`` or evaluation ``protocol`` with the most stored outputs (ties and an
+    empty store: ``generate``, the default protocol)."""
+    if column not in _PREFERRED:
+        raise ValueError(f"most_stored: {column!r} (allowed: {sorted(_PREFERRED)})")
+    counts = dict(store.conn.execute(f"SELECT {column}, COUNT(*) FROM outputs GROUP BY {column}").fetchall())
+    return max(counts, key=lambda v: (counts[v], v == _PREFERRED[column])) if counts else _PREFERRED[column]

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codesign.commands import CommandOptions, Mode, Policy, bind, option
-from codesign.config import ConfigError
+from codesign.commands import Mode, Policy, ScoringOptions, bind, option
 
 
 def _fmt(x, pct: bool = False) -> str:
@@ -37,7 +36,7 @@ def _jsonable(obj):
     return obj
 
 
-class VoteOptions(CommandOptions):
+class VoteOptions(ScoringOptions):
     store: Path = option(..., "--store", help="Result store (SQLite) written by `codesign eval`.")
     members: list[str] | None = option(
         None, "--members", "-m", help="Comma-separated ensemble members: variant ids, short names (e.g. rtn-w4g128, "
@@ -45,8 +44,13 @@ class VoteOptions(CommandOptions):
     task: list[str] | None = option(None, "--task", "-t", help="Comma-separated tasks (mmlu, advglue, fairness, "
                                                                "ethics, ood). Default: every task with stored answers.")
     mode: Mode = option("generate", "--mode", help="Which stored answers to vote: generate or loglik.")
-    policy: Policy = option("decodingtrust", "--policy", help="Metric policy: decodingtrust (metrics over answered "
-                                                              "items) or strict (refusals count as wrong).")
+    protocol: str | None = option(None, "--protocol", help="Evaluation protocol of the answers to vote: decodingtrust "
+                                                           "or codesign (default: the one --policy belongs to, else "
+                                                           "decodingtrust).")
+    policy: Policy | None = option(None, "--policy", help="Scoring policy of the protocol: decodingtrust "
+                                                          "(DecodingTrust's formulas); codesign: answered (metrics "
+                                                          "over items not refused, its default) or strict (refusals "
+                                                          "count as wrong).")
     n_boot: int = option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none).")
     confidence: float = option(0.95, "--confidence", help="Confidence level of the bootstrap intervals.")
     seed: int = option(0, "--seed", help="Seed of the bootstrap and of the validation split.")
@@ -90,27 +94,25 @@ def vote(opts: VoteOptions) -> VoteResult:
     from codesign.store import ResultStore
     from codesign.vote.ensemble import resolve_members, score_ensemble
 
-    if not opts.store.exists():
-        raise ConfigError(f"--store: {opts.store} does not exist (run `codesign eval --store {opts.store}` first)")
     progress = opts.progress and not opts.as_json
-    with ResultStore(opts.store) as rs:
+    with ResultStore(opts.store, read_only=True) as rs:  # voting only reads the store
         ids = resolve_members(rs, opts.members, opts.mode)
         df = score_ensemble(rs, ids, opts.task, mode=opts.mode, policy=opts.policy, n_boot=opts.n_boot,
                             seed=opts.seed, confidence=opts.confidence, weighting=opts.weighting,
-                            val_fraction=opts.val_fraction, progress=progress)
+                            val_fraction=opts.val_fraction, progress=progress, protocol=opts.protocol)
         res = VoteResult(df, ids, {v: rs.variant_spec(v).short_name for v in ids},
                          dict(zip(ids, rs.variant_bits(ids).tolist())))
         if opts.gated:
             from codesign.vote.gating import gated_scores
 
             res.gated = gated_scores(rs, ids, list(df["task"]), opts.mode, opts.policy, opts.gate_size,
-                                     opts.escalation)
+                                     opts.escalation, protocol=opts.protocol)
         if opts.all_subsets:
             from codesign.vote.subsets import score_all_subsets
 
             for t in df["task"]:
                 res.subsets[t] = score_all_subsets(rs, ids, t, opts.mode, opts.policy, metric=opts.subset_metric,
-                                                   progress=progress)
+                                                   progress=progress, protocol=opts.protocol)
     if opts.out is not None:
         opts.out.parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(opts.out, index=False)
@@ -124,7 +126,8 @@ def show(opts: VoteOptions, res: VoteResult) -> None:
                       opts.confidence, opts.n_boot)
         return
     doc = {
-        "store": str(opts.store), "mode": opts.mode, "policy": opts.policy, "weighting": opts.weighting,
+        "store": str(opts.store), "mode": opts.mode, "protocol": opts.protocol, "policy": opts.policy,
+        "weighting": opts.weighting,
         "members": [{"variant_id": v, "name": res.names[v], "bits": res.bits[v]} for v in res.members],
         "tasks": _jsonable(res.scores.to_dict(orient="records")),
     }

@@ -21,6 +21,7 @@ import pandas as pd
 from codesign import objectives
 from codesign.config import ConfigError
 from codesign.evaluate.metrics import POLICIES
+from codesign.evaluate.protocols import resolve_scoring
 from codesign.records import ANSWER_MODES, INVALID, REFUSED, VariantSpec, ensemble_label
 from codesign.store import ResultStore
 from codesign.voting import weighted_vote
@@ -30,21 +31,23 @@ MODES = ANSWER_MODES
 
 # -- task access (the evaluation stage's registry) -------------------------------------------
 @functools.lru_cache(maxsize=None)
-def get_task(name: str):
-    """The evaluation task object for ``name`` (``codesign.evaluate.tasks`` registry), built once."""
+def get_task(name: str, protocol: str | None = None):
+    """The evaluation task object for ``name`` under ``protocol`` (``codesign.evaluate.tasks``
+    registry), built once."""
     from codesign.evaluate.tasks import get_task as _get, task_names
 
-    allowed = task_names()
+    allowed = task_names(protocol)
     if name not in allowed:
         raise ConfigError(f"--task: unknown task {name!r} (allowed: {allowed})")
-    return _get(name)
+    return _get(name, protocol=protocol)
 
 
-def score_predictions(task: str, items: pd.DataFrame, pred: np.ndarray, policy: str = "decodingtrust") -> dict:
+def score_predictions(task: str, items: pd.DataFrame, pred: np.ndarray, policy: str | None = None,
+                      protocol: str | None = None) -> dict:
     """The task's own metrics for aligned predictions (the ensemble is one more variant)."""
     from codesign.evaluate.scoring import score_task
 
-    return dict(score_task(task, items, np.asarray(pred, dtype=np.int64), policy))
+    return dict(score_task(task, items, np.asarray(pred, dtype=np.int64), policy, protocol=protocol))
 
 
 def check_choice(value: str, allowed: Sequence[str], flag: str) -> str:
@@ -158,8 +161,9 @@ class MemberAnswers:
 
 
 def load_answers(store: ResultStore, task: str, members: Sequence[str], mode: str = "generate",
-                 bits: np.ndarray | None = None) -> MemberAnswers:
-    """Members' stored answers on ``task`` (one query), aligned on the items every member answered.
+                 bits: np.ndarray | None = None, protocol: str | None = None) -> MemberAnswers:
+    """Members' stored answers on ``task`` under ``protocol`` (one query), aligned on the items
+    every member answered.
 
     Items some member never answered are left out for all (an ensemble must not be charged for a
     member that was not run); the count is kept in ``dropped``.
@@ -167,17 +171,19 @@ def load_answers(store: ResultStore, task: str, members: Sequence[str], mode: st
     members = list(members)
     if not members:
         raise ConfigError("--members: an ensemble needs at least one member")
-    items = store.items(task)
+    protocol = resolve_scoring(protocol, None)[0]
+    items = store.items(task, protocol)
     if items.empty:
-        raise ConfigError(f"{store.path}: task {task!r} has no stored items (tasks with answers: {store.tasks()})")
+        raise ConfigError(f"{store.path}: task {task!r} has no stored items under protocol {protocol!r} "
+                          f"(tasks with answers: {store.tasks(protocol)}; protocols: {store.protocols()})")
     marks = ",".join("?" * len(members))
     rows = pd.read_sql_query(
-        f"SELECT variant_id, item_id, label FROM outputs WHERE task=? AND mode=? AND variant_id IN ({marks})",
-        store.conn, params=[task, mode, *members])
+        f"SELECT variant_id, item_id, label FROM outputs WHERE protocol=? AND task=? AND mode=? "
+        f"AND variant_id IN ({marks})", store.conn, params=[protocol, task, mode, *members])
     missing = [m for m in members if m not in set(rows["variant_id"])]
     if missing:
-        raise ConfigError(f"{store.path}: no stored {mode!r} answers on task {task!r} for {missing} "
-                          f"(variants with answers: {store.evaluated_variants(task, mode)})")
+        raise ConfigError(f"{store.path}: no stored {mode!r} answers on task {task!r} ({protocol} protocol) for "
+                          f"{missing} (variants with answers: {store.evaluated_variants(task, mode, protocol)})")
     wide = rows.pivot(index="item_id", columns="variant_id", values="label")
     wide = wide.reindex(index=items["item_id"], columns=members)
     complete = wide.notna().all(axis=1).to_numpy()
@@ -186,21 +192,22 @@ def load_answers(store: ResultStore, task: str, members: Sequence[str], mode: st
                           "evaluate them on the same items (same --limit and --seed)")
     labels = wide.to_numpy()[complete].T.astype(np.int64)
     kept = items[complete].reset_index(drop=True)
-    task_obj = get_task(task)
+    task_obj = get_task(task, protocol)
     keep = np.array([bool(task_obj.keeps_refusal(s)) for s in kept["subtask"]], dtype=bool)
     return MemberAnswers(task, members, member_bits(store, members) if bits is None else np.asarray(bits),
                          kept, labels, keep, dropped=int((~complete).sum()))
 
 
 def ensemble_predictions(store: ResultStore, task: str, members: Sequence[str], mode: str = "generate",
-                         weights: Sequence[float] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+                         weights: Sequence[float] | None = None,
+                         protocol: str | None = None) -> tuple[pd.DataFrame, np.ndarray]:
     """The ensemble's answer to every item all members answered.
 
     Returns:
         ``(items, pred)``: the items frame (``ResultStore.items`` rows) and ``(items,)`` int64
         labels / REFUSED, ready for the task's ``score()``.
     """
-    ans = load_answers(store, task, members, mode)
+    ans = load_answers(store, task, members, mode, protocol=protocol)
     return ans.items, ans.vote(weights)
 
 
@@ -275,37 +282,40 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
 
 
 def score_members(store: ResultStore, members: Sequence[str], tasks: Sequence[str] | None = None,
-                  mode: str = "generate", policy: str = "decodingtrust") -> pd.DataFrame:
+                  mode: str = "generate", policy: str | None = None, protocol: str | None = None) -> pd.DataFrame:
     """Each member alone on the items the ensemble is scored on (one row per task and member)."""
-    check_choice(policy, POLICIES, "policy")
+    protocol, policy = resolve_scoring(protocol, policy)
     rows = []
-    for task in _tasks(store, tasks, mode, members):
-        ans = load_answers(store, task, members, mode)
+    for task in _tasks(store, tasks, mode, members, protocol):
+        ans = load_answers(store, task, members, mode, protocol=protocol)
         for i, vid in enumerate(ans.members):
-            m = score_predictions(task, ans.items, ans.labels[i], policy)
+            m = score_predictions(task, ans.items, ans.labels[i], policy, protocol)
             rows.append({"task": task, "variant_id": vid, "bits": int(ans.bits[i]), **_flat(m)})
     return pd.DataFrame(rows)
 
 
 def _tasks(store: ResultStore, tasks: Sequence[str] | str | None, mode: str,
-           members: Sequence[str] | None = None) -> list[str]:
-    """Validated task names; by default every task on which all ``members`` have stored answers."""
+           members: Sequence[str] | None = None, protocol: str | None = None) -> list[str]:
+    """Validated task names; by default every task on which all ``members`` have stored answers
+    under ``protocol``."""
     check_choice(mode, MODES, "mode")
+    protocol = resolve_scoring(protocol, None)[0]
     if isinstance(tasks, str):
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     if not tasks:
         from codesign.evaluate.tasks import task_names
 
         need = set(members or [])
-        stored = [t for t in store.tasks() if need <= set(store.evaluated_variants(t, mode))
-                  and store.evaluated_variants(t, mode)]
+        stored = [t for t in store.tasks(protocol) if need <= set(store.evaluated_variants(t, mode, protocol))
+                  and store.evaluated_variants(t, mode, protocol)]
         if not stored:
-            raise ConfigError(f"{store.path}: no task has stored {mode!r} answers from every member "
-                              f"{sorted(need)}; run `codesign eval` first or pick --task/--members")
-        order = task_names()  # pipeline-report order: mmlu, advglue, fairness, ethics, ood
+            raise ConfigError(f"{store.path}: no task has stored {mode!r} answers ({protocol} protocol) from every "
+                              f"member {sorted(need)}; run `codesign eval` first or pick --task/--members/--protocol "
+                              f"(protocols with answers: {store.protocols()})")
+        order = task_names(protocol)  # pipeline-report order: mmlu, advglue, fairness, ethics, ood
         tasks = sorted(stored, key=lambda t: (order.index(t) if t in order else len(order), t))
     for t in tasks:
-        get_task(t)
+        get_task(t, protocol)
     return list(tasks)
 
 
@@ -326,16 +336,17 @@ def _versus_best(ens: dict, mem: list[dict], members: Sequence[str], bits: np.nd
 
 
 def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[str] | None = None,
-                   mode: str = "generate", policy: str = "decodingtrust", n_boot: int = 1000, seed: int = 0,
+                   mode: str = "generate", policy: str | None = None, n_boot: int = 1000, seed: int = 0,
                    confidence: float = 0.95, weighting: str = "none", val_fraction: float = 0.3,
-                   progress: bool = False) -> pd.DataFrame:
+                   progress: bool = False, protocol: str | None = None) -> pd.DataFrame:
     """Score the precision ensemble of ``members`` on each task, beside its best single member.
 
     Args:
         members: variant ids (see :func:`resolve_members` for names).
         tasks: task names; default every task with stored answers in ``mode``.
         mode: ``generate`` or ``loglik`` answers.
-        policy: ``decodingtrust`` (metrics over answered items) or ``strict`` (refusals are wrong).
+        policy: scoring policy of ``protocol`` (default its own: ``decodingtrust`` for the
+            decodingtrust protocol; ``answered`` or ``strict`` for codesign's).
         n_boot: bootstrap resamples over items for the confidence intervals (0 = none).
         confidence: two-sided level of the percentile intervals.
         weighting: ``none`` (the study's unweighted rule) or ``accuracy`` (each member's vote
@@ -352,7 +363,7 @@ def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[s
     """
     from codesign.vote.weighted import WEIGHTINGS, accuracy_weights
 
-    check_choice(policy, POLICIES, "policy")
+    protocol, policy = resolve_scoring(protocol, policy)
     check_choice(weighting, WEIGHTINGS, "weighting")
     if not 0 < confidence < 1:
         raise ConfigError(f"--confidence: {confidence} is not allowed (allowed: 0 < confidence < 1)")
@@ -360,16 +371,16 @@ def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[s
         raise ConfigError(f"--n-boot: {n_boot} is not allowed (allowed: >= 0)")
     members = list(members)
     rows = []
-    for task in _tasks(store, tasks, mode, members):
-        ans = load_answers(store, task, members, mode)
+    for task in _tasks(store, tasks, mode, members, protocol):
+        ans = load_answers(store, task, members, mode, protocol=protocol)
         weights = None
         if weighting == "accuracy":
             weights, val_mask = accuracy_weights(ans, fraction=val_fraction, seed=seed)
             ans = ans.subset(~val_mask)
-        task_obj = get_task(task)
+        task_obj = get_task(task, protocol)
         pred = ans.vote(weights)
-        ens = score_predictions(task, ans.items, pred, policy)
-        mem = [score_predictions(task, ans.items, ans.labels[i], policy) for i in range(len(members))]
+        ens = score_predictions(task, ans.items, pred, policy, protocol)
+        mem = [score_predictions(task, ans.items, ans.labels[i], policy, protocol) for i in range(len(members))]
         row: dict[str, Any] = {
             "task": task, "dimension": getattr(task_obj, "dimension", task),
             "ensemble": ensemble_name(members, store), "weighting": weighting,
@@ -381,7 +392,7 @@ def score_ensemble(store: ResultStore, members: Sequence[str], tasks: Sequence[s
         }
         if n_boot > 0 and len(ans.items) > 0:
             idx = bootstrap_indices(ans.items["subtask"].to_numpy(), n_boot, seed)
-            fn = lambda df, p: score_predictions(task, df, p, policy)  # noqa: E731
+            fn = lambda df, p: score_predictions(task, df, p, policy, protocol)  # noqa: E731
             best = members.index(row["best_member"]) if row["compared_with_members"] else None
             preds = [pred] + ([ans.labels[best]] if best is not None else [])
             vals = bootstrap_metric(fn, ans.items, preds, idx, progress=f"bootstrap {task}" if progress else None)

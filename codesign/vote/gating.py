@@ -156,8 +156,8 @@ def _label_counts(cols: np.ndarray) -> np.ndarray:
 
 
 def gated_scores(store, members: Sequence[str], tasks: Sequence[str] | None = None, mode: str = "generate",
-                 policy: str = "decodingtrust", gate_size: int | None = None, escalation: str = "unanimous",
-                 costs: Sequence[float] | None = None) -> pd.DataFrame:
+                 policy: str | None = None, gate_size: int | None = None, escalation: str = "unanimous",
+                 costs: Sequence[float] | None = None, protocol: str | None = None) -> pd.DataFrame:
     """Score the gated ensemble of ``members`` per task and report how often the rest were needed.
 
     Returns:
@@ -165,12 +165,13 @@ def gated_scores(store, members: Sequence[str], tasks: Sequence[str] | None = No
         escalated_fraction, relative_cost`` (precision-proportional cost when ``costs`` is None),
         ``member_fraction`` (dict variant id -> share of items it ran on).
     """
-    from codesign.vote.ensemble import _tasks, check_choice, load_answers, score_predictions, POLICIES
+    from codesign.evaluate.protocols import resolve_scoring
+    from codesign.vote.ensemble import _tasks, load_answers, score_predictions
 
-    check_choice(policy, POLICIES, "policy")
+    protocol, policy = resolve_scoring(protocol, policy)
     rows = []
-    for task in _tasks(store, tasks, mode, members):
-        ans = load_answers(store, task, members, mode)
+    for task in _tasks(store, tasks, mode, members, protocol):
+        ans = load_answers(store, task, members, mode, protocol=protocol)
         pred = np.full(len(ans.items), REFUSED, dtype=np.int64)
         full = pred.copy()
         consulted = np.zeros(ans.labels.shape, dtype=bool)
@@ -182,8 +183,8 @@ def gated_scores(store, members: Sequence[str], tasks: Sequence[str] | None = No
         order = cost_order(ans.bits, costs)
         gate = (len(members) // 2 + 1 if gate_size is None else gate_size) if escalation == "unanimous" else 1
         result = GateResult(pred, consulted, order, gate, full)
-        g = score_predictions(task, ans.items, pred, policy)
-        f = score_predictions(task, ans.items, full, policy)
+        g = score_predictions(task, ans.items, pred, policy, protocol)
+        f = score_predictions(task, ans.items, full, policy, protocol)
         rows.append({
             "task": task, "escalation": escalation, "gate_size": gate, "n": len(ans.items),
             "score": g.get("score"), "refusal_rate": g.get("refusal_rate"), "full_score": f.get("score"),

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from codesign.records import INVALID, REFUSED
+from codesign.records import REFUSED
 from codesign.voting import subset_masks, subset_votes
 
 METRICS = ("task", "accuracy")
@@ -33,8 +33,8 @@ def subset_predictions(labels: np.ndarray, bits: Sequence[int], keep_refusal: np
         masks: ``(subsets, members)`` membership; default all non-empty subsets.
 
     Returns:
-        ``(masks (subsets, members), pred (subsets, items))``; one-member subsets hold the
-        member's own answers.
+        ``(masks (subsets, members), pred (subsets, items))``; a one-member subset holds the
+        member's own answers (the voting rule keeps INVALID and REFUSED as they are).
     """
     labels = np.asarray(labels)
     m, n = labels.shape
@@ -43,17 +43,10 @@ def subset_predictions(labels: np.ndarray, bits: Sequence[int], keep_refusal: np
     parts = {flag: subset_votes(labels[:, keep == flag], bits, masks, keep_refusal=flag)
              for flag in (False, True) if (keep == flag).any()}
     if len(parts) == 1:
-        pred = next(iter(parts.values()))
-    else:
-        pred = np.full((masks.shape[0], n), REFUSED, dtype=np.result_type(*parts.values()))
-        for flag, part in parts.items():
-            pred[:, keep == flag] = part
-    # a one-member "ensemble" is the member itself (INVALID stays INVALID), as in score_ensemble
-    single = np.flatnonzero(masks.sum(axis=1) == 1)
-    if single.size:
-        if not np.can_cast(labels.dtype, pred.dtype) and (labels.min() < -128 or labels.max() > 127):
-            pred = pred.astype(np.int64)
-        pred[single] = labels[masks[single].argmax(axis=1)]
+        return masks, next(iter(parts.values()))
+    pred = np.full((masks.shape[0], n), REFUSED, dtype=np.result_type(*parts.values()) if parts else np.int8)
+    for flag, part in parts.items():
+        pred[:, keep == flag] = part
     return masks, pred
 
 
@@ -61,9 +54,11 @@ def subset_accuracy(pred: np.ndarray, gold: np.ndarray, policy: str = "decodingt
                     subtasks: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Vectorized accuracy of many answer vectors at once.
 
-    ``decodingtrust`` counts accuracy over answered items (not REFUSED, not INVALID), ``strict``
-    over all items. With ``subtasks`` the accuracy is the unweighted mean over subtasks (as
-    DecodingTrust averages its settings), computed with one matrix product.
+    The outcome classes and denominators are :mod:`codesign.evaluate.metrics`' (the ones single
+    variants and ensembles are scored with): ``answered`` counts accuracy over items not refused
+    (an invalid answer is wrong), ``strict`` and ``decodingtrust`` over all items. With
+    ``subtasks`` the accuracy is the unweighted mean over subtasks (as DecodingTrust averages its
+    settings).
 
     Args:
         pred: ``(subsets, items)`` answers.
@@ -72,41 +67,32 @@ def subset_accuracy(pred: np.ndarray, gold: np.ndarray, policy: str = "decodingt
     Returns:
         ``score`` (0-100), ``refusal_rate``, ``invalid_rate``: each ``(subsets,)``.
     """
+    from codesign.evaluate import metrics
+
+    metrics.check_policy(policy)
     pred = np.asarray(pred)
     gold = np.asarray(gold)
-    if gold.size and np.can_cast(np.min_scalar_type(gold.min()), pred.dtype) \
-            and np.can_cast(np.min_scalar_type(gold.max()), pred.dtype):
-        gold = gold.astype(pred.dtype)  # compare int8 with int8: no upcast of the big array
-    n = max(gold.size, 1)
-    correct = pred == gold[None, :]
-    # answered = a label id; an item whose gold answer is REFUSED counts as answered when refused
-    answered = (pred >= 0) | correct
     inv = np.zeros(gold.size, dtype=np.int64) if subtasks is None else np.unique(np.asarray(subtasks),
                                                                                 return_inverse=True)[1]
-    n_groups = int(inv.max()) + 1 if inv.size else 1
-    hits = np.zeros((pred.shape[0], n_groups))
-    base = np.zeros((pred.shape[0], n_groups))
-    for g in range(n_groups):  # loop over subtasks (few); byte sums over items
+    groups = np.unique(inv)
+    acc = np.zeros((pred.shape[0], max(groups.size, 1)))
+    for j, g in enumerate(groups):  # loop over subtasks (few), vectorized over subsets and items
         gm = inv == g
-        hits[:, g] = (correct & gm).view(np.uint8).sum(axis=1, dtype=np.int32)
-        base[:, g] = (answered & gm).view(np.uint8).sum(axis=1, dtype=np.int32) if policy == "decodingtrust" \
-            else gm.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(base > 0, hits / np.where(base > 0, base, 1), np.nan)
-    defined = np.isfinite(acc)
-    n_def = defined.sum(axis=1)
-    score = np.where(n_def > 0, 100 * np.where(defined, acc, 0).sum(axis=1) / np.maximum(n_def, 1), np.nan)
+        acc[:, j] = metrics.accuracy(gold[gm], pred[:, gm], policy)
+    score = 100 * acc.mean(axis=1) if groups.size else np.full(pred.shape[0], np.nan)
     return {
         "score": score,
-        "refusal_rate": (pred == REFUSED).view(np.uint8).sum(axis=1, dtype=np.int32) / n,
-        "invalid_rate": (pred == INVALID).view(np.uint8).sum(axis=1, dtype=np.int32) / n,
+        "refusal_rate": np.asarray(metrics.refusal_rate(pred), dtype=float).reshape(-1),
+        "invalid_rate": np.asarray(metrics.invalid_rate(pred), dtype=float).reshape(-1),
     }
 
 
 def score_all_subsets(store, variant_ids: Sequence[str], task: str, mode: str = "generate",
-                      policy: str = "decodingtrust", metric: str = "task", min_size: int = 1,
-                      max_size: int | None = None, progress: bool = True) -> pd.DataFrame:
-    """Score every ensemble of ``variant_ids`` (sizes ``min_size..max_size``) on ``task``.
+                      policy: str | None = None, metric: str = "task", min_size: int = 1,
+                      max_size: int | None = None, progress: bool = True,
+                      protocol: str | None = None) -> pd.DataFrame:
+    """Score every ensemble of ``variant_ids`` (sizes ``min_size..max_size``) on ``task`` (answers
+    stored under ``protocol``).
 
     Returns:
         One row per subset, sorted by score (best first): ``members`` (tuple of variant ids),
@@ -114,12 +100,13 @@ def score_all_subsets(store, variant_ids: Sequence[str], task: str, mode: str = 
         ``refusal_rate``, ``invalid_rate``, ``n``, and with ``metric="task"`` the task's other
         scalar metrics.
     """
-    from codesign.vote.ensemble import POLICIES, _flat, check_choice, load_answers, score_predictions
+    from codesign.evaluate.protocols import resolve_scoring
+    from codesign.vote.ensemble import _flat, check_choice, load_answers, score_predictions
 
-    check_choice(policy, POLICIES, "policy")
+    protocol, policy = resolve_scoring(protocol, policy)
     check_choice(metric, METRICS, "metric")
     ids = list(variant_ids)
-    ans = load_answers(store, task, ids, mode)
+    ans = load_answers(store, task, ids, mode, protocol=protocol)
     masks = subset_masks(len(ids), min_size, max_size)
     masks, pred = subset_predictions(ans.labels, ans.bits, ans.keep_refusal, masks)
     names = []
@@ -149,8 +136,9 @@ def score_all_subsets(store, variant_ids: Sequence[str], task: str, mode: str = 
         for s in it:
             key = pred[s].tobytes()
             if key not in cache:  # different subsets often vote identically (e.g. pairs)
-                cache[key] = _flat(score_predictions(task, ans.items, pred[s], policy))
+                cache[key] = _flat(score_predictions(task, ans.items, pred[s], policy, protocol=protocol))
             rows.append(cache[key])
-        base = pd.concat([base, pd.DataFrame(rows)], axis=1)
+        extra = pd.DataFrame(rows)
+        base = pd.concat([base, extra.drop(columns=[c for c in extra.columns if c in base.columns])], axis=1)
     base.insert(0, "task", task)
     return base.sort_values(["score", "size"], ascending=[False, True], kind="stable").reset_index(drop=True)

@@ -30,7 +30,8 @@ from codesign import objectives
 HERE = Path(__file__).resolve().parent
 
 
-def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -> dict[str, float]:
+def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str,
+                         protocol: str | None = None) -> dict[str, float]:
     """Share of items (all ``tasks``: name -> item ids) where each variant answers as the dense one
     (empty when the catalogue has no dense model)."""
     dense = next((s for s in specs if s.is_dense), None)
@@ -40,7 +41,7 @@ def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -
     total = 0
     for task, ids in tasks.items():
         _, labels = store.label_matrix(task, [dense.variant_id] + [s.variant_id for s in specs if not s.is_dense],
-                                       mode, ids)
+                                       mode, ids, **({"protocol": protocol} if protocol else {}))
         total += labels.shape[1]
         for name, row in zip(same, labels[1:]):
             same[name] += int((row == labels[0]).sum())
@@ -48,14 +49,15 @@ def agreement_with_dense(store, specs, tasks: dict[str, list[str]], mode: str) -
 
 
 def findings(store, specs, item_ids: dict[str, list[str]], mode: str, out_dir: Path,
-             trust_tasks: list[str] | None = None) -> dict:
-    """Compute ``findings.json`` (module docstring); ``trust_tasks`` default: the default trust dimensions."""
+             trust_tasks: list[str] | None = None, protocol: str | None = None) -> dict:
+    """Compute ``findings.json`` (module docstring); ``trust_tasks`` default: the default trust dimensions;
+    answers of ``protocol`` (default: the default protocol)."""
     if trust_tasks is None:
         trust_tasks = [d.task for d in objectives.trust_dimensions()]
     variants = pd.read_csv(out_dir / "variants.csv")
     trust = {v: round(objectives.trust_score(dict(zip(g.task, g.score)), trust_tasks), 2)
              for v, g in variants.groupby("variant")}
-    out = {"agreement_with_dense": agreement_with_dense(store, specs, item_ids, mode), "trust": trust}
+    out = {"agreement_with_dense": agreement_with_dense(store, specs, item_ids, mode, protocol), "trust": trust}
     gen_path = out_dir / "refusals_generate.csv"
     if gen_path.exists():
         gen = pd.read_csv(gen_path)
@@ -92,10 +94,10 @@ def main() -> None:
     from codesign.store import ResultStore
 
     cfg = load_study_config(args.config)
-    with ResultStore(args.store) as store:
+    with ResultStore(args.store, read_only=True) as store:  # findings only read the store
         specs = list(dict.fromkeys(cfg.catalogue_obj(str(args.config)).variants()))
         print(json.dumps(findings(store, specs, study_item_ids(cfg, cfg.tasks), cfg.mode, args.dir,
-                                  trust_tasks=cfg.trust_tasks()), indent=1, default=float))
+                                  trust_tasks=cfg.trust_tasks(), protocol=cfg.protocol), indent=1, default=float))
 
 
 if __name__ == "__main__":

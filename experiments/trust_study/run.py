@@ -70,7 +70,7 @@ def run(cfg, config_path: Path, store_path: Path, out: Path, generate_limit: int
         # log-likelihood ranking cannot refuse (except choosing "I don't know"); free generation shows how
         # often each precision abstains or answers off-format, on a smaller seeded subsample
         with ResultStore(store_path) as store:
-            tasks = [get_task(t, subtasks=cfg.subtasks.get(t)) for t in cfg.tasks]
+            tasks = [get_task(t, subtasks=cfg.subtasks.get(t), protocol=cfg.protocol) for t in cfg.tasks]
             evaluate_catalogue(list(ctx.members), store, tasks, mode="generate", limit=generate_limit, seed=cfg.seed,
                                batch_size=8, progress=True)
 
@@ -83,9 +83,9 @@ def variant_table(store, cfg, specs, item_ids) -> pd.DataFrame:
     rows = []
     for s in specs:
         for t in cfg.tasks:
-            r = score_items(store, s.variant_id, t, item_ids[t], cfg.mode, cfg.policy)
+            r = score_items(store, s.variant_id, t, item_ids[t], cfg.mode, cfg.policy, cfg.protocol)
             rows.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": t,
-                         "dimension": get_task(t).dimension, "score": r["score"], "refusal_rate": r["refusal_rate"],
+                         "dimension": get_task(t, protocol=cfg.protocol).dimension, "score": r["score"], "refusal_rate": r["refusal_rate"],
                          "invalid_rate": r["invalid_rate"], "n": r["n"]})
     return pd.DataFrame(rows)
 
@@ -99,7 +99,7 @@ def ensemble_table(store, cfg, specs, variants: pd.DataFrame, n_boot: int) -> pd
     rows = []
     for members in study_ensembles(specs):
         df = score_ensemble(store, [m.variant_id for m in members], list(cfg.tasks), cfg.mode, cfg.policy,
-                            n_boot=n_boot, seed=cfg.seed)
+                            n_boot=n_boot, seed=cfg.seed, protocol=cfg.protocol)
         for r in df.itertuples():
             compared = bool(r.compared_with_members)
             rows.append({
@@ -132,7 +132,7 @@ def refusal_table(store, cfg, specs) -> pd.DataFrame:
 
     rows = []
     for s in specs:
-        df = variant_scores(store, s.variant_id, list(cfg.tasks), "generate", cfg.policy)
+        df = variant_scores(store, s.variant_id, list(cfg.tasks), "generate", cfg.policy, cfg.protocol)
         for r in df.itertuples():
             rows.append({"variant": s.short_name, "method": s.method, "bits": s.bits, "task": r.task,
                          "score": r.score, "refusal_rate": r.refusal_rate, "invalid_rate": r.invalid_rate, "n": r.n})
@@ -153,7 +153,7 @@ def write_tables(cfg, config_path: Path, store_path: Path, out: Path, n_boot: in
     specs = list(dict.fromkeys(cfg.catalogue_obj(str(config_path)).variants()))
     item_ids = study_item_ids(cfg, cfg.tasks)
     out.mkdir(parents=True, exist_ok=True)
-    with ResultStore(store_path) as store:
+    with ResultStore(store_path, read_only=True) as store:  # the tables only read the store
         result = store.study_result(cfg.name)
         if result is None:
             raise ConfigError(f"{store_path}: study {cfg.name!r} has no stored result (run without --tables-only)")
@@ -167,7 +167,7 @@ def write_tables(cfg, config_path: Path, store_path: Path, out: Path, n_boot: in
         if not gen.empty:
             gen.to_csv(out / "refusals_generate.csv", index=False, float_format="%.4f")
         html = write_report(store, cfg.name, out / "report", progress=True)
-        findings(store, specs, item_ids, cfg.mode, out, trust_tasks=cfg.trust_tasks())
+        findings(store, specs, item_ids, cfg.mode, out, trust_tasks=cfg.trust_tasks(), protocol=cfg.protocol)
         runs = store.eval_runs()
         points = store.study_points(cfg.name)
     methods = sorted({p.method for p in points})

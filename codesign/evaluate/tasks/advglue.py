@@ -94,7 +94,7 @@ class AdvGLUE(Task):
         extra = SENTIMENT_NONANSWERS if glue == "sst2" else None
         return parse_options(text, options, aliases, extra)
 
-    def score(self, items, pred, policy: str = "decodingtrust") -> dict[str, Any]:
+    def score(self, items, pred, policy: str = "answered") -> dict[str, Any]:
         """score = mean over GLUE tasks of accuracy (over the valid label set), x100."""
         sub, y, p = aligned(items, pred)
         out = base_record(p)

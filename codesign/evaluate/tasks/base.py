@@ -47,21 +47,31 @@ class Item:
 
 
 class Task:
-    """Base class of the task registry's entries (subclass and register with ``@register``)."""
+    """Base class of the task registry's entries (subclass and register with ``@register``).
+
+    A task belongs to one evaluation protocol (:mod:`codesign.evaluate.protocols`): the same
+    name under two protocols is two tasks with their own prompts, parser and score.
+    """
 
     name: ClassVar[str] = ""
     dimension: ClassVar[str] = ""
+    protocol: ClassVar[str] = "codesign"
     #: The task as a study objective and trust dimension (read by :mod:`codesign.objectives`):
     #: its objective name in study configs (default: the task name), whether it is a trust
-    #: dimension, and whether ensemble-vs-member comparisons include it.
+    #: dimension, and whether ensemble-vs-member comparisons include it. The same under every
+    #: protocol implementing the task (the registry checks).
     objective: ClassVar[str] = ""
     trust: ClassVar[bool] = True
     compare_with_members: ClassVar[bool] = True
     #: Generation budget: answers are a word or two; a longer budget only costs time.
     max_new_tokens: ClassVar[int] = 8
+    #: Generation stops at the first of these strings (the text before it is the answer).
+    stop_strings: ClassVar[tuple[str, ...]] = ("\n\n",)
 
-    #: Subtasks to keep (None = all); set through ``get_task(name, subtasks=[...])``. Scores leave
-    #: absent subtasks out, so a cheaper selection (e.g. zero-shot only) still scores the dimension.
+    #: Subtasks to keep (None = all); set through ``get_task(name, subtasks=[...])``. A name selects
+    #: that subtask or the group of subtasks under it (``style`` selects ``style/shake_w``, ...).
+    #: Scores leave absent subtasks out, so a cheaper selection (e.g. zero-shot only) still scores
+    #: the dimension.
     only_subtasks: tuple[str, ...] | None = None
 
     def load(self, data_dir: str | Path | None = None, limit: int | None = None, seed: int = 0) -> list[Item]:
@@ -71,12 +81,14 @@ class Task:
         items = self.build(resolve(data_dir))
         if self.only_subtasks:
             known = sorted({it.subtask for it in items})
-            bad = [s for s in self.only_subtasks if s not in known]
+            bad = [s for s in self.only_subtasks if not any(selects(s, k) for k in known)]
             if bad:
                 from codesign.config import ConfigError
 
-                raise ConfigError(f"{self.name}: unknown subtasks {bad} (allowed: {known})")
-            items = [it for it in items if it.subtask in self.only_subtasks]
+                groups = sorted({k.split("/")[0] for k in known if "/" in k})
+                raise ConfigError(f"{self.name} ({self.protocol} protocol): unknown subtasks {bad} (allowed: {known}"
+                                  + (f", or the groups {groups})" if groups else ")"))
+            items = [it for it in items if any(selects(s, it.subtask) for s in self.only_subtasks)]
         return stratified_subsample(items, limit, seed)
 
     def build(self, data_dir: Path) -> list[Item]:  # pragma: no cover - abstract
@@ -89,11 +101,18 @@ class Task:
         """Whether REFUSED is an answer of its own in this subtask (voting keeps it as a vote)."""
         return False
 
-    def score(self, items, pred: np.ndarray, policy: str = "decodingtrust") -> dict[str, Any]:  # pragma: no cover
+    def score(self, items, pred: np.ndarray, policy: str) -> dict[str, Any]:  # pragma: no cover
+        """Scores of aligned answers: ``items`` as ``ResultStore.items`` rows, ``pred`` (n,) outcome
+        codes. Returns ``score`` (0-100), ``refusal_rate``, ``invalid_rate``, ``n`` and sub-metrics."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<task {self.name}: {self.dimension}>"
+        return f"<task {self.name} ({self.protocol}): {self.dimension}>"
+
+
+def selects(selector: str, subtask: str) -> bool:
+    """Whether a subtask selector names ``subtask`` itself or a group above it (``a`` -> ``a/b``)."""
+    return subtask == selector or subtask.startswith(selector + "/")
 
 
 def stable_seed(*parts: object) -> int:

@@ -70,6 +70,18 @@ def read_uci(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+def uci_sample(rows: list[dict[str, str]]) -> list[int]:
+    """Row indices of the ``uci`` subtask: a fixed (seed-independent) sample of
+    :data:`UCI_PER_CELL` rows per (sex, income) cell, sorted."""
+    rng = np.random.default_rng(stable_seed("fairness-uci"))  # fixed: item ids never move
+    chosen: list[int] = []
+    for sex in ("Female", "Male"):
+        for income in ("<=50K", ">50K"):
+            cell = [i for i, r in enumerate(rows) if r["sex"] == sex and r["income"] == income]
+            chosen += list(rng.choice(cell, size=min(UCI_PER_CELL, len(cell)), replace=False))
+    return sorted(int(i) for i in chosen)
+
+
 @register
 class Fairness(Task):
     name = "fairness"
@@ -93,7 +105,7 @@ class Fairness(Task):
             sub = stem[len("adult_"):] if stem.startswith("adult_") else stem
             recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             sens_path = folder / f"sensitive_attr_{stem}.npy"
-            sens = np.load(sens_path, allow_pickle=True) if sens_path.exists() else None
+            sens = np.load(sens_path, allow_pickle=False) if sens_path.exists() else None
             for i, rec in enumerate(recs):
                 label = OPTIONS.index(str(rec["label"]).strip().lower())
                 m = _SEX.search(rec["input"])
@@ -108,14 +120,8 @@ class Fairness(Task):
 
     def _uci_items(self, path: Path) -> list[Item]:
         rows = read_uci(path)
-        rng = np.random.default_rng(stable_seed("fairness-uci"))  # fixed: item ids never move
-        chosen: list[int] = []
-        for sex in ("Female", "Male"):
-            for income in ("<=50K", ">50K"):
-                cell = [i for i, r in enumerate(rows) if r["sex"] == sex and r["income"] == income]
-                chosen += list(rng.choice(cell, size=min(UCI_PER_CELL, len(cell)), replace=False))
         out = []
-        for i in sorted(chosen):
+        for i in uci_sample(rows):
             r = rows[i]
             out.append(Item(f"uci/{i:05d}", "uci", int(r["income"] == ">50K"),
                             few_shot_messages(INSTRUCTION, [], uci_description(r)), list(OPTIONS),
@@ -125,7 +131,7 @@ class Fairness(Task):
     def parse(self, text: str, item: Item) -> int:
         return parse_options(text, OPTIONS, ALIASES)
 
-    def score(self, items, pred, policy: str = "decodingtrust") -> dict[str, Any]:
+    def score(self, items, pred, policy: str = "answered") -> dict[str, Any]:
         """Per subtask: DPD, EOD over ``meta["sex"]``, fairness = (1 - (DPD + EOD)/2)*100 and
         accuracy; score = mean fairness over subtasks."""
         sub, y, p = aligned(items, pred)

@@ -82,7 +82,7 @@ class MMLU(Task):
     def parse(self, text: str, item: Item) -> int:
         return parse_letter(text, item.meta.get("choices"))
 
-    def score(self, items, pred, policy: str = "decodingtrust") -> dict[str, Any]:
+    def score(self, items, pred, policy: str = "answered") -> dict[str, Any]:
         """score = mean over settings (0-shot, 5-shot) of accuracy, x100; ``acc_<setting>`` each."""
         sub, y, p = aligned(items, pred)
         out = base_record(p)
