@@ -243,3 +243,15 @@ def test_a_study_stored_before_protocols_is_reported_as_codesign_answered(tmp_pa
         other = collect(s, "old", policy="strict", n_boot=0)
         assert other.scores.set_index("variant_id").loc[SPECS[1].variant_id, "score"] == pytest.approx(100 / 3)
     assert digest(path) == before
+
+
+def test_calibration_reads_measurements_without_migrating_the_store(tmp_path):
+    from codesign.cost.calibrate import load_measurements
+
+    path = tmp_path / "v1.db"
+    write_v1_store(path)
+    before = digest(path)
+    with pytest.raises(ConfigError, match="no measurements"):  # a version-1 store of answers holds none
+        load_measurements(path)
+    assert digest(path) == before
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 1

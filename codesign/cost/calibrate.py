@@ -65,7 +65,7 @@ def load_measurements(source, device: str | None = None, device_name: str | None
         if path.suffix in (".db", ".sqlite", ".sqlite3"):
             from codesign.store import ResultStore
 
-            with ResultStore(path) as st:
+            with ResultStore(path, read_only=True) as st:  # calibration only reads the store
                 df = st.frame("measurements")
         elif path.suffix == ".csv":
             df = pd.read_csv(path)

@@ -75,9 +75,6 @@ def from_store(names: list[str], store_path: Path, root: Path | None) -> list[Me
     from codesign.store import ResultStore
     from codesign.vote.ensemble import resolve_members
 
-    if not Path(store_path).is_file():
-        raise ConfigError(f"--store: {store_path} does not exist (allowed: a result store written by "
-                          "codesign eval / explore)")
     with ResultStore(store_path, read_only=True) as st:
         try:
             ids = resolve_members(st, names)
