@@ -115,7 +115,8 @@ def register(app: typer.Typer) -> None:
                                          "their common prefix (GPU); auto: tree on CPU, batch on GPU."),
         dtype: str = typer.Option("float32", "--dtype", help="Model dtype: float32, bfloat16 or float16."),
         packed: bool = typer.Option(False, "--packed/--dequantized",
-                                    help="Run quantized variants on packed-int QuantLinear modules (slower on CPU)."),
+                                    help="Run quantized variants on packed kernels (torch's int4/int8 ops on CPU in "
+                                         "bfloat16, tinygemm/Marlin on CUDA; dequantize-per-call otherwise)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar per task."),
     ) -> None:
         """Evaluate variants on MMLU and the DecodingTrust trust dimensions; print score and refusal rate."""
