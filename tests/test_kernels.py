@@ -82,14 +82,16 @@ def test_auto_selection_by_device_dtype_and_format():
     pick = lambda bits, group, dtype=bf16, device="cpu", sym=False: select_kernel(  # noqa: E731
         WeightLayout(bits, group, sym, 4096, 11008), device, dtype)
     assert pick(4, 128)[0].name == "aten-int4pack-cpu" and pick(4, 128)[1] is None
-    assert pick(8, 128)[0].name == "aten-int8pack-grouped-cpu"  # never re-quantized to per-channel
+    assert pick(8, 128)[0].name == "aten-int4pack-x2-cpu"  # never re-quantized to per-channel
     assert pick(8, -1)[0].name == "aten-int8pack-cpu"
     k, why = pick(3, 128)
     assert k.name == "dequant-matmul" and why is None  # no kernel claims 3 bits: nothing was passed over
     k, why = pick(4, 128, f32)
     assert k.name == "dequant-matmul" and "slow in float32" in why
     k, why = select_kernel(WeightLayout(4, 128, False, 4096, 4096), "cpu", bf16, "aten-int8pack-cpu")
-    assert k.name == "dequant-matmul" and "8-bit weights, not 4-bit" in why  # a forced kernel falls back, says why
+    assert k.name == "aten-int4pack-cpu" and "8-bit weights, not 4-bit" in why  # forced elsewhere: auto, says why
+    k, why = select_kernel(WeightLayout(8, 128, False, 4096, 4096), "cpu", bf16, "aten-int8pack-grouped-cpu")
+    assert k.name == "aten-int8pack-grouped-cpu" and why is None
 
 
 def test_tinygemm_packing_contract_without_a_gpu():
@@ -138,7 +140,7 @@ def test_pack_model_runs_a_stored_variant_on_kernels(tiny_llama):
             a, b = ref(x).logits.float(), fast(x).logits.float()
         assert (a - b).abs().max() <= 0.05 * a.abs().max()
         outs[bits] = plan.label
-    assert outs == {4: "aten-int4pack-cpu", 8: "aten-int8pack-grouped-cpu", 3: "dequant-matmul"}
+    assert outs == {4: "aten-int4pack-cpu", 8: "aten-int4pack-x2-cpu", 3: "dequant-matmul"}
 
 
 def test_replace_linears_on_a_forced_kernel():
@@ -146,9 +148,9 @@ def test_replace_linears_on_a_forced_kernel():
     from codesign.quantize import replace_linears
 
     m = load_model("tiny-llama", dtype="bfloat16").model
-    plan = replace_linears(m, 8, 32, kernel="aten-int4pack-x2-cpu")
-    assert plan.label == "aten-int4pack-x2-cpu" and plan.counts == {"aten-int4pack-x2-cpu": 14}
-    assert type(m.model.layers[0].mlp.down_proj).name == "aten-int4pack-x2-cpu"
+    plan = replace_linears(m, 8, 32, kernel="aten-int8pack-grouped-cpu")
+    assert plan.label == "aten-int8pack-grouped-cpu" and plan.counts == {"aten-int8pack-grouped-cpu": 14}
+    assert type(m.model.layers[0].mlp.down_proj).name == "aten-int8pack-grouped-cpu"
     assert isinstance(m.lm_head, torch.nn.Linear)  # the lm head stays dense
 
 

@@ -244,15 +244,15 @@ def test_rows_name_the_kernel_that_ran_and_the_spec(store):
     fmts = [parse_weight_format(v) for v in ("dense", "w4g32", "w8g32", "w3g32")]
     rows = measure("tiny-llama", fmts, dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2, repeats=1,
                    store=store, progress=False)
-    assert [r.kernel for r in rows] == ["torch-matmul", "aten-int4pack-cpu", "aten-int8pack-grouped-cpu",
+    assert [r.kernel for r in rows] == ["torch-matmul", "aten-int4pack-cpu", "aten-int4pack-x2-cpu",
                                         "dequant-matmul"]  # no 3-bit kernel: the row says what ran
     assert {r.spec for r in rows} == {"dev-cpu"}  # no probed host-cpu spec in the test cache
     assert rows[1].extra["kernel_counts"] == {"aten-int4pack-cpu": 14} and rows[1].extra["lm_head_kernel"]
     stored = store.measurements()
     assert [m.kernel for m in stored] == [r.kernel for r in rows] and stored[2].schedule == "single"
     forced = measure("tiny-llama", fmts[2:3], dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2,
-                     repeats=1, store=store, progress=False, kernel="aten-int4pack-x2-cpu", spec="h100-sxm")
-    assert forced[0].kernel == "aten-int4pack-x2-cpu" and forced[0].spec == "h100-sxm"  # not "already measured"
+                     repeats=1, store=store, progress=False, kernel="aten-int8pack-grouped-cpu", spec="h100-sxm")
+    assert forced[0].kernel == "aten-int8pack-grouped-cpu" and forced[0].spec == "h100-sxm"  # not "already measured"
     with pytest.raises(ConfigError, match="unknown accelerator spec 'tpu-v9'"):
         measure("tiny-llama", fmts[:1], spec="tpu-v9", progress=False)
 

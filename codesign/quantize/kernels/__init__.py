@@ -8,8 +8,8 @@ kernel                     device  widths    what runs
 ========================== ======= ========= =====================================================
 ``aten-int4pack-cpu``      cpu     4         ``aten._weight_int4pack_mm_for_cpu`` (groups 32-256)
 ``aten-int8pack-cpu``      cpu     8         ``aten._weight_int8pack_mm`` (one group per row)
-``aten-int8pack-grouped-cpu`` cpu  8         ``aten._weight_int8pack_mm`` once per group, summed
 ``aten-int4pack-x2-cpu``   cpu     8         two ``_weight_int4pack_mm_for_cpu`` calls (nibbles)
+``aten-int8pack-grouped-cpu`` cpu  8         ``aten._weight_int8pack_mm`` once per group, summed
 ``aten-int4pack-cuda``     cuda    4         tinygemm ``aten._weight_int4pack_mm`` (bfloat16)
 ``marlin-gptqmodel``       cuda    4, 8 sym  GPTQModel's Marlin kernel (``gptqmodel`` installed)
 ``dequant-matmul``         any     2-8       unpack + dequantize every call, then ``F.linear``
@@ -65,13 +65,14 @@ def select_kernel(layout: WeightLayout, device: str | torch.device, dtype: torch
     the requested or the first-priority one).
 
     ``auto``: the first kernel by priority that runs the layout on ``device`` and is fast in
-    ``dtype``. A named kernel: that one, or ``dequant-matmul`` with the reason it cannot run it.
+    ``dtype``. A named kernel: that one, or where it cannot run the layout (a 4-bit member of an
+    ensemble whose 8-bit kernel is forced) ``auto``'s choice, with the reason.
     """
     reg = _registry()
     if kernel != "auto":
         k = get_kernel(kernel)
         why = k.unsupported(layout, dtype, device)
-        return (k, None) if why is None else (reg[FALLBACK], why)
+        return (k, None) if why is None else (select_kernel(layout, device, dtype)[0], why)
     kind, reasons = torch.device(device).type, []
     for name in kernel_names():
         k = reg[name]

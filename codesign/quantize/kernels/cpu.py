@@ -7,11 +7,14 @@ they run scalar loops, 10-100x slower than a dense matmul (measured by
 ``dequant-matmul`` otherwise.
 
 ``_weight_int8pack_mm`` takes one scale per output channel. A grouped 8-bit variant (``w8g128``)
-runs either on ``aten-int8pack-grouped-cpu`` (one call per group with that group's scales,
-partial products summed in float32: exact per-group execution) or on ``aten-int4pack-x2-cpu``
-(each 8-bit weight split into two 4-bit halves, ``q = 16·hi + lo``, two int4 calls: the same
-8 bits per weight read, the zero terms rounded to the activation dtype). Neither re-quantizes
-the weight to per-channel scales.
+runs on ``aten-int4pack-x2-cpu`` (``auto``): each 8-bit weight split into two 4-bit halves,
+``q = 16·hi + lo``, two int4 calls that read the same 8 bits per weight; the zero terms are rounded
+to the activation dtype like the scales, and the outputs match the dequantized reference as closely
+as the exact path (relative error ~3e-3 in bfloat16, the output's own rounding). Or, forced, on
+``aten-int8pack-grouped-cpu``: one ``_weight_int8pack_mm`` call per group with that group's scales,
+partial products summed in float32 (exact per-group execution), as fast on one thread but 32-86
+parallel regions per linear, which collapse when other processes hold a core (0.03x dense on
+2 busy cores, ``experiments/kernel_speed``). Neither re-quantizes the weight to per-channel scales.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class Int8PackGroupedCpu(PackedLinear):
 
     name = "aten-int8pack-grouped-cpu"
     op = "torch.ops.aten._weight_int8pack_mm (one call per group)"
-    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 30
+    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 40
 
     def _pack(self, qw: QuantizedWeight, layout: WeightLayout) -> None:
         q8, s, corr = _int8_offsets(qw, self.dtype)
@@ -145,7 +148,7 @@ class Int4PackX2Cpu(PackedLinear):
 
     name = "aten-int4pack-x2-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu (x2, high and low nibbles)"
-    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 40
+    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 30
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
