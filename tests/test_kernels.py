@@ -86,8 +86,9 @@ def test_auto_selection_by_device_dtype_and_format():
     assert pick(8, -1)[0].name == "aten-int8pack-cpu"
     k, why = pick(3, 128)
     assert k.name == "dequant-matmul" and why is None  # no kernel claims 3 bits: nothing was passed over
-    k, why = pick(4, 128, f32)
-    assert k.name == "dequant-matmul" and "slow in float32" in why
+    assert pick(4, 128, f32)[0].name == "aten-int4pack-cpu"  # a scalar loop in float32, still faster than dequant
+    k, why = pick(4, 128, torch.float16, "cuda")
+    assert k.name == "dequant-matmul" and "bfloat16 activations, not float16" in why  # tinygemm is bf16-only
     k, why = select_kernel(WeightLayout(4, 128, False, 4096, 4096), "cpu", bf16, "aten-int8pack-cpu")
     assert k.name == "aten-int4pack-cpu" and "8-bit weights, not 4-bit" in why  # forced elsewhere: auto, says why
     k, why = select_kernel(WeightLayout(8, 128, False, 4096, 4096), "cpu", bf16, "aten-int8pack-grouped-cpu")

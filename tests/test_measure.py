@@ -145,7 +145,7 @@ def test_measure_rejects_cuda_without_gpu():
 
 def test_packed_weights_path(store):
     qlinear = pytest.importorskip("codesign.quantize.qlinear")
-    b = build_model("tiny-llama", parse_weight_format("w4g32"))  # float32: auto keeps the dequantize path
+    b = build_model("tiny-llama", parse_weight_format("w3g32"))  # no 3-bit kernel: dequantize per call
     assert any(isinstance(x, qlinear.QuantLinear) for x in b.model.modules()) and b.kernel == "dequant-matmul"
     rows = measure("tiny-llama", [parse_weight_format("w4g32")], batches=[1], prompt_lens=[8], gen_len=2,
                    repeats=1, store=store, progress=False)

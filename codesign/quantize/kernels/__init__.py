@@ -15,8 +15,8 @@ kernel                     device  widths    what runs
 ``dequant-matmul``         any     2-8       unpack + dequantize every call, then ``F.linear``
 ========================== ======= ========= =====================================================
 
-``auto`` picks the first kernel (by priority) for the device that runs the layout and is fast in
-the activation dtype; ``dequant-matmul`` runs everything, so 2/3/5/6-bit weights run there and the
+``auto`` picks the first kernel (by priority) for the device that runs the layout in the activation
+dtype; ``dequant-matmul`` runs everything, so 2/3/5/6-bit weights run there and the
 measurement row says so. Dense rows name :data:`DENSE_KERNEL` (``torch-matmul``).
 """
 
@@ -64,8 +64,7 @@ def select_kernel(layout: WeightLayout, device: str | torch.device, dtype: torch
     """The kernel to run ``layout`` with, and why a better one could not (None when the choice is
     the requested or the first-priority one).
 
-    ``auto``: the first kernel by priority that runs the layout on ``device`` and is fast in
-    ``dtype``. A named kernel: that one, or where it cannot run the layout (a 4-bit member of an
+    ``auto``: the first kernel by priority that runs the layout on ``device`` in ``dtype``. A named kernel: that one, or where it cannot run the layout (a 4-bit member of an
     ensemble whose 8-bit kernel is forced) ``auto``'s choice, with the reason.
     """
     reg = _registry()
@@ -77,8 +76,6 @@ def select_kernel(layout: WeightLayout, device: str | torch.device, dtype: torch
     for name in kernel_names():
         k = reg[name]
         why = k.unsupported(layout, dtype, device)
-        if why is None and dtype not in k.fast_dtypes:
-            why = f"{k.name} is slow in {str(dtype).removeprefix('torch.')} (a scalar loop), so auto skips it"
         if why is None:
             return k, ("; ".join(reasons) or None) if k.name == FALLBACK else None
         if k.device in ("any", kind) and layout.bits in k.bits:

@@ -112,11 +112,8 @@ class PackedLinear(nn.Module):
     device: ClassVar[str] = "any"
     #: Weight widths it executes.
     bits: ClassVar[tuple[int, ...]] = ()
-    #: Activation dtypes it runs; ``fast_dtypes``: those where ``auto`` chooses it (the op has a
-    #: vectorized implementation there; torch's CPU int4/int8 ops fall back to scalar loops,
-    #: 10-100x slower, in float32 and float16).
+    #: Activation dtypes it runs.
     dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
-    fast_dtypes: ClassVar[tuple[torch.dtype, ...]] = (torch.float32, torch.bfloat16, torch.float16)
     #: ``auto`` tries kernels of a device in increasing priority.
     priority: ClassVar[int] = 50
     #: Kernels that need contiguous groups get act-order weights with sorted columns and permute

@@ -1,10 +1,9 @@
 """CPU kernels: torch's packed weight-only matmuls (``aten._weight_int4pack_mm_for_cpu`` and
 ``aten._weight_int8pack_mm``).
 
-Both ops have vectorized implementations for bfloat16 activations only; in float32 and float16
-they run scalar loops, 10-100x slower than a dense matmul (measured by
-``experiments/kernel_speed/bench.py``), so ``auto`` chooses them for bfloat16 and
-``dequant-matmul`` otherwise.
+Both ops are vectorized for bfloat16 activations only; in float32 and float16 they run scalar
+loops, 5-20x slower than a dense matmul, yet still 5-8x faster than dequantizing the whole weight
+per call (``experiments/kernel_speed/bench.py``), so ``auto`` uses them in every dtype.
 
 ``_weight_int8pack_mm`` takes one scale per output channel. A grouped 8-bit variant (``w8g128``)
 runs on ``aten-int4pack-x2-cpu`` (``auto``): each 8-bit weight split into two 4-bit halves,
@@ -27,7 +26,6 @@ from codesign.quantize.kernels.base import (PackedLinear, WeightLayout, per_tile
 
 #: Group sizes ``_weight_int4pack_mm_for_cpu`` accepts.
 INT4_GROUPS = (32, 64, 128, 256)
-_BF16 = (torch.bfloat16,)
 
 
 def _int4_unsupported(cls, layout: WeightLayout) -> str | None:
@@ -48,7 +46,7 @@ class Int4PackCpu(PackedLinear):
 
     name = "aten-int4pack-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu"
-    device, bits, fast_dtypes, priority = "cpu", (4,), _BF16, 10
+    device, bits, priority = "cpu", (4,), 10
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -80,7 +78,7 @@ class Int8PackCpu(PackedLinear):
 
     name = "aten-int8pack-cpu"
     op = "torch.ops.aten._weight_int8pack_mm"
-    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 20
+    device, bits, priority = "cpu", (8,), 20
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -110,7 +108,7 @@ class Int8PackGroupedCpu(PackedLinear):
 
     name = "aten-int8pack-grouped-cpu"
     op = "torch.ops.aten._weight_int8pack_mm (one call per group)"
-    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 40
+    device, bits, priority = "cpu", (8,), 40
 
     def _pack(self, qw: QuantizedWeight, layout: WeightLayout) -> None:
         q8, s, corr = _int8_offsets(qw, self.dtype)
@@ -148,7 +146,7 @@ class Int4PackX2Cpu(PackedLinear):
 
     name = "aten-int4pack-x2-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu (x2, high and low nibbles)"
-    device, bits, fast_dtypes, priority = "cpu", (8,), _BF16, 30
+    device, bits, priority = "cpu", (8,), 30
 
     @classmethod
     def unsupported(cls, layout, dtype, device):

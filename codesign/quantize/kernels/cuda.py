@@ -38,7 +38,7 @@ class Int4PackCuda(PackedLinear):
     name = "aten-int4pack-cuda"
     op = "torch.ops.aten._weight_int4pack_mm"
     device, bits, priority = "cuda", (4,), 20
-    dtypes = fast_dtypes = (torch.bfloat16,)
+    dtypes = (torch.bfloat16,)
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -83,7 +83,7 @@ class MarlinGptqmodel(PackedLinear):
     name = "marlin-gptqmodel"
     op = "gptqmodel MarlinLinear (gptq_marlin_gemm)"
     device, bits, priority, handles_act_order = "cuda", (4, 8), 10, True
-    dtypes = fast_dtypes = (torch.float16, torch.bfloat16)
+    dtypes = (torch.float16, torch.bfloat16)
     GROUPS = (-1, 32, 64, 128)
 
     @classmethod
