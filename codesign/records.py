@@ -17,7 +17,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 INVALID = -1  #: empty, unparseable, or several labels at once
 REFUSED = -2  #: explicit abstention ("I cannot", "I don't know", neutral non-answer)
@@ -302,3 +302,67 @@ class EvalRun:
     peak_mem_bytes: int | None
     wall_s: float
     protocol: str = DEFAULT_PROTOCOL  # evaluation protocol of the task (codesign.evaluate.protocols)
+
+
+
+#: ``Measurement.schedule`` of a single model (not an ensemble).
+SINGLE = "single"
+
+
+@dataclass
+class Measurement:
+    """One measured configuration: a row of the store's ``measurements`` table (``codesign measure``).
+
+    ``kernel`` names what ran the quantized linears (a kernel of :mod:`codesign.quantize.kernels`,
+    ``torch-matmul`` for dense weights; several joined by ``+``, most linears first); ``spec`` the
+    accelerator spec the row is to be compared against; ``schedule`` is :data:`SINGLE` for one
+    model, else the ensemble schedule its members ran under (``variant`` is then the members'
+    formats joined by ``+``, and ``extra["members"]`` holds each member's format and kernel).
+    Stores written before a field existed read back as None.
+    """
+
+    model: str
+    variant: str
+    wbits: int | None
+    group_size: int | None
+    dtype: str
+    device: str
+    device_name: str
+    batch: int
+    prompt_len: int
+    gen_len: int
+    prefill_ms: float
+    tpot_ms: float
+    peak_mem_bytes: int
+    repeats: int
+    kernel: str | None = None
+    spec: str | None = None
+    schedule: str | None = SINGLE
+    versions: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    #: Plain columns of the table (``versions`` and ``extra`` are stored as JSON).
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "model", "variant", "wbits", "group_size", "dtype", "device", "device_name", "batch", "prompt_len",
+        "gen_len", "prefill_ms", "tpot_ms", "peak_mem_bytes", "repeats", "kernel", "spec", "schedule")
+
+    def to_row(self) -> dict[str, Any]:
+        """Column -> value, with ``versions_json`` and ``extra_json``."""
+        row = {c: getattr(self, c) for c in self.COLUMNS}
+        row["versions_json"] = json.dumps(self.versions)
+        row["extra_json"] = json.dumps(self.extra, default=str)
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Measurement":
+        """A stored row (a dict or a pandas row); columns an old store lacks become None."""
+        def get(c):
+            v = row.get(c)
+            return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+        vals = {c: get(c) for c in cls.COLUMNS}
+        vals["schedule"] = vals["schedule"] or SINGLE  # rows from before ensembles were measured
+        for c in ("wbits", "group_size", "batch", "prompt_len", "gen_len", "peak_mem_bytes", "repeats"):
+            vals[c] = None if vals[c] is None else int(vals[c])
+        return cls(**vals, versions=json.loads(get("versions_json") or "{}"),
+                   extra=json.loads(get("extra_json") or "{}"))

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from codesign.records import (DEFAULT_PROTOCOL, INVALID, Configuration, EvalRun, FrontPoint, HypervolumeStep,
-                              Recommendation, StudyPoint, StudyResult, VariantSpec)
+                              Measurement, Recommendation, StudyPoint, StudyResult, VariantSpec)
 
 SCHEMA_VERSION = 2
 #: Protocol of the rows of a version-1 store (written before protocols existed).
@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     wbits INTEGER, group_size INTEGER, dtype TEXT, device TEXT NOT NULL, device_name TEXT,
     batch INTEGER NOT NULL, prompt_len INTEGER NOT NULL, gen_len INTEGER NOT NULL,
     prefill_ms REAL, tpot_ms REAL, peak_mem_bytes INTEGER, repeats INTEGER,
-    versions_json TEXT, extra_json TEXT, created REAL NOT NULL
+    versions_json TEXT, extra_json TEXT, created REAL NOT NULL,
+    kernel TEXT, spec TEXT, schedule TEXT
 );
 CREATE TABLE IF NOT EXISTS studies (
     name TEXT PRIMARY KEY, config_json TEXT NOT NULL, created REAL NOT NULL
@@ -376,18 +377,25 @@ class ResultStore:
         rows = self.conn.execute(sql + " ORDER BY created", (variant_id,) if variant_id else ())
         return [EvalRun(**dict(zip(_EVAL_RUN_COLUMNS, r))) for r in rows]
 
-    def add_measurement(self, **row: Any) -> None:
-        cols = ["model", "variant", "wbits", "group_size", "dtype", "device", "device_name", "batch",
-                "prompt_len", "gen_len", "prefill_ms", "tpot_ms", "peak_mem_bytes", "repeats"]
-        versions = row.pop("versions", {})
-        extra = row.pop("extra", {})
-        unknown = set(row) - set(cols)
-        if unknown:
-            raise KeyError(f"measurements has no columns {sorted(unknown)} (columns: {cols})")
-        vals = [row.get(c) for c in cols] + [json.dumps(versions), json.dumps(extra, default=str), time.time()]
-        names = cols + ["versions_json", "extra_json", "created"]
+    def add_measurement(self, m: Measurement) -> None:
+        """Store one :class:`~codesign.records.Measurement` (a store from before the ``kernel``,
+        ``spec`` and ``schedule`` columns gains them here, on its first new row)."""
+        row = m.to_row()
+        self._add_missing_columns("measurements", {c: "TEXT" for c in ("kernel", "spec", "schedule")})
+        names = list(row) + ["created"]
+        vals = list(row.values()) + [time.time()]
         with self.transaction() as c:
             c.execute(f"INSERT INTO measurements ({','.join(names)}) VALUES ({','.join('?' * len(vals))})", vals)
+
+    def measurements(self, where: str = "", params: Sequence[Any] = ()) -> list[Measurement]:
+        """Rows of ``measurements`` (optionally filtered) as typed records; old stores read too."""
+        return [Measurement.from_row(r) for r in self.frame("measurements", where, params).to_dict("records")]
+
+    def _add_missing_columns(self, table: str, columns: dict[str, str]) -> None:
+        have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in columns.items():
+            if name not in have:
+                self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     # -- studies ----------------------------------------------------------------------------
     def create_study(self, name: str, config: dict[str, Any]) -> None:

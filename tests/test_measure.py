@@ -89,7 +89,10 @@ def test_variant_from_store_resolves(store):
 
 
 def test_truncated_random_shape_keeps_widths():
-    m, cfg = build_model("random:smollm2-135m", WeightFormat("dense"), layers=1)
+    b = build_model("random:smollm2-135m", WeightFormat("dense"), layers=1)
+    m, cfg = b.model, b.config
+    assert b.kernel == "torch-matmul" and b.weight_bytes == sum(p.numel() * 4 for p in m.parameters()) + sum(
+        t.numel() * t.element_size() for t in m.buffers())
     assert cfg["num_hidden_layers"] == 1 and len(m.model.layers) == 1
     assert cfg["hidden_size"] == 576 and cfg["vocab_size"] == 49152  # the real shape's widths
     with pytest.raises(ConfigError, match=r"--layers: 31 .*1\.\.30"):
@@ -142,8 +145,8 @@ def test_measure_rejects_cuda_without_gpu():
 
 def test_packed_weights_path(store):
     qlinear = pytest.importorskip("codesign.quantize.qlinear")
-    m, _ = build_model("tiny-llama", parse_weight_format("w4g32"))
-    assert any(isinstance(x, qlinear.QuantLinear) for x in m.modules())
+    b = build_model("tiny-llama", parse_weight_format("w3g32"))  # no 3-bit kernel: dequantize per call
+    assert any(isinstance(x, qlinear.QuantLinear) for x in b.model.modules()) and b.kernel == "dequant-matmul"
     rows = measure("tiny-llama", [parse_weight_format("w4g32")], batches=[1], prompt_lens=[8], gen_len=2,
                    repeats=1, store=store, progress=False)
     assert rows[0].wbits == 4 and rows[0].group_size == 32 and rows[0].tpot_ms > 0
@@ -234,3 +237,166 @@ def test_cpu_clock_needs_one_thread():
         assert rows[0].versions["threads"] == 1
     finally:
         torch.set_num_threads(n)
+
+
+# -- kernels, specs, ensembles, per-variant memory, restored settings ------------------------------
+def test_rows_name_the_kernel_that_ran_and_the_spec(store):
+    fmts = [parse_weight_format(v) for v in ("dense", "w4g32", "w8g32", "w3g32")]
+    rows = measure("tiny-llama", fmts, dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2, repeats=1,
+                   store=store, progress=False)
+    assert [r.kernel for r in rows] == ["torch-matmul", "aten-int4pack-cpu", "aten-int4pack-x2-cpu",
+                                        "dequant-matmul"]  # no 3-bit kernel: the row says what ran
+    assert {r.spec for r in rows} == {"dev-cpu"}  # no probed host-cpu spec in the test cache
+    assert rows[1].extra["kernel_counts"] == {"aten-int4pack-cpu": 14} and rows[1].extra["lm_head_kernel"]
+    stored = store.measurements()
+    assert [m.kernel for m in stored] == [r.kernel for r in rows] and stored[2].schedule == "single"
+    forced = measure("tiny-llama", fmts[2:3], dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2,
+                     repeats=1, store=store, progress=False, kernel="aten-int8pack-grouped-cpu", spec="h100-sxm")
+    assert forced[0].kernel == "aten-int8pack-grouped-cpu" and forced[0].spec == "h100-sxm"  # not "already measured"
+    with pytest.raises(ConfigError, match="unknown accelerator spec 'tpu-v9'"):
+        measure("tiny-llama", fmts[:1], spec="tpu-v9", progress=False)
+
+
+def test_default_spec_by_device():
+    from codesign.cost.measure import default_spec
+    from codesign.cost.probe import default_spec_path, write_spec
+
+    assert default_spec("cuda:0", "NVIDIA H100 80GB HBM3") == "h100-sxm"
+    assert default_spec("cuda", "NVIDIA A100-SXM4-80GB") == "a100-80gb" and default_spec("cuda", "NVIDIA L4") == "l4"
+    assert default_spec("cuda", "NVIDIA GeForce RTX 4090") is None
+    assert default_spec("cpu", "AMD EPYC") == "dev-cpu"
+    path = write_spec({"name": "host-cpu"}, default_spec_path("host-cpu"))  # what `codesign probe` writes
+    try:
+        assert default_spec("cpu", "AMD EPYC") == "host-cpu"
+    finally:
+        path.unlink()
+
+
+def test_ensemble_members_run_for_real_under_each_schedule(store):
+    from codesign.cost.measure import parse_ensemble
+
+    ens = parse_ensemble("8,4")
+    assert [f.name for f in ens] == ["w4g128", "w8g128"]
+    rows = measure("tiny-llama", ensembles=[ens], schedules=["sequential", "batched"], dtypes=["bfloat16"],
+                   batches=[2], prompt_lens=[8], gen_len=3, repeats=1, store=store, progress=False)
+    seq, bat = rows
+    assert (seq.schedule, bat.schedule) == ("sequential", "batched") and seq.variant == "w4g128+w8g128"
+    assert seq.kernel == "aten-int4pack-cpu+aten-int8pack-cpu" and seq.wbits is None
+    members = seq.extra["members"]
+    assert [m["variant"] for m in members] == ["w4g128", "w8g128"] and [m["wbits"] for m in members] == [4, 8]
+    # sequential: the ensemble's times are its members' times, each measured in the same run
+    assert seq.prefill_ms == pytest.approx(sum(m["prefill_ms"] for m in members))
+    assert seq.tpot_ms == pytest.approx(sum(m["tpot_ms"] for m in members))
+    assert "prefill_ms" not in bat.extra["members"][0]  # batched: one timer around the interleaved step
+    assert bat.extra["weight_bytes"] == seq.extra["weight_bytes"] == sum(m["weight_bytes"] for m in members)
+    assert [m.schedule for m in store.measurements()] == ["sequential", "batched"]
+    again = measure("tiny-llama", ensembles=[ens], schedules=["batched"], dtypes=["bfloat16"], batches=[2],
+                    prompt_lens=[8], gen_len=3, repeats=1, store=store, progress=False)
+    assert again == []  # resumes per schedule
+    with pytest.raises(ConfigError, match="--schedule.*allowed: sequential, batched"):
+        measure("tiny-llama", ensembles=[ens], schedules=["parallel"], progress=False)
+    with pytest.raises(ConfigError, match="two distinct members"):
+        parse_ensemble("4,4")
+
+
+def test_interleaved_schedule_steps_every_member(tiny_llama):
+    from codesign.cost.measure import time_schedule
+
+    calls = []
+    handle = tiny_llama.model.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape[1]),
+                                                        with_kwargs=True)
+    try:
+        time_schedule([tiny_llama.model, tiny_llama.model], "batched", batch=1, prompt_len=5, gen_len=3, repeats=1,
+                      warmup=0)
+        batched = list(calls)
+        calls.clear()
+        time_schedule([tiny_llama.model, tiny_llama.model], "sequential", batch=1, prompt_len=5, gen_len=3, repeats=1,
+                      warmup=0)
+    finally:
+        handle.remove()
+    assert batched == [5, 5, 1, 1, 1, 1, 1, 1]  # both prefills, then step by step across members
+    assert calls == [5, 1, 1, 1, 5, 1, 1, 1]  # one member's whole generation after the other's
+
+
+def test_old_store_without_kernel_columns_reads_and_resumes(tmp_path):
+    import sqlite3
+
+    from codesign.store import ResultStore
+
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)  # the measurements table as stores before the kernel/spec/schedule columns had it
+    con.execute("CREATE TABLE measurements (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, "
+                "variant TEXT NOT NULL, wbits INTEGER, group_size INTEGER, dtype TEXT, device TEXT NOT NULL, "
+                "device_name TEXT, batch INTEGER NOT NULL, prompt_len INTEGER NOT NULL, gen_len INTEGER NOT NULL, "
+                "prefill_ms REAL, tpot_ms REAL, peak_mem_bytes INTEGER, repeats INTEGER, versions_json TEXT, "
+                "extra_json TEXT, created REAL NOT NULL)")
+    con.execute("INSERT INTO measurements VALUES (1,'tiny-llama','dense',32,NULL,'float32','cpu','x',1,8,2,1.0,2.0,"
+                "3,1,'{}','{\"layers\": null}',0)")
+    con.commit()
+    con.close()
+    with ResultStore(db) as st:
+        old = st.measurements()
+        assert len(old) == 1 and old[0].kernel is None and old[0].spec is None and old[0].schedule == "single"
+        cols = {r[1] for r in st.conn.execute("PRAGMA table_info(measurements)")}
+        assert "kernel" not in cols  # reading never writes
+        rows = measure("tiny-llama", [WeightFormat("dense")], batches=[1, 2], prompt_lens=[8], gen_len=2, repeats=1,
+                       store=st, progress=False)
+        assert [r.batch for r in rows] == [2]  # the old row counts as measured
+        assert [m.kernel for m in st.measurements()] == [None, "torch-matmul"]
+
+
+def test_measure_restores_threads_and_peak_memory_is_per_variant(store):
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rows = measure("random:smollm2-135m", [WeightFormat("dense")], dtypes=["float32", "bfloat16"], batches=[1],
+                       prompt_lens=[8], gen_len=2, layers=2, repeats=1, store=store, threads=1, progress=False)
+        assert torch.get_num_threads() == 2 and rows[0].extra["threads"] == 1
+    finally:
+        torch.set_num_threads(n)
+    f32, bf16 = rows
+    assert bf16.extra["weight_bytes"] < 0.55 * f32.extra["weight_bytes"]
+    # measured after the float32 model was freed: a process-lifetime high-water mark could not go down
+    assert bf16.peak_mem_bytes < f32.peak_mem_bytes - 0.5 * bf16.extra["weight_bytes"]
+
+
+def test_sampled_peak_memory_where_the_high_water_mark_cannot_be_reset():
+    import numpy as np
+
+    mem = PeakMemory("cpu", method="sample")
+    mem.reset()
+    buf = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    time.sleep(0.05)
+    del buf
+    peak = mem.peak_bytes()
+    assert mem.method == "sample" and mem.resettable
+    mem.reset()
+    assert peak - mem.peak_bytes() > 150 * 2**20  # the next region does not inherit the peak
+
+
+def test_probe_keeps_no_module_state_and_restores_threads():
+    import torch
+
+    from codesign.cost import probe as probe_mod
+
+    assert not [k for k, v in vars(probe_mod).items() if k.isupper() and isinstance(v, dict) and "clock" in v]
+    n = torch.get_num_threads()
+    res = probe_mod.probe(dtypes=["fp32"], quick=True, threads=1, clock="cpu", progress=False)
+    assert res.threads == 1 and res.details["clock"] == "cpu" and torch.get_num_threads() == n
+
+
+def test_cli_ensemble_kernel_and_spec(tmp_path):
+    db = tmp_path / "m.db"
+    r = _cli("measure", "--model", "tiny-llama", "--ensemble", "4,8", "--schedule", "sequential,batched", "--dtype",
+             "bfloat16", "--batch", "1", "--prompt-len", "8", "--gen-len", "2", "--repeats", "1", "--store", str(db))
+    assert r.returncode == 0, r.stderr
+    assert "(batched)" in r.stdout and "w4g128+w8g128: aten-int4pack-cpu+aten-int8pack-cpu" in r.stdout
+    assert max(len(line) for line in r.stdout.splitlines()[:-1]) <= 80, r.stdout  # the table reads at 80 columns
+    bad = _cli("measure", "--model", "tiny-llama", "--kernel", "int3-magic", "--store", str(db))
+    assert bad.returncode == 2 and "--kernel: 'int3-magic'" in bad.stderr and "dequant-matmul" in bad.stderr
+    bad = _cli("measure", "--model", "tiny-llama", "--ensemble", "4,8", "--schedule", "sliced", "--store", str(db))
+    assert bad.returncode == 2 and "--schedule" in bad.stderr and "sequential, batched" in bad.stderr
+    bad = _cli("measure", "--model", "tiny-llama", "--spec", "tpu-v9", "--store", str(db))
+    assert bad.returncode == 2 and "tpu-v9" in bad.stderr

@@ -142,14 +142,17 @@ def test_trust_averages_the_default_dimensions_without_fairness(synth):
 
 
 def _measured_store(path, study_specs=None):
+    from codesign.records import Measurement
+
     """A store with a CPU float32 run written before measurements named their spec, and a GPU run that names it."""
     store = ResultStore(path)
     common = dict(model="random:smollm2-135m", batch=1, prompt_len=64, gen_len=16, repeats=3)
-    store.add_measurement(variant="dense", wbits=32, group_size=None, dtype="float32", device="cpu",
-                          device_name="AMD EPYC", prefill_ms=40.0, tpot_ms=9.0, **common)
-    store.add_measurement(variant="dense", wbits=16, group_size=None, dtype="float16", device="cuda",
-                          device_name="NVIDIA H100 80GB HBM3", prefill_ms=2.0, tpot_ms=1.5,
-                          extra={"spec": "h100-sxm"}, **common)
+    store.add_measurement(Measurement(variant="dense", wbits=32, group_size=None, dtype="float32", device="cpu",
+                                      device_name="AMD EPYC", prefill_ms=40.0, tpot_ms=9.0, peak_mem_bytes=None,
+                                      **common))
+    store.add_measurement(Measurement(variant="dense", wbits=16, group_size=None, dtype="float16", device="cuda",
+                                      device_name="NVIDIA H100 80GB HBM3", prefill_ms=2.0, tpot_ms=1.5,
+                                      peak_mem_bytes=None, spec="h100-sxm", **common))
     if study_specs:
         from codesign.explore.config import StudyConfig, study_config_dict
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codesign.records import INVALID, REFUSED, VariantSpec
+from codesign.records import INVALID, REFUSED, Measurement, VariantSpec
 from codesign.store import ItemRow, OutputRow, ResultStore
 
 MODEL = "smollm2-135m-instruct"
@@ -69,11 +69,12 @@ def build_store(path: Path, *, study: bool = True, measurements: bool = True, da
     if measurements:
         # plausible timings of a 7B model on an H100 (eager PyTorch: launch overhead on top of the roofline)
         for bits, prefill, tpot in ((16, 13.8, 6.9), (8, 14.6, 4.3), (4, 15.1, 3.2)):
-            store.add_measurement(model="random:llama-2-7b", variant="dense" if bits == 16 else f"rtn-w{bits}",
-                                  wbits=bits, group_size=None if bits == 16 else 128, dtype="float16",
-                                  device="cuda", device_name="NVIDIA H100 80GB HBM3", batch=1, prompt_len=512,
-                                  gen_len=64, prefill_ms=prefill, tpot_ms=tpot, peak_mem_bytes=int(14e9 * bits / 16),
-                                  repeats=3, extra={"spec": "h100-sxm"})
+            store.add_measurement(Measurement(
+                model="random:llama-2-7b", variant="dense" if bits == 16 else f"rtn-w{bits}", wbits=bits,
+                group_size=None if bits == 16 else 128, dtype="float16", device="cuda",
+                device_name="NVIDIA H100 80GB HBM3", batch=1, prompt_len=512, gen_len=64, prefill_ms=prefill,
+                tpot_ms=tpot, peak_mem_bytes=int(14e9 * bits / 16), repeats=3, spec="h100-sxm",
+                kernel="torch-matmul" if bits == 16 else "marlin-gptqmodel"))
     return store
 
 

@@ -17,7 +17,7 @@ _EXPORTS = {
     "timer_for": "timers", "PeakMemory": "timers", "cpu_busy_fraction": "timers", "wait_for_quiet": "timers",
     "probe": "probe", "spec_dict": "probe", "write_spec": "probe", "ProbeResult": "probe",
     "measure": "measure", "time_generation": "measure", "build_model": "measure", "parse_weight_format": "measure",
-    "WeightFormat": "measure", "Measurement": "measure",
+    "WeightFormat": "measure", "Measurement": "measure", "time_schedule": "measure", "parse_ensemble": "measure",
     "calibrate": "calibrate", "load_measurements": "calibrate", "format_report": "calibrate",
     "CalibrationResult": "calibrate",
 }

@@ -18,6 +18,25 @@ def _csv_list(text: str, name: str) -> list[str]:
     return out
 
 
+def _rows_table(rows, title: str):
+    """Measured rows as a table that reads at 80 columns, then which kernel ran each variant."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for c in ("variant", "dtype", "batch", "prompt", "prefill ms", "tpot ms", "tok/s", "peak MB"):
+        table.add_column(c, justify="left" if c == "variant" else "right", min_width=13 if c == "variant" else None)
+    kernels = {}
+    for r in rows:
+        name = r.variant if r.schedule == "single" else f"{r.variant}\n({r.schedule})"
+        table.add_row(name, r.dtype.replace("bfloat", "bf").replace("float", "fp"), str(r.batch), str(r.prompt_len),
+                      f"{r.prefill_ms:.1f}", f"{r.tpot_ms:.2f}", f"{r.batch * 1e3 / r.tpot_ms:.1f}",
+                      f"{r.peak_mem_bytes / 2**20:.0f}")
+        kernels[r.variant] = r.kernel
+    return Group(table, *(f"  {v}: {k}" for v, k in kernels.items()))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("probe")
     def probe_cmd(
@@ -55,10 +74,27 @@ def register(app: typer.Typer) -> None:
             help="Model to time: random:<shape> (real shape, random weights, no download: llama-2-7b, "
                  "llama-2-13b, llama-3-8b, mistral-7b, qwen2.5-0.5b, smollm2-135m or a config.json), a tiny-* "
                  "model, or any name `codesign` can load."),
-        variant: str = typer.Option(
-            "dense", "--variant", "-v",
-            help="Comma-separated weight formats: dense, w<bits>g<group>[-sym] (packed ints dequantized on the fly, "
-                 "e.g. w4g128, w8gpc), or variant ids of quantized variants in --store."),
+        variant: Optional[str] = typer.Option(
+            None, "--variant", "-v",
+            help="Comma-separated weight formats: dense, w<bits>g<group>[-sym] (RTN of the random weights, e.g. "
+                 "w4g128, w8gpc), or variant ids of quantized variants in --store. Default: dense, or none with "
+                 "--ensemble."),
+        ensemble: Optional[str] = typer.Option(
+            None, "--ensemble", "-e",
+            help="Also run a precision ensemble's members for real: widths (4,8 -> w4g128,w8g128; 16 -> dense) or "
+                 "formats, comma-separated."),
+        schedule: str = typer.Option("sequential", "--schedule",
+                                     help="Ensemble schedules, comma-separated: sequential (members one after "
+                                          "another), batched (members' decode steps interleaved in one process)."),
+        kernel: str = typer.Option(
+            "auto", "--kernel",
+            help="Kernel of the quantized linears: auto (by device, dtype and format) or one of "
+                 "aten-int4pack-cpu, aten-int8pack-cpu, aten-int8pack-grouped-cpu, aten-int4pack-x2-cpu, "
+                 "aten-int4pack-cuda, marlin-gptqmodel, dequant-matmul; rows name what ran."),
+        spec: Optional[str] = typer.Option(
+            None, "--spec", "-s",
+            help="Accelerator spec rows are compared against (default: host-cpu if probed, else dev-cpu on CPU; "
+                 "the GPU's built-in spec on CUDA)."),
         dtype: str = typer.Option("float32", "--dtype",
                                   help="Comma-separated runtime dtypes: float32, bfloat16, float16."),
         batch: str = typer.Option("1,4,16", "--batch", "-b", help="Comma-separated batch sizes."),
@@ -89,12 +125,11 @@ def register(app: typer.Typer) -> None:
         """Time real prefill and KV-cached decode on the device at hand.
 
         Median of repeats after warm-up (CUDA events on GPU, a monotonic clock on CPU), peak memory,
-        stored in the result store with device name and software versions.
+        stored in the result store with the kernel that ran, device name, spec and software versions.
         """
         from rich.console import Console
-        from rich.table import Table
 
-        from codesign.cost.measure import measure, parse_weight_format
+        from codesign.cost.measure import check_schedules, measure, parse_ensemble, parse_weight_format
         from codesign.store import ResultStore
 
         batches = parse_int_list(batch, name="batch")
@@ -103,22 +138,19 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--batch: {batch!r} (allowed: positive integers like 1,4,16)")
         if not plens or min(plens) < 1:
             raise ConfigError(f"--prompt-len: {prompt_len!r} (allowed: positive integers like 128,512)")
+        schedules = check_schedules(_csv_list(schedule, "schedule"))
         with ResultStore(store) as st:
-            formats = [parse_weight_format(v, st) for v in _csv_list(variant, "variant")]
-            rows = measure(model, formats, dtypes=_csv_list(dtype, "dtype"), batches=batches, prompt_lens=plens,
-                           gen_len=gen_len, layers=layers, repeats=repeats, warmup=warmup, device=device,
-                           seed=seed, store=st, force=force, threads=threads,
+            ens = [parse_ensemble(ensemble, st)] if ensemble else []
+            formats = [parse_weight_format(v, st) for v in _csv_list(variant or "dense", "variant")] \
+                if variant or not ens else []
+            rows = measure(model, formats, ensembles=ens, schedules=schedules, dtypes=_csv_list(dtype, "dtype"),
+                           batches=batches, prompt_lens=plens, store=st, gen_len=gen_len, layers=layers,
+                           repeats=repeats, warmup=warmup, device=device, seed=seed, force=force, threads=threads,
                            wait_quiet=wait_quiet, wait_timeout_s=wait_timeout, max_other_load=max_other_load,
-                           clock=clock)
+                           clock=clock, kernel=kernel, spec=spec)
             if csv:
                 st.frame("measurements").to_csv(csv, index=False)
-        table = Table(title=f"{model}" + (f" (first {layers} layers)" if layers else "") + f" on {device}")
-        for c in ("variant", "dtype", "batch", "prompt", "prefill ms", "tpot ms", "tok/s", "peak MB"):
-            table.add_column(c, justify="right")
-        for r in rows:
-            table.add_row(r.variant, r.dtype, str(r.batch), str(r.prompt_len), f"{r.prefill_ms:.2f}",
-                          f"{r.tpot_ms:.2f}", f"{r.batch * 1e3 / r.tpot_ms:.1f}", f"{r.peak_mem_bytes / 2**20:.0f}")
-        Console().print(table)
+        Console().print(_rows_table(rows, f"{model}" + (f" (first {layers} layers)" if layers else "") + f" on {device}"))
         typer.echo(f"{len(rows)} measured ({'all' if rows else 'none'} new) -> {store}")
 
     @app.command("calibrate")

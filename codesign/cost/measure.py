@@ -9,6 +9,17 @@ One run of a configuration = prefill ``batch x prompt_len`` random tokens (timed
 ``gen_len`` single-token decode steps through the KV cache (each timed). ``prefill_ms`` is the
 median over repeats of the prefill time; ``tpot_ms`` the median over repeats of the mean decode
 step. Warm-up runs (kernel selection, allocator growth, page faults) are never timed.
+
+Quantized linears run on the kernel :mod:`codesign.quantize.kernels` selects for the device, dtype
+and weight format (or the one ``kernel`` names); every row says which ran. The lm head stays in
+the row's dtype (``torch-matmul``), as in the serving stacks whose numbers the model is fitted to.
+
+A precision ensemble (several formats of one model) runs its members for real under a schedule
+(:data:`SCHEDULES`): ``sequential`` runs each member's prefill and decode steps after the
+previous member's (the row's times are the sums of the members' times, which are stored too);
+``batched`` interleaves them in one process: all members' prefills, then each decode step of
+every member before the next step (one timer around each interleaved step, so on a GPU one
+member's launches overlap another's work).
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ import platform
 import re
 import statistics
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from codesign.config import ConfigError
-from codesign.cost.timers import (OtherLoad, PeakMemory, cpu_busy_fraction, device_kind, rss_high_water_bytes,
-                                  timer_for, wait_for_quiet)
+from codesign.cost.timers import (OtherLoad, PeakMemory, cpu_busy_fraction, device_kind, release_freed_memory,
+                                  timer_for, torch_threads, wait_for_quiet)
+from codesign.records import SINGLE, Measurement
 
 #: --dtype values -> bits of a dense weight in that dtype.
 DTYPE_BITS = {"float32": 32, "bfloat16": 16, "float16": 16}
@@ -35,9 +47,9 @@ _VARIANT_RE = re.compile(r"^(?:(?P<method>[a-z]+)-)?w(?P<bits>\d+)g(?P<group>\d+
 class WeightFormat:
     """How the weights of a measured model are stored.
 
-    ``name`` is ``dense``, a packed format ``w<bits>g<group>[-sym]`` (RTN into packed
-    ``QuantLinear`` modules that dequantize on the fly — timing only), or the id of a quantized
-    variant in the result store (its real checkpoint, loaded packed).
+    ``name`` is ``dense``, a packed format ``w<bits>g<group>[-sym]`` (RTN of the random weights,
+    run on the selected kernel — timing only), or the id of a quantized variant in the result
+    store (its real checkpoint, loaded packed, run on the selected kernel).
     """
 
     name: str
@@ -84,29 +96,35 @@ def parse_weight_format(text: str, store=None) -> WeightFormat:
         "or the variant_id of a quantized variant in --store)")
 
 
-@dataclass
-class Measurement:
-    """One measured configuration (a row of the store's ``measurements`` table)."""
+def parse_ensemble(text: str, store=None) -> tuple[WeightFormat, ...]:
+    """Parse ``--ensemble``: comma-separated members, each a width (``4`` -> ``w4g128``; ``16`` ->
+    dense) or anything ``--variant`` takes. At least two distinct members, lowest precision first."""
+    members = []
+    for t in (x.strip() for x in str(text).split(",") if x.strip()):
+        if t.isdigit():
+            bits = int(t)
+            if bits == 16:
+                t = "dense"
+            elif not 2 <= bits <= 8:
+                raise ConfigError(f"--ensemble: member {t!r} (allowed: widths 2..8 or 16, or weight formats)")
+            else:
+                t = f"w{bits}g128"
+        members.append(parse_weight_format(t, store))
+    if len(set(members)) < 2 or len(set(members)) != len(members):
+        raise ConfigError(f"--ensemble: {text!r} needs at least two distinct members (e.g. 4,8 or w4g128,w8g128)")
+    return tuple(sorted(members, key=lambda f: 99 if f.is_dense else f.bits))
 
-    model: str
-    variant: str
-    wbits: int
-    group_size: int | None
-    dtype: str
-    device: str
-    device_name: str
-    batch: int
-    prompt_len: int
-    gen_len: int
-    prefill_ms: float
-    tpot_ms: float
-    peak_mem_bytes: int
-    repeats: int
-    versions: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
-    def row(self) -> dict[str, Any]:
-        return asdict(self)
+#: Ensemble schedules measured for real (a subset of ``hwmodels.ensemble.SCHEDULES``).
+SCHEDULES = ("sequential", "batched")
+
+
+def check_schedules(names: Sequence[str]) -> list[str]:
+    bad = [n for n in names if n not in SCHEDULES]
+    if bad or not names:
+        raise ConfigError(f"--schedule: {bad or names!r} (allowed: {', '.join(SCHEDULES)}; "
+                          "parallel needs one device per member, sliced a bit-sliced kernel: both are modelled only)")
+    return list(names)
 
 
 def software_versions() -> dict[str, Any]:
@@ -139,6 +157,21 @@ def device_name(device: str) -> str:
     return cpu_name()
 
 
+#: GPU name pattern -> the built-in spec a measurement on it is compared against.
+GPU_SPECS = (("H100", "h100-sxm"), ("A100", "a100-80gb"), (r"\bL4\b", "l4"), ("Orin", "jetson-orin"))
+
+
+def default_spec(device: str, name: str) -> str | None:
+    """The spec a row is compared against when ``--spec`` is not given: on CPU the probed
+    ``host-cpu`` spec if ``codesign probe`` wrote one, else ``dev-cpu``; on CUDA the built-in spec
+    of that GPU (by name), None for a GPU without one."""
+    if device_kind(device) == "cpu":
+        from codesign.cost.probe import default_spec_path
+
+        return "host-cpu" if default_spec_path("host-cpu").exists() else "dev-cpu"
+    return next((spec for pat, spec in GPU_SPECS if re.search(pat, name)), None)
+
+
 # -- building the model to time ------------------------------------------------------------------
 def _truncate_config(cfg, layers: int | None):
     if layers is None:
@@ -153,36 +186,48 @@ def _truncate_config(cfg, layers: int | None):
     return cfg
 
 
+@dataclass
+class BuiltModel:
+    """A model ready to time: its (possibly truncated) config as a dict, which kernel runs each
+    quantized linear, and the bytes of its weights (parameters and buffers)."""
+
+    model: Any
+    config: dict[str, Any]
+    kernel: str
+    kernel_counts: dict[str, int] = field(default_factory=dict)
+    kernel_reasons: dict[str, str] = field(default_factory=dict)
+    weight_bytes: int = 0
+
+
 def build_model(model: str, fmt: WeightFormat, *, dtype: str = "float32", layers: int | None = None,
-                device: str = "cpu", seed: int = 0, store=None):
-    """The model to time and its (possibly truncated) config as a dict.
+                device: str = "cpu", seed: int = 0, store=None, kernel: str = "auto") -> BuiltModel:
+    """The model to time (see :class:`BuiltModel`).
 
     Random-weight names (``random:<shape>``, ``tiny-*``) are built directly from their config, so
     truncation happens before any weight is allocated. Other names are loaded, then truncated.
-    Packed formats go through ``codesign.quantize.qlinear.replace_linears`` (the native
-    dequantize path); store variants through ``codesign.quantize.load_variant(packed=True)``.
+    Packed formats are RTN-quantized linear by linear onto their kernel
+    (:func:`codesign.quantize.qlinear.replace_linears`); store variants are loaded packed and
+    moved onto their kernel (:func:`codesign.quantize.kernels.pack_model`).
     """
     import torch
 
     if dtype not in DTYPE_BITS:
         raise ConfigError(f"--dtype: {dtype!r} is not supported (allowed: {list(DTYPE_BITS)})")
     torch_dtype = getattr(torch, dtype)
+    plan = None
     if fmt.variant_id is not None:
         from codesign.quantize import load_variant
+        from codesign.quantize.kernels import pack_model
 
-        m = load_variant(store.variant_spec(fmt.variant_id), device="cpu", dtype=dtype, packed=True).model
+        m = load_variant(store.variant_spec(fmt.variant_id), device=device, dtype=dtype, packed=True).model
         m.config = _truncate_config(m.config, layers)
         if layers is not None:
             m.model.layers = m.model.layers[:layers]
+        plan = pack_model(m, device=device, dtype=torch_dtype, kernel=kernel)
     elif model.startswith("random:") or model.startswith("tiny-"):
-        from transformers import AutoModelForCausalLM
-
         from codesign.models import model_config
 
-        cfg = _truncate_config(model_config(model), layers)
-        torch.manual_seed(seed)
-        with torch.device("cpu"):
-            m = AutoModelForCausalLM.from_config(cfg, dtype=torch_dtype).eval()
+        m = random_model(_truncate_config(model_config(model), layers), torch_dtype, seed)
     else:
         from codesign.models import load_model
 
@@ -190,13 +235,51 @@ def build_model(model: str, fmt: WeightFormat, *, dtype: str = "float32", layers
         if layers is not None:
             m.config = _truncate_config(m.config, layers)
             m.model.layers = m.model.layers[:layers]
+    m = m.to(device).eval()
     if fmt.bits is not None and fmt.variant_id is None:
         from codesign.quantize.qlinear import replace_linears
 
-        m = replace_linears(m, fmt.bits, fmt.group_size, sym=fmt.sym)
-    m = m.to(device).eval()
-    cfg = m.config.to_dict()
-    return m, {k: v for k, v in cfg.items() if not k.startswith("_") and _jsonable(v)}
+        plan = replace_linears(m, fmt.bits, fmt.group_size, sym=fmt.sym, kernel=kernel)
+    cfg = {k: v for k, v in m.config.to_dict().items() if not k.startswith("_") and _jsonable(v)}
+    nbytes = sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
+    if plan is None:
+        from codesign.quantize.kernels import DENSE_KERNEL
+
+        return BuiltModel(m, cfg, DENSE_KERNEL, weight_bytes=nbytes)
+    return BuiltModel(m, cfg, plan.label, plan.counts, plan.reasons, nbytes)
+
+
+def random_model(cfg, dtype, seed: int = 0, block_rows: int = 256):
+    """A model of ``cfg`` with random weights, built fast enough to time 7B-wide layers on a laptop.
+
+    Drawing every weight (transformers' own init) takes longer than timing the model, and latency
+    does not depend on the values, so each matrix repeats a block of ``block_rows`` random rows
+    (normal, the config's ``initializer_range``); norms are ones, biases zeros. No denormals, NaNs
+    or zeros: dense kernels and the quantizer see ordinary weights.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5: its own (slower) initialisation
+        torch.manual_seed(seed)
+        with torch.device("cpu"):
+            return AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    with torch.device("cpu"), no_init_weights():
+        m = AutoModelForCausalLM.from_config(cfg, dtype=dtype).eval()
+    gen = torch.Generator().manual_seed(seed)
+    std = float(getattr(cfg, "initializer_range", 0.02))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() < 2:
+                p.fill_(0.0 if name.endswith("bias") else 1.0)
+                continue
+            rows = p.view(p.shape[0], -1)
+            block = (torch.randn(min(block_rows, rows.shape[0]), rows.shape[1], generator=gen) * std).to(p.dtype)
+            for i in range(0, rows.shape[0], block.shape[0]):
+                rows[i:i + block.shape[0]].copy_(block[:rows.shape[0] - i])
+    return m
 
 
 def _jsonable(v: Any) -> bool:
@@ -208,141 +291,293 @@ def _jsonable(v: Any) -> bool:
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def time_generation(model, *, batch: int, prompt_len: int, gen_len: int, repeats: int = 3, warmup: int = 1,
-                    device: str = "cpu", seed: int = 0, clock: str = "wall") -> dict[str, Any]:
-    """Time prefill and KV-cached decode of ``model`` on random tokens.
+class _Generation:
+    """One member's KV-cached greedy generation on fixed random prompts: ``prefill()`` then ``step()``."""
 
-    Input ids have shape (batch, prompt_len); each decode step feeds (batch, 1). Returns
-    ``prefill_ms`` / ``tpot_ms`` (medians over ``repeats``), every run's numbers, and the peak
-    memory over all runs (warm-up included: it allocates what the timed runs reuse).
+    def __init__(self, model, ids):
+        self.model, self.ids = model, ids
+        params = inspect.signature(model.forward).parameters
+        # generate() only computes the last position's logits in prefill; do the same.
+        self.keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # transformers >= 5.24 renamed it
+        self.past = self.next = None
+
+    def _keep(self, out) -> None:
+        cache = out.get("cache")
+        self.past = out.past_key_values if cache is None else cache
+        self.next = out.logits[:, -1:].argmax(-1)
+
+    def prefill(self) -> None:
+        self._keep(self.model(input_ids=self.ids, use_cache=True, **self.keep))
+
+    def step(self) -> None:
+        self._keep(self.model(input_ids=self.next, use_cache=True, **{self.cache_arg: self.past}))
+
+    def release(self) -> None:
+        self.past = self.next = None
+
+
+def _timed(timer, fn) -> float:
+    timer.start()
+    fn()
+    return timer.stop()
+
+
+def _run_sequential(gens: list[_Generation], timer, steps: int) -> tuple[list[float], list[float]]:
+    """Each member's prefill then its decode steps, member after member; per member (prefill, mean step)."""
+    pre, tpot = [], []
+    for g in gens:
+        pre.append(_timed(timer, g.prefill))
+        tpot.append(statistics.fmean(_timed(timer, g.step) for _ in range(steps)))
+        g.release()
+    return pre, tpot
+
+
+def _run_batched(gens: list[_Generation], timer, steps: int) -> tuple[float, float]:
+    """All members' prefills under one timer, then each decode step of every member under one timer."""
+    pre = _timed(timer, lambda: [g.prefill() for g in gens])
+    tpot = statistics.fmean(_timed(timer, lambda: [g.step() for g in gens]) for _ in range(steps))
+    for g in gens:
+        g.release()
+    return pre, tpot
+
+
+def time_schedule(models: Sequence[Any], schedule: str = SINGLE, *, batch: int, prompt_len: int, gen_len: int,
+                  repeats: int = 3, warmup: int = 1, device: str = "cpu", seed: int = 0,
+                  clock: str = "wall") -> dict[str, Any]:
+    """Time prefill and KV-cached decode of one model (``single``) or an ensemble's members under a
+    schedule (see module docstring), on the same random prompts ``(batch, prompt_len)``.
+
+    Returns ``prefill_ms`` / ``tpot_ms`` (medians over ``repeats``), every repeat's numbers, for
+    ``sequential`` each member's medians, and the peak memory of the timed runs (weights of every
+    member, activations, KV caches; warm-up included: it allocates what the timed runs reuse).
     """
     import torch
 
     if min(batch, prompt_len, repeats) < 1 or gen_len < 1 or warmup < 0:
         raise ConfigError(f"batch, prompt_len, gen_len, repeats must be >= 1 and warmup >= 0 "
                           f"(got {batch}, {prompt_len}, {gen_len}, {repeats}, {warmup})")
-    vocab = int(getattr(model.config, "vocab_size", 256))
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab, (batch, prompt_len), generator=gen).to(device)
-    # generate() only computes the last position's logits in prefill; do the same.
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    vocab = int(getattr(models[0].config, "vocab_size", 256))
+    ids = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(seed)).to(device)
+    gens = [_Generation(m, ids) for m in models]
     timer, mem = timer_for(device, clock), PeakMemory(device)
-    prefill, tpot, steps_all = [], [], []
+    release_freed_memory()
     mem.reset()
+    pre_runs, tpot_runs, member_pre, member_tpot = [], [], [], []
     with torch.inference_mode():
         for r in range(warmup + repeats):
-            timer.start()
-            out = model(input_ids=ids, use_cache=True, **keep)
-            pf = timer.stop()
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            steps = []
-            for _ in range(gen_len if r >= warmup else min(gen_len, 2)):
-                timer.start()
-                out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-                steps.append(timer.stop())
-                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            del past, out
+            steps = gen_len if r >= warmup else min(gen_len, 2)
+            if schedule == "batched":
+                pre, tpot = _run_batched(gens, timer, steps)
+            else:
+                pres, tpots = _run_sequential(gens, timer, steps)
+                pre, tpot = sum(pres), sum(tpots)
             if r >= warmup:
-                prefill.append(pf)
-                tpot.append(sum(steps) / len(steps))
-                steps_all.append(steps)
-    return {"prefill_ms": statistics.median(prefill), "tpot_ms": statistics.median(tpot),
-            "prefill_runs_ms": prefill, "tpot_runs_ms": tpot,
-            "step_median_ms": statistics.median(s for run in steps_all for s in run),
-            "peak_mem_bytes": mem.peak_bytes(), "peak_mem_resettable": mem.resettable}
+                pre_runs.append(pre)
+                tpot_runs.append(tpot)
+                if schedule == "sequential":
+                    member_pre.append(pres)
+                    member_tpot.append(tpots)
+    out = {"prefill_ms": statistics.median(pre_runs), "tpot_ms": statistics.median(tpot_runs),
+           "prefill_runs_ms": pre_runs, "tpot_runs_ms": tpot_runs,
+           "peak_mem_bytes": mem.peak_bytes(), "peak_mem_method": mem.method if mem.resettable else "process"}
+    if member_pre:
+        out["member_prefill_ms"] = [statistics.median(c) for c in zip(*member_pre)]
+        out["member_tpot_ms"] = [statistics.median(c) for c in zip(*member_tpot)]
+    return out
 
 
-def _already_measured(store, key: dict[str, Any], layers: int | None) -> bool:
-    where = " AND ".join(f"{k}=?" for k in key)
-    df = store.frame("measurements", where, list(key.values()))
-    return any(json.loads(e or "{}").get("layers") == layers for e in df.get("extra_json", []))
+def time_generation(model, **kw) -> dict[str, Any]:
+    """:func:`time_schedule` of one model."""
+    return time_schedule([model], SINGLE, **kw)
 
 
-def measure(model: str, formats: Sequence[WeightFormat], *, dtypes: Sequence[str] = ("float32",),
-            batches: Sequence[int] = (1,), prompt_lens: Sequence[int] = (128,), gen_len: int = 16,
-            layers: int | None = None, repeats: int = 3, warmup: int = 1, device: str = "cpu", seed: int = 0,
-            store=None, force: bool = False, threads: int | None = None, wait_quiet: float | None = None,
-            wait_timeout_s: float = 120.0, max_other_load: float | None = None, retries: int = 2, clock: str = "wall",
-            progress: bool = True) -> list[Measurement]:
-    """Measure every (format, dtype, batch, prompt_len) combination; store each as it completes.
+# -- the sweep --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Subject:
+    """What one row measures: one weight format, or an ensemble's members under a schedule."""
 
-    With a ``store``, combinations already measured on this device (same model, format, dtype,
-    batch, lengths, layers) are skipped unless ``force`` — an interrupted sweep resumes.
-    ``wait_quiet`` (0-1): before each configuration, wait up to ``wait_timeout_s`` until the CPUs
-    are at most that busy; the busy fraction seen is stored with the measurement either way.
-    The share of the CPUs other processes used during the timed runs is stored as
-    ``extra.other_load``; with ``max_other_load`` a configuration measured under more is retried
-    (``retries`` times, waiting for quiet first) and skipped — not stored — if it never gets a
-    clean run, so a later resumed sweep can fill it in. ``clock='cpu'`` times this process's CPU
-    time instead of wall time (CPU only, ``threads=1``): robust on a machine busy with other work.
-    """
-    import gc
+    members: tuple[WeightFormat, ...]
+    schedule: str = SINGLE
 
-    from tqdm.auto import tqdm
+    @property
+    def label(self) -> str:
+        return "+".join(f.name for f in self.members)
 
+
+def _already_measured(store, key: dict[str, Any], layers: int | None, kernel: str) -> bool:
+    for m in store.measurements("model=? AND variant=? AND dtype=? AND device=? AND batch=? AND prompt_len=? "
+                                "AND gen_len=?", [key[k] for k in ("model", "variant", "dtype", "device", "batch",
+                                                                   "prompt_len", "gen_len")]):
+        if (m.schedule == key["schedule"] and m.extra.get("layers") == layers
+                and m.extra.get("kernel_request", "auto") == kernel):
+            return True
+    return False
+
+
+@dataclass
+class MeasureOptions:
+    """How ``measure`` times (everything but what it measures)."""
+
+    gen_len: int = 16
+    layers: int | None = None
+    repeats: int = 3
+    warmup: int = 1
+    device: str = "cpu"
+    seed: int = 0
+    force: bool = False
+    threads: int | None = None
+    wait_quiet: float | None = None
+    wait_timeout_s: float = 120.0
+    max_other_load: float | None = None
+    retries: int = 2
+    clock: str = "wall"
+    kernel: str = "auto"
+    spec: str | None = None
+    progress: bool = True
+
+
+def _check(opts: MeasureOptions) -> None:
     import torch
 
-    kind = device_kind(device)
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads: {threads} (allowed: >= 1)")
-        torch.set_num_threads(threads)
-    timer_for(device, clock)  # validates the clock for the device
-    if clock == "cpu" and torch.get_num_threads() != 1:
+    kind = device_kind(opts.device)
+    if opts.threads is not None and opts.threads < 1:
+        raise ConfigError(f"--threads: {opts.threads} (allowed: >= 1)")
+    timer_for(opts.device, opts.clock)  # validates the clock for the device
+    if opts.clock == "cpu" and torch.get_num_threads() != 1:
         raise ConfigError(f"--clock cpu needs --threads 1 (this run has {torch.get_num_threads()} threads; "
                           "multi-threaded runtimes spin-wait, which CPU time would count as work)")
-    if wait_quiet is not None and not 0.0 <= wait_quiet <= 1.0:
-        raise ConfigError(f"--wait-quiet: {wait_quiet} is out of range (allowed: 0..1, a busy fraction of all CPUs)")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device: {device!r} requested but this torch has no CUDA device (allowed: cpu)")
-    versions, dname = software_versions(), device_name(device)
-    baseline_rss = rss_high_water_bytes()
-    combos = [(f, d, b, p) for f in formats for d in dtypes for b in batches for p in prompt_lens]
+    if opts.wait_quiet is not None and not 0.0 <= opts.wait_quiet <= 1.0:
+        raise ConfigError(f"--wait-quiet: {opts.wait_quiet} is out of range (allowed: 0..1, a busy fraction of all CPUs)")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device: {opts.device!r} requested but this torch has no CUDA device (allowed: cpu)")
+    if opts.kernel != "auto":
+        from codesign.quantize.kernels import get_kernel
+
+        get_kernel(opts.kernel)
+    if opts.spec is not None:
+        from hwmodels import load_spec
+
+        load_spec(opts.spec)
+
+
+def measure(model: str, formats: Sequence[WeightFormat] = (), *, ensembles: Sequence[Sequence[WeightFormat]] = (),
+            schedules: Sequence[str] = ("sequential",), dtypes: Sequence[str] = ("float32",),
+            batches: Sequence[int] = (1,), prompt_lens: Sequence[int] = (128,), store=None,
+            **options: Any) -> list[Measurement]:
+    """Measure every (subject, dtype, batch, prompt_len) combination; store each as it completes.
+
+    Subjects are the single ``formats`` and every ensemble of ``ensembles`` under every schedule of
+    ``schedules``. ``options`` are :class:`MeasureOptions` fields. With a ``store``, combinations
+    already measured on this device (same model, subject, dtype, batch, lengths, layers, kernel
+    request) are skipped unless ``force``: an interrupted sweep resumes.
+
+    ``wait_quiet`` (0-1): before each configuration, wait up to ``wait_timeout_s`` until the CPUs
+    are at most that busy; the busy fraction seen is stored with the measurement either way. The
+    share of the CPUs other processes used during the timed runs is stored as
+    ``extra.other_load``; with ``max_other_load`` a configuration measured under more is retried
+    (``retries`` times, waiting for quiet first) and skipped (not stored) if it never gets a clean
+    run, so a later resumed sweep can fill it in. ``clock='cpu'`` times this process's CPU time
+    instead of wall time (CPU only, ``threads=1``): robust on a machine busy with other work.
+    Torch's thread count is restored on return.
+    """
+    opts = MeasureOptions(**options)
+    subjects = [Subject((f,)) for f in formats]
+    subjects += [Subject(tuple(e), s) for e in ensembles for s in check_schedules(schedules)]
+    with torch_threads(opts.threads):
+        _check(opts)
+        return _sweep(model, subjects, dtypes, batches, prompt_lens, store, opts)
+
+
+def _sweep(model: str, subjects: list[Subject], dtypes, batches, prompt_lens, store,
+           opts: MeasureOptions) -> list[Measurement]:
+    from tqdm.auto import tqdm
+
+    kind, dname = device_kind(opts.device), device_name(opts.device)
+    spec = opts.spec or default_spec(opts.device, dname)
+    versions = software_versions()
+    combos = [(s, d, b, p) for s in subjects for d in dtypes for b in batches for p in prompt_lens]
     results: list[Measurement] = []
-    bar = tqdm(total=len(combos), desc=f"measure {model}", disable=not progress)
-    built: tuple[Any, ...] | None = None
-    for fmt, dtype, batch, plen in combos:
-        bar.set_postfix_str(f"{fmt.name} {dtype} b{batch} p{plen}")
-        key = dict(model=model, variant=fmt.name, dtype=dtype, device=kind, batch=batch, prompt_len=plen,
-                   gen_len=gen_len)
-        if store is not None and not force and _already_measured(store, key, layers):
+    bar = tqdm(total=len(combos), desc=f"measure {model}", disable=not opts.progress)
+    built: dict[tuple[WeightFormat, str], BuiltModel] = {}
+    for subj, dtype, batch, plen in combos:
+        bar.set_postfix_str(f"{subj.label} {subj.schedule} {dtype} b{batch} p{plen}")
+        key = dict(model=model, variant=subj.label, dtype=dtype, device=kind, batch=batch, prompt_len=plen,
+                   gen_len=opts.gen_len, schedule=subj.schedule)
+        if store is not None and not opts.force and _already_measured(store, key, opts.layers, opts.kernel):
             bar.update()
             continue
-        for attempt in range(1 + (retries if max_other_load is not None else 0)):
-            busy = wait_for_quiet(wait_quiet, wait_timeout_s) if wait_quiet is not None else cpu_busy_fraction(0.2)
-            if max_other_load is not None and wait_quiet is not None and busy is not None and busy > wait_quiet:
-                clean = False  # never got quiet: do not spend the machine on a run that would be discarded
-                continue
-            if built is None or built[0] != (fmt, dtype):
-                built = None
-                gc.collect()
-                m, cfg = build_model(model, fmt, dtype=dtype, layers=layers, device=device, seed=seed, store=store)
-                built = ((fmt, dtype), m, cfg)
-            _, m, cfg = built
-            with OtherLoad() as load:
-                t = time_generation(m, batch=batch, prompt_len=plen, gen_len=gen_len, repeats=repeats,
-                                    warmup=warmup, device=device, seed=seed, clock=clock)
-            clean = max_other_load is None or load.fraction is None or load.fraction <= max_other_load
-            if clean:
-                break
-        if not clean:
+        need = {(f, dtype) for f in subj.members}
+        for k in [k for k in built if k not in need]:  # free what this subject does not run
+            del built[k]
+        release_freed_memory()
+        for f in subj.members:
+            if (f, dtype) not in built:
+                built[(f, dtype)] = build_model(model, f, dtype=dtype, layers=opts.layers, device=opts.device,
+                                                seed=opts.seed, store=store, kernel=opts.kernel)
+        members = [built[(f, dtype)] for f in subj.members]
+        t, busy, load = _time_clean(members, subj, batch, plen, opts)
+        if t is None:
             bar.update()
             continue
-        rec = Measurement(
-            model=model, variant=fmt.name, wbits=fmt.wbits(dtype), group_size=None if fmt.is_dense else fmt.group_size,
-            dtype=dtype, device=kind, device_name=dname, batch=batch, prompt_len=plen, gen_len=gen_len,
-            prefill_ms=t["prefill_ms"], tpot_ms=t["tpot_ms"], peak_mem_bytes=t["peak_mem_bytes"], repeats=repeats,
-            versions=versions,
-            extra={"layers": layers, "config": cfg, "sym": fmt.sym, "warmup": warmup, "seed": seed,
-                   "prefill_runs_ms": t["prefill_runs_ms"], "tpot_runs_ms": t["tpot_runs_ms"],
-                   "step_median_ms": t["step_median_ms"], "rss_before_bytes": baseline_rss,
-                   "peak_mem_resettable": t["peak_mem_resettable"], "device_index": device,
-                   "cpu_busy_before": busy, "other_load": load.fraction, "clock": clock},
-        )
+        rec = _record(model, subj, members, dtype, batch, plen, t, busy, load, opts,
+                      device=(kind, dname), spec=spec, versions=versions)
         if store is not None:
-            store.add_measurement(**rec.row())
+            store.add_measurement(rec)
         results.append(rec)
         bar.update()
     bar.close()
     return results
+
+
+def _time_clean(members: list[BuiltModel], subj: Subject, batch: int, plen: int, opts: MeasureOptions):
+    """Time a configuration, retrying while other processes load the CPUs (see :func:`measure`).
+    Returns (timings or None when no clean run was had, busy fraction before, other load)."""
+    busy = load = None
+    for _ in range(1 + (opts.retries if opts.max_other_load is not None else 0)):
+        busy = wait_for_quiet(opts.wait_quiet, opts.wait_timeout_s) if opts.wait_quiet is not None \
+            else cpu_busy_fraction(0.2)
+        if opts.max_other_load is not None and opts.wait_quiet is not None and busy is not None \
+                and busy > opts.wait_quiet:
+            continue  # never got quiet: do not spend the machine on a run that would be discarded
+        with OtherLoad() as other:
+            t = time_schedule([m.model for m in members], subj.schedule, batch=batch, prompt_len=plen,
+                              gen_len=opts.gen_len, repeats=opts.repeats, warmup=opts.warmup, device=opts.device,
+                              seed=opts.seed, clock=opts.clock)
+        load = other.fraction
+        if opts.max_other_load is None or load is None or load <= opts.max_other_load:
+            return t, busy, load
+    return None, busy, load
+
+
+def _record(model: str, subj: Subject, members: list[BuiltModel], dtype: str, batch: int, plen: int,
+            t: dict[str, Any], busy, load, opts: MeasureOptions, *, device: tuple[str, str], spec: str | None,
+            versions: dict[str, Any]) -> Measurement:
+    """The row of one timed configuration."""
+    import torch
+
+    single = subj.schedule == SINGLE
+    fmt, built = subj.members[0], members[0]
+    groups = {None if f.is_dense else f.group_size for f in subj.members}
+    extra = {"layers": opts.layers, "config": built.config, "sym": fmt.sym, "warmup": opts.warmup, "seed": opts.seed,
+             "prefill_runs_ms": t["prefill_runs_ms"], "tpot_runs_ms": t["tpot_runs_ms"],
+             "peak_mem_method": t["peak_mem_method"], "weight_bytes": sum(m.weight_bytes for m in members),
+             "device_index": opts.device, "cpu_busy_before": busy, "other_load": load, "clock": opts.clock,
+             "threads": torch.get_num_threads(), "kernel_request": opts.kernel, "lm_head_kernel": "torch-matmul"}
+    if single:
+        extra.update(kernel_counts=built.kernel_counts, kernel_reasons=built.kernel_reasons)
+    else:
+        extra["members"] = [
+            {"variant": f.name, "wbits": f.wbits(dtype), "group_size": None if f.is_dense else f.group_size,
+             "sym": f.sym, "kernel": m.kernel, "kernel_counts": m.kernel_counts, "weight_bytes": m.weight_bytes}
+            for f, m in zip(subj.members, members)]
+        for name in ("member_prefill_ms", "member_tpot_ms"):
+            for mem, v in zip(extra["members"], t.get(name, [])):
+                mem[name.removeprefix("member_")] = v
+    return Measurement(
+        model=model, variant=subj.label, wbits=fmt.wbits(dtype) if single else None,
+        group_size=groups.pop() if len(groups) == 1 else None, dtype=dtype, device=device[0],
+        device_name=device[1], batch=batch, prompt_len=plen, gen_len=opts.gen_len, prefill_ms=t["prefill_ms"],
+        tpot_ms=t["tpot_ms"], peak_mem_bytes=t["peak_mem_bytes"], repeats=opts.repeats,
+        kernel="+".join(dict.fromkeys(m.kernel for m in members)), spec=spec, schedule=subj.schedule,
+        versions=versions, extra=extra)

@@ -81,13 +81,10 @@ def _ram_gb() -> float:
         return psutil.virtual_memory().total / 1e9
 
 
-_CLOCK = {"clock": "wall"}  # set by probe(); the helpers below time with it
-
-
-def _time_ms(fn, device: str, repeats: int) -> list[float]:
+def _time_ms(fn, device: str, repeats: int, clock: str = "wall") -> list[float]:
     from codesign.cost.timers import timer_for
 
-    timer = timer_for(device, _CLOCK["clock"])
+    timer = timer_for(device, clock)
     out = []
     for _ in range(repeats):
         timer.start()
@@ -96,7 +93,7 @@ def _time_ms(fn, device: str, repeats: int) -> list[float]:
     return out
 
 
-def copy_bandwidth_gbs(size_mb: float = 512.0, repeats: int = 5, device: str = "cpu") -> float:
+def copy_bandwidth_gbs(size_mb: float = 512.0, repeats: int = 5, device: str = "cpu", clock: str = "wall") -> float:
     """Achieved memory bandwidth of a large copy in GB/s (read + write bytes over time)."""
     import torch
 
@@ -104,11 +101,11 @@ def copy_bandwidth_gbs(size_mb: float = 512.0, repeats: int = 5, device: str = "
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
     dst.copy_(src)  # first touch: page faults must not be timed
-    times = _time_ms(lambda: dst.copy_(src), device, repeats)
+    times = _time_ms(lambda: dst.copy_(src), device, repeats, clock)
     return 2 * n * 4 / (min(times) / 1e3) / 1e9
 
 
-def vector_tflops(device: str = "cpu", n: int = 1 << 18, repeats: int = 7) -> float:
+def vector_tflops(device: str = "cpu", n: int = 1 << 18, repeats: int = 7, clock: str = "wall") -> float:
     """Achieved elementwise throughput (TFLOP/s): ``addcmul`` (2 ops per element) on a
     cache-resident fp32 vector, the kind of work norms, activations and dequantization do."""
     import torch
@@ -121,12 +118,12 @@ def vector_tflops(device: str = "cpu", n: int = 1 << 18, repeats: int = 7) -> fl
             torch.addcmul(c, a, b, out=out)
 
     fn()
-    times = _time_ms(fn, device, repeats)
+    times = _time_ms(fn, device, repeats, clock)
     return 2 * 20 * n / (min(times) / 1e3) / 1e12
 
 
 def matmul_tflops(dtype: str, device: str = "cpu", max_n: int = 4096, min_ms: float = 40.0,
-                  repeats: int = 3, budget_s: float = 6.0) -> float | None:
+                  repeats: int = 3, budget_s: float = 6.0, clock: str = "wall") -> float | None:
     """Best achieved matmul throughput (TFLOP/s) of square ``n x n @ n x n`` for one datatype.
 
     ``dtype`` is a spec key (fp32, bf16, fp16, int8). Sizes double from 128 until one product
@@ -151,7 +148,7 @@ def matmul_tflops(dtype: str, device: str = "cpu", max_n: int = 4096, min_ms: fl
             fn()  # warm-up: kernel selection, packing buffers
         except (RuntimeError, NotImplementedError):
             return None if best == 0.0 else best
-        ms = min(_time_ms(fn, device, repeats))
+        ms = min(_time_ms(fn, device, repeats, clock))
         best = max(best, 2 * n**3 / (ms / 1e3) / 1e12)
         if ms >= min_ms or time.perf_counter() > t_end:
             break
@@ -163,26 +160,28 @@ def probe(device: str = "cpu", dtypes: list[str] | None = None, quick: bool = Fa
           clock: str = "wall", progress: bool = True) -> ProbeResult:
     """Measure bandwidth, vector and per-datatype matmul throughput of ``device``.
 
-    ``threads`` sets torch's CPU thread count first (default: torch's, i.e. all cores).
-    ``clock='cpu'`` times CPU time (single thread only; see ``codesign.cost.timers.CpuTimeTimer``).
+    ``threads`` sets torch's CPU thread count for the probe (default: torch's, i.e. all cores); the
+    caller's count is restored afterwards. ``clock='cpu'`` times CPU time (single thread only; see
+    ``codesign.cost.timers.CpuTimeTimer``).
     """
-    import torch
-
     from codesign.config import ConfigError
-    from codesign.cost.timers import timer_for
+    from codesign.cost.timers import timer_for, torch_threads
 
-    if threads is not None:
-        torch.set_num_threads(int(threads))
     timer_for(device, clock)
-    if clock == "cpu" and torch.get_num_threads() != 1:
-        raise ConfigError("--clock cpu needs --threads 1 (spin-waiting threads would count as work)")
-    _CLOCK["clock"] = clock
     dtypes = dtypes or list(PROBE_DTYPES)
     unknown = [d for d in dtypes if d not in PROBE_DTYPES]
     if unknown:
-        from codesign.config import ConfigError
-
         raise ConfigError(f"--dtypes: {unknown} not supported (allowed: {list(PROBE_DTYPES)})")
+    with torch_threads(threads) as n:
+        if clock == "cpu" and n != 1:
+            raise ConfigError("--clock cpu needs --threads 1 (spin-waiting threads would count as work)")
+        return _probe(device, dtypes, quick, clock, progress)
+
+
+def _probe(device: str, dtypes: list[str], quick: bool, clock: str, progress: bool) -> ProbeResult:
+    import torch
+    from tqdm.auto import tqdm
+
     llc = _llc_mb() if not device.startswith("cuda") else None
     # The copy must dwarf the last-level cache, or the cache's bandwidth is measured.
     size_mb = 64.0 if quick else max(256.0, 8 * (llc or 32.0))
@@ -192,18 +191,16 @@ def probe(device: str = "cpu", dtypes: list[str] | None = None, quick: bool = Fa
         size_mb = 64.0 if quick else 2048.0
     else:
         name, capacity = cpu_name(), _ram_gb()
-    from tqdm.auto import tqdm
-
     steps = tqdm(total=2 + len(dtypes), desc="probe", disable=not progress)
-    bw = copy_bandwidth_gbs(size_mb, repeats=3 if quick else 7, device=device)
+    bw = copy_bandwidth_gbs(size_mb, repeats=3 if quick else 7, device=device, clock=clock)
     steps.update()
-    vec = vector_tflops(device, repeats=3 if quick else 7)
+    vec = vector_tflops(device, repeats=3 if quick else 7, clock=clock)
     steps.update()
     tflops: dict[str, float] = {}
     for d in dtypes:
         steps.set_postfix_str(d)
         v = matmul_tflops(d, device, max_n=512 if quick else 4096, min_ms=5.0 if quick else 40.0,
-                          repeats=2 if quick else 3, budget_s=1.0 if quick else 6.0)
+                          repeats=2 if quick else 3, budget_s=1.0 if quick else 6.0, clock=clock)
         if v:
             tflops[d] = v
         steps.update()

@@ -9,8 +9,10 @@ allocator tracks its own high-water mark; on CPU the process's resident-set high
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -147,6 +149,20 @@ def rss_high_water_bytes() -> int:
     return int(ru if sys.platform == "darwin" else ru * 1024)  # macOS reports bytes, Linux KiB
 
 
+def rss_bytes() -> int | None:
+    """The process's resident set size now (bytes), or None where it cannot be read."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        pass
+    try:
+        import psutil  # type: ignore[import-not-found]  # macOS / Windows, when installed
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:  # noqa: BLE001  no way to read it here
+        return None
+
+
 def reset_rss_high_water() -> bool:
     """Reset the RSS high-water mark to the current RSS (Linux ``clear_refs`` 5). False if unsupported."""
     try:
@@ -156,19 +172,57 @@ def reset_rss_high_water() -> bool:
         return False
 
 
-class PeakMemory:
-    """Peak memory over a region of code on ``device``.
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so the next
+    variant's resident set does not include memory the previous one freed but the allocator kept."""
+    import gc
 
-    ``reset()`` then ``peak_bytes()``: CUDA -> ``max_memory_allocated`` since reset (tensors
-    only); CPU -> process RSS high-water since reset (the whole process: runtime, weights,
-    activations). ``resettable`` is False where the OS cannot reset the mark (then the peak is
-    since process start).
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+class _RssSampler(threading.Thread):
+    """Polls the resident set size every ``interval_s`` and keeps the maximum (where the OS has no
+    resettable high-water mark, so a region's peak is still its own, not the process's so far)."""
+
+    def __init__(self, interval_s: float = 0.002):
+        super().__init__(daemon=True)
+        self.interval_s, self.peak = interval_s, rss_bytes() or 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval_s):
+            self.peak = max(self.peak, rss_bytes() or 0)
+
+    def stop(self) -> int:
+        self._halt.set()
+        self.join()
+        return max(self.peak, rss_bytes() or 0)
+
+
+class PeakMemory:
+    """Peak memory over a region of code on ``device``: ``reset()`` at its start, ``peak_bytes()``
+    at its end.
+
+    CUDA -> ``max_memory_allocated`` since reset (tensors only). CPU -> the process's resident set
+    (runtime, weights, activations) at its highest since reset: the kernel's ``VmHWM`` where it can
+    be reset (Linux), else a sampling thread (``method`` ``'sample'``). ``resettable`` is False only
+    where neither works and the peak is the process's so far. Call
+    :func:`release_freed_memory` before ``reset()`` so freed memory of earlier work is not counted.
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu", method: str = "auto"):
         self.kind = device_kind(device)
         self.device = device
+        self.method = {"cuda": "allocator", "mps": "driver"}.get(self.kind, method)
         self.resettable = True
+        self._sampler: _RssSampler | None = None
 
     def reset(self) -> None:
         if self.kind == "cuda":
@@ -177,7 +231,18 @@ class PeakMemory:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.kind == "cpu":
-            self.resettable = reset_rss_high_water()
+            self._stop_sampler()
+            if self.method != "sample" and reset_rss_high_water():
+                self.method = "hwm"
+            elif rss_bytes() is not None:
+                self.method, self._sampler = "sample", _RssSampler()
+                self._sampler.start()
+            else:
+                self.resettable = False
+
+    def _stop_sampler(self) -> int | None:
+        s, self._sampler = self._sampler, None
+        return s.stop() if s is not None else None
 
     def peak_bytes(self) -> int:
         if self.kind == "cuda":
@@ -189,7 +254,29 @@ class PeakMemory:
             import torch
 
             return int(torch.mps.driver_allocated_memory())
-        return rss_high_water_bytes()
+        sampled = self._stop_sampler()
+        return sampled if sampled is not None else rss_high_water_bytes()
+
+
+class torch_threads:
+    """Run a block with ``n`` intra-op torch threads (None: leave as is); restores the previous
+    count on exit, so a measurement never changes the caller's settings."""
+
+    def __init__(self, n: int | None):
+        self.n = n
+
+    def __enter__(self) -> int:
+        import torch
+
+        self.prev = torch.get_num_threads()
+        if self.n is not None:
+            torch.set_num_threads(self.n)
+        return torch.get_num_threads()
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.prev)
 
 
 # -- a shared machine ------------------------------------------------------------------------------
@@ -238,16 +325,12 @@ class OtherLoad:
         self.fraction: float | None = None
 
     def __enter__(self) -> "OtherLoad":
-        import os
-
         self._t = _cpu_times()
         self._self = sum(os.times()[:4])
         self._wall = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import os
-
         end = _cpu_times()
         if self._t is None or end is None:
             return

@@ -123,8 +123,10 @@ class EvalOptions(ScoringOptions):
                                                     "batch on GPU.")
     dtype: Literal["float32", "bfloat16", "float16"] = option("float32", "--dtype", help="Model dtype: float32, "
                                                                                          "bfloat16 or float16.")
-    packed: bool = option(False, "--packed/--dequantized", help="Run quantized variants on packed-int QuantLinear "
-                                                                "modules (slower on CPU).")
+    packed: bool = option(False, "--packed/--dequantized", help="Run quantized variants on packed kernels "
+                                                                "(torch's int4/int8 ops on CPU in bfloat16, "
+                                                                "tinygemm/Marlin on CUDA; dequantize-per-call "
+                                                                "otherwise).")
     progress: bool = option(True, "--progress/--no-progress", help="Show a progress bar per task.")
 
     @field_validator("prefill")

@@ -186,4 +186,11 @@ def _load(spec: VariantSpec, device: str, dtype: str, packed: bool):
         from codesign.models import load_model
 
         return load_model(spec.model, dtype=dtype, device=device, seed=spec.seed)
-    return load_variant(spec, device=device, dtype=dtype, packed=packed)
+    loaded = load_variant(spec, device=device, dtype=dtype, packed=packed)
+    if packed and not spec.is_dense:  # quantized linears onto the kernel chosen for device, dtype, format
+        import torch
+
+        from codesign.quantize.kernels import pack_model
+
+        pack_model(loaded.model, device=device, dtype=getattr(torch, dtype))
+    return loaded

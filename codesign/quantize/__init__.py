@@ -7,7 +7,8 @@ Public API (imported lazily, so ``import codesign.quantize`` does not pull in to
 - :func:`load_variant` — a model carrying a variant's weights (dequantized, or packed);
 - :class:`Catalogue` — a YAML grid of variants;
 - :func:`import_checkpoint` — AutoGPTQ / AutoAWQ checkpoint folders as variants;
-- :mod:`codesign.quantize.qlinear` — ``QuantLinear`` and ``replace_linears`` (fast RTN for timing).
+- :mod:`codesign.quantize.qlinear` — ``QuantLinear`` and ``replace_linears`` (fast RTN for timing);
+- :mod:`codesign.quantize.kernels` — the kernels quantized linears run on, chosen by device, dtype, format.
 """
 
 from __future__ import annotations

