@@ -1,0 +1,182 @@
+"""Every roofline term, per operator and phase, against a hand-written reference on a tiny shape
+whose sizes are not multiples of each other (issue 21): GQA (3 query heads, 1 KV head), hidden 48
+and MLP 80 with group size 32 (48/32 and 80/32 round up), batch 2, prompt 5, 4 generated tokens.
+
+The spec has round numbers (1 GB/s, 1 TFLOPS fp16 and vector, no on-chip memory) so each operator's
+time is bytes / 1e9 or flops / 1e12; energy uses distinct pJ per op / byte so no term can stand in
+for another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hwmodels
+from hwmodels.roofline import OPS, evaluate_points
+from hwmodels.shapes import ModelShape
+from hwmodels.spec import AcceleratorSpec
+
+L, H, NH, NKV, HD, I, V = 2, 48, 3, 1, 16, 80, 100
+Q, KVD = NH * HD, NKV * HD
+B, P, G = 2, 5, 4
+SHAPE = ModelShape(name="guard", arch="llama", n_layers=L, hidden=H, n_heads=NH, n_kv_heads=NKV, head_dim=HD,
+                   intermediate=I, vocab=V)
+PJ = dict(fp16=2.0, int8=1.5, vector=3.0)
+PJ_DRAM, IDLE_W = 5.0, 0.5
+
+
+def spec(**over) -> AcceleratorSpec:
+    d = dict(name="guard", memory=dict(capacity_gb=1, bandwidth_gbs=1.0), compute_tflops=dict(fp16=1.0, int8=2.0),
+             vector_tflops=1.0, dequant_ops_per_weight=4, idle_w=IDLE_W,
+             energy=dict(pj_per_op=PJ, pj_per_byte_dram=PJ_DRAM, pj_per_byte_sram=7.0),
+             efficiency={"default": {"compute": 1.0, "memory": 1.0}})
+    return AcceleratorSpec.model_validate(d | over)
+
+
+# (in, out) of the linears and the lm head
+LINEARS = {"q_proj": (H, Q), "k_proj": (H, KVD), "v_proj": (H, KVD), "o_proj": (Q, H), "gate_proj": (H, I),
+           "up_proj": (H, I), "down_proj": (I, H)}
+
+
+def reference(T: float, T_last: float, pairs: float, kvpos: float) -> dict[str, dict[str, float]]:
+    """Per-operator matrix flops, vector flops and DRAM bytes of one pass, fp16 everywhere (2 bytes)."""
+    ops = {}
+    for op, (fi, fo) in LINEARS.items():
+        ops[op] = dict(mat=2 * fi * fo * L * T, vec=0.0, bytes=2 * (fi * fo * L + (fi + fo) * L * T))
+    ops["embed"] = dict(mat=0.0, vec=0.0, bytes=2 * (H * T + H * T))  # table rows read + activations written
+    for op, n in (("attn_norm", L), ("mlp_norm", L), ("final_norm", 1)):  # RMSNorm: 4 ops / element
+        ops[op] = dict(mat=0.0, vec=4 * H * n * T, bytes=2 * (H * n + 2 * H * n * T))
+    ops["attn_qk"] = dict(mat=2 * HD * NH * L * pairs, vec=3 * (Q + KVD) * L * T,  # + rotary on q and k
+                          bytes=2 * (Q * L * T + KVD * L * kvpos))  # K read once per KV head (GQA)
+    ops["attn_softmax"] = dict(mat=0.0, vec=5 * NH * L * pairs, bytes=0.0)
+    ops["attn_av"] = dict(mat=2 * HD * NH * L * pairs, vec=0.0, bytes=2 * (Q * L * T + KVD * L * kvpos))
+    ops["kv_write"] = dict(mat=0.0, vec=0.0, bytes=2 * (2 * KVD * L * T))
+    ops["mlp_act"] = dict(mat=0.0, vec=5 * I * L * T, bytes=2 * 3 * I * L * T)  # SiLU(gate) * up
+    ops["lm_head"] = dict(mat=2 * H * V * T_last, vec=0.0, bytes=2 * (H * V + (H + V) * T_last))
+    return ops
+
+
+PHASES = {"prefill": (B * P, B, B * P * (P + 1) / 2, B * P),  # causal: P(P+1)/2 pairs per sequence
+          "decode": (B, B, B * (P + G / 2), B * (P + G / 2))}  # mean context P + G/2
+
+
+@pytest.fixture(scope="module")
+def dense():
+    return evaluate_points([spec()], [SHAPE], wbits=16, abits=16, kvbits=16, batch=B, prompt_len=P, gen_len=G,
+                           ideal=True, want_ops=True)
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_every_operator_term_matches_the_hand_reference(dense, phase):
+    ref = reference(*PHASES[phase])
+    got = {k: np.asarray(v).reshape(len(OPS)) for k, v in dense[f"ops_{phase}"].items()}
+    assert set(ref) == set(OPS)
+    for j, op in enumerate(OPS):
+        r = ref[op]
+        assert got["mat_flops"][j] == pytest.approx(r["mat"]), (phase, op)
+        assert got["vec_flops"][j] == pytest.approx(r["vec"]), (phase, op)
+        assert got["bytes"][j] == pytest.approx(r["bytes"]), (phase, op)
+        t_c, t_m = (r["mat"] + r["vec"]) / 1e12, r["bytes"] / 1e9
+        assert got["t_compute"][j] == pytest.approx(t_c) and got["t_memory"][j] == pytest.approx(t_m), (phase, op)
+        assert got["time"][j] == pytest.approx(max(t_c, t_m)), (phase, op)
+        e = (r["mat"] * PJ["fp16"] + r["vec"] * PJ["vector"] + r["bytes"] * PJ_DRAM) * 1e-12
+        assert got["energy"][j] == pytest.approx(e), (phase, op)
+
+
+def test_phase_totals_end_to_end_energy_and_memory(dense):
+    t = {ph: sum(max((r["mat"] + r["vec"]) / 1e12, r["bytes"] / 1e9) for r in reference(*PHASES[ph]).values())
+         for ph in PHASES}
+    e = {ph: sum((r["mat"] * PJ["fp16"] + r["vec"] * PJ["vector"] + r["bytes"] * PJ_DRAM) * 1e-12
+                 for r in reference(*PHASES[ph]).values()) for ph in PHASES}
+    f = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in dense.items() if k in (
+        "ttft_ms", "tpot_ms", "e2e_ms", "tokens_per_s", "energy_per_token_j", "prefill_energy_j", "avg_power_w",
+        "kv_bytes", "weight_bytes", "decode_energy_j", "workspace_bytes", "peak_memory_bytes")}
+    assert f["ttft_ms"] == pytest.approx(t["prefill"] * 1e3)
+    assert f["tpot_ms"] == pytest.approx(t["decode"] * 1e3)
+    # the first token comes out of prefill: G tokens cost TTFT + (G - 1) decode steps
+    assert f["e2e_ms"] == pytest.approx((t["prefill"] + (G - 1) * t["decode"]) * 1e3)
+    assert f["tokens_per_s"] == pytest.approx(B / t["decode"])
+    assert f["decode_energy_j"] == pytest.approx(e["decode"])
+    assert f["energy_per_token_j"] == pytest.approx((e["decode"] + IDLE_W * t["decode"]) / B)
+    assert f["prefill_energy_j"] == pytest.approx(e["prefill"] + IDLE_W * t["prefill"])
+    assert f["avg_power_w"] == pytest.approx(e["decode"] / t["decode"] + IDLE_W)
+    assert f["kv_bytes"] == pytest.approx(B * (P + G) * 2 * KVD * L * 2)
+    lin = sum(fi * fo for fi, fo in LINEARS.values()) * L
+    norms = (2 * L + 1) * H
+    assert f["weight_bytes"] == pytest.approx(2 * (lin + H * V + norms + V * H))  # + the untied embedding table
+    # workspace: the largest prefill activation of one layer (mlp_act: 3 * I per token) + fp32 logits
+    assert f["workspace_bytes"] == pytest.approx(max(3 * I, H + V) * B * P * 2 + B * V * 4)
+    assert f["peak_memory_bytes"] == pytest.approx(f["weight_bytes"] + f["kv_bytes"] + f["workspace_bytes"])
+
+
+def test_group_count_rounds_up_and_zero_points_follow_symmetry():
+    def meta(g, sym):
+        r = evaluate_points([spec()], [SHAPE], wbits=4, group_size=g, sym=sym, batch=1, prompt_len=4, gen_len=2,
+                            ideal=True)
+        return float(r["weight_meta_bytes"].reshape(-1)[0])
+
+    def groups(g):  # ceil(in / g) groups per output row: 48 / 32 -> 2, 80 / 32 -> 3
+        return sum(L * fo * -(-fi // min(g, fi)) for fi, fo in LINEARS.values())
+
+    assert groups(32) == L * (48 * 2 + 16 * 2 + 16 * 2 + 48 * 2 + 80 * 2 + 80 * 2 + 48 * 3)
+    assert meta(32, False) == pytest.approx(groups(32) * (16 + 4) / 8)  # 16-bit scale + 4-bit zero
+    assert meta(32, True) == pytest.approx(groups(32) * 16 / 8)
+    assert meta(-1, False) == pytest.approx(groups(10**6) * 20 / 8)  # per output channel: one group per row
+    assert meta(64, False) == pytest.approx(groups(64) * 20 / 8)  # 48 / 64 -> 1, 80 / 64 -> 2
+    assert groups(64) == L * (48 + 16 + 16 + 48 + 80 + 80 + 48 * 2)
+
+
+def test_quantized_weights_and_kv_cache_bytes_per_operator():
+    r = evaluate_points([spec()], [SHAPE], wbits=4, group_size=32, kvbits=8, batch=B, prompt_len=P, gen_len=G,
+                        ideal=True, want_ops=True)
+    dec = {k: np.asarray(v).reshape(len(OPS)) for k, v in r["ops_decode"].items()}
+    T, _, pairs, kvpos = PHASES["decode"]
+    j = OPS.index("down_proj")
+    w_bytes = I * H * L * 4 / 8 + L * H * 3 * (16 + 4) / 8  # 4-bit weights + 3 groups per row of 80 inputs
+    assert dec["bytes"][j] == pytest.approx(w_bytes + (I + H) * L * T * 2)
+    # int4 weights run on the int8 unit? no: 16-bit activations -> fp16 unit, which converts them (4 ops each)
+    assert dec["vec_flops"][j] == pytest.approx(4 * I * H * L)
+    kv_el = (8 + 2 * 16 / HD) / 8  # 8-bit entries + a 16-bit scale and zero per head vector of 16
+    jw = OPS.index("kv_write")
+    assert dec["bytes"][jw] == pytest.approx(2 * KVD * L * T * kv_el)
+    assert dec["vec_flops"][jw] == pytest.approx(3 * 2 * KVD * L * T)  # quantize on write: 3 ops per element
+    jq = OPS.index("attn_qk")
+    assert dec["bytes"][jq] == pytest.approx(Q * L * T * 2 + KVD * L * kvpos * kv_el)
+    assert float(r["kv_bytes"].reshape(-1)[0]) == pytest.approx(B * (P + G) * 2 * KVD * L * kv_el)
+
+
+def test_onchip_activations_leave_dram_and_cost_sram_energy():
+    big = spec(sram_mb=1.0)
+    r = evaluate_points([big], [SHAPE], wbits=16, batch=B, prompt_len=P, gen_len=G, ideal=True, want_ops=True)
+    dec = {k: np.asarray(v).reshape(len(OPS)) for k, v in r["ops_decode"].items()}
+    ref = reference(*PHASES["decode"])
+    j = OPS.index("mlp_act")
+    act = 3 * I * L * B * 2
+    assert dec["onchip_bytes"][j] == pytest.approx(act)
+    assert dec["bytes"][j] == pytest.approx(ref["mlp_act"]["bytes"] - act)
+    assert dec["energy"][j] == pytest.approx((ref["mlp_act"]["vec"] * PJ["vector"] + act * 7.0) * 1e-12)
+
+
+def test_overheads_and_efficiency_enter_once():
+    s = spec(efficiency={"default": {"compute": 0.5, "memory": 0.25}}, overhead_us={"per_layer": 3, "per_forward": 7})
+    ideal = hwmodels.estimate(s, SHAPE, batch=B, prompt_len=P, gen_len=G, ideal=True)
+    real = hwmodels.estimate(s, SHAPE, batch=B, prompt_len=P, gen_len=G)
+    ovh_ms = (7 + L * 3) / 1e3
+    for phase, total in (("prefill", real.ttft_ms), ("decode", real.tpot_ms)):
+        ops = ideal.ops[ideal.ops.phase == phase]
+        slowed = np.maximum(ops.compute_ms / 0.5, ops.memory_ms / 0.25).sum()  # each op: its own bound
+        assert total == pytest.approx(slowed + ovh_ms)
+    assert real.e2e_ms == pytest.approx(real.ttft_ms + (G - 1) * real.tpot_ms)
+
+
+def test_area_counts_each_unit_once():
+    # 1 GHz: fp16 1 TFLOPS = 2 * 500 MACs * 1e9, int8 2 TFLOPS = 1000 MACs
+    area = dict(fixed_mm2=10.0, mm2_per_mb_sram=2.0, mm2_per_mac={"fp16": 0.01, "int8": 0.004})
+    s = spec(sram_mb=3.0, area=area, clock_ghz=1.0)
+    base, fp16, int8 = 10 + 3 * 2, 500 * 0.01, 1000 * 0.004
+    assert hwmodels.estimate(s, SHAPE, wbits=16).area_mm2 == pytest.approx(base + fp16)
+    # int8 linears; attention (16-bit KV) and the dense lm head share the fp16 unit: counted once
+    assert hwmodels.estimate(s, SHAPE, wbits=8, abits=8, kvbits=16).area_mm2 == pytest.approx(base + int8 + fp16)
+    # fp16 linears and head, int8 attention
+    assert hwmodels.estimate(s, SHAPE, wbits=16, abits=8, kvbits=8).area_mm2 == pytest.approx(base + fp16 + int8)
+    assert hwmodels.estimate(spec(), SHAPE).area_mm2 is None
