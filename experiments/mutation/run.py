@@ -1,0 +1,163 @@
+"""Mutation testing of the modules that produce the numbers people read (issue 21), with mutmut 3.
+
+Slow (minutes per module), so it runs outside CI, one module at a time, each against its own fast
+tests only. For every module a scratch copy of the repository is made under ``--work`` with a
+``[tool.mutmut]`` section that mutates just that file and selects just those tests; mutmut then runs
+each mutant against the tests that execute the mutated function. Results land in
+``experiments/mutation/results/<module>.json`` (counts, surviving mutants with their diffs) and
+the table ``experiments/mutation/RESULTS.md`` is rebuilt from every result file present.
+
+Setup once (a separate environment keeps mutmut's dependencies out of the system Python):
+
+    python3 -m venv --system-site-packages /tmp/mutvenv && /tmp/mutvenv/bin/pip install mutmut==3.8.1
+
+Run (shared 2-core box: one worker, low priority; most important modules first):
+
+    CODESIGN_DATA=/work/shared/data nice -n 15 python3 experiments/mutation/run.py --mutmut /tmp/mutvenv/bin/mutmut
+    ... run.py --modules metrics parsing     # a subset
+    ... run.py --table                        # only rebuild RESULTS.md from results/*.json
+
+Score = killed / (killed + survived + no tests + timeout), the equivalent mutants listed in
+``EQUIVALENT`` below (each with the reason) taken out of the denominator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+
+# name -> (file to mutate, its fast related tests, extra pytest args); most important first.
+MODULES: dict[str, tuple[str, list[str], list[str]]] = {
+    "metrics": ("codesign/evaluate/metrics.py", ["tests/test_guard_scores.py", "tests/test_eval_metrics.py"],
+                ["--deselect", "tests/test_eval_metrics.py::test_dpd_eod_agree_with_fairlearn"]),  # 11 s: fairlearn
+    "parsing": ("codesign/evaluate/parsing.py", ["tests/test_guard_parsers.py", "tests/test_eval_parsing.py"], []),
+    "voting": ("codesign/voting.py", ["tests/test_voting.py"], []),
+    "roofline": ("hwmodels/roofline.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
+                                          "tests/test_runtime_profiles.py"], []),
+    "ensemble": ("hwmodels/ensemble.py", ["tests/test_hw_model.py", "tests/test_runtime_profiles.py"], []),
+    "pareto": ("codesign/pareto.py", ["tests/test_guard_quant_store.py", "tests/test_explore_core.py"], []),
+    "store": ("codesign/store.py", ["tests/test_guard_quant_store.py", "tests/test_protocol_store.py",
+                                    "tests/test_vote_store.py"], []),
+    "rtn": ("codesign/quantize/rtn.py", ["tests/test_guard_quant_store.py"], []),
+    "grid": ("codesign/quantize/grid.py", ["tests/test_guard_quant_store.py", "tests/test_quantize.py"],
+             ["-m", "not slow"]),
+    "packing": ("codesign/quantize/packing.py", ["tests/test_quantize.py"], ["-m", "not slow", "-k", "pack"]),
+}
+
+# mutant name -> why it cannot change behaviour (reviewed by hand; see results/<module>.json diffs)
+EQUIVALENT: dict[str, str] = {}
+
+STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault",
+            "caught by type check", "not checked", "check was interrupted by user")
+
+
+def scratch(module: str, work: Path) -> Path:
+    path, tests, extra = MODULES[module]
+    d = work / module
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    for part in ("codesign", "hwmodels", "tests"):
+        shutil.copytree(ROOT / part, d / part, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
+    conf = (ROOT / "pyproject.toml").read_text()
+    conf += "\n[tool.mutmut]\n" + "\n".join([
+        'source_paths = ["codesign", "hwmodels"]',
+        f"only_mutate = [{json.dumps(path)}]",
+        f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+        f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q'] + extra)}",
+        "use_git_change_detection = false",
+    ]) + "\n"
+    (d / "pyproject.toml").write_text(conf)
+    return d
+
+
+def run_module(module: str, mutmut: str, work: Path) -> dict:
+    d = scratch(module, work)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut's mutants/ must win
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    t0 = time.time()
+    log = open(work / f"{module}.log", "w")
+    subprocess.run([mutmut, "run", "--max-children", "1"], cwd=d, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - t0
+    out = subprocess.run([mutmut, "results", "--all", "true"], cwd=d, env=env, capture_output=True, text=True).stdout
+    status = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+): (.+)$", line)
+        if m:
+            status[m.group(1)] = m.group(2).strip()
+    survivors = {}
+    for name, st in status.items():
+        if st in ("survived", "no tests", "timeout", "suspicious"):
+            diff = subprocess.run([mutmut, "show", name], cwd=d, env=env, capture_output=True, text=True).stdout
+            survivors[name] = {"status": st, "diff": diff.strip()}
+    counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
+    res = {"module": module, "file": MODULES[module][0], "tests": MODULES[module][1], "wall_s": round(wall),
+           "counts": {k: v for k, v in counts.items() if v}, "n_mutants": len(status), "survivors": survivors}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{module}.json").write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def score(res: dict) -> tuple[int, int, int, float]:
+    c = res["counts"]
+    equivalent = sum(1 for n in res["survivors"] if n in EQUIVALENT)
+    killed = c.get("killed", 0) + c.get("caught by type check", 0)
+    live = sum(c.get(s, 0) for s in ("survived", "no tests", "timeout", "suspicious")) - equivalent
+    return killed, live, equivalent, (100.0 * killed / (killed + live)) if killed + live else float("nan")
+
+
+def table() -> str:
+    rows = ["| module | file | mutants | killed | survived | no tests | timeout | equivalent | score | wall |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    done = []
+    for module in MODULES:
+        f = RESULTS / f"{module}.json"
+        if not f.exists():
+            continue
+        res = json.loads(f.read_text())
+        killed, live, eq, sc = score(res)
+        c = res["counts"]
+        rows.append(f"| {module} | `{res['file']}` | {res['n_mutants']} | {killed} | {c.get('survived', 0)} | "
+                    f"{c.get('no tests', 0)} | {c.get('timeout', 0)} | {eq} | {sc:.1f}% | {res['wall_s']} s |")
+        done.append(module)
+    missing = [m for m in MODULES if m not in done]
+    text = "\n".join(rows) + "\n"
+    if missing:
+        text += f"\nNot measured yet: {', '.join(missing)}.\n"
+    return text
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="mutation testing of the core modules (mutmut 3)")
+    ap.add_argument("--modules", nargs="*", default=list(MODULES), choices=list(MODULES))
+    ap.add_argument("--mutmut", default=shutil.which("mutmut") or "mutmut", help="the mutmut executable")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/codesign-mutation"), help="scratch directory")
+    ap.add_argument("--table", action="store_true", help="only rebuild RESULTS.md from results/*.json")
+    args = ap.parse_args()
+    if not args.table:
+        args.work.mkdir(parents=True, exist_ok=True)
+        for module in args.modules:
+            res = run_module(module, args.mutmut, args.work)
+            killed, live, eq, sc = score(res)
+            print(f"{module}: {res['n_mutants']} mutants, killed {killed}, live {live}, equivalent {eq}, "
+                  f"score {sc:.1f}% ({res['wall_s']} s)", flush=True)
+    tab = table()
+    md = HERE / "RESULTS.md"
+    head = md.read_text().split("<!-- table -->")[0] if md.exists() else "# Mutation testing results\n\n"
+    md.write_text(head + "<!-- table -->\n" + tab)
+    print(tab)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
