@@ -107,10 +107,16 @@ def test_time_generation_prefill_and_cached_decode(tiny_llama):
 
 
 def test_decode_uses_the_kv_cache(tiny_llama):
-    # With a cache a decode step processes one token; without, it would re-run the prompt, so a
-    # long prompt must cost prefill far more than one decode step.
-    r = time_generation(tiny_llama.model, batch=4, prompt_len=512, gen_len=4, repeats=2, warmup=1)
-    assert r["prefill_ms"] > 2 * r["tpot_ms"]
+    # With a cache a decode step feeds one new token per sequence; without, it would re-run the
+    # prompt. Checked on what the model is fed, not on timings (a shared box makes those flaky).
+    calls = []
+    handle = tiny_llama.model.register_forward_pre_hook(
+        lambda mod, args, kw: calls.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        time_generation(tiny_llama.model, batch=4, prompt_len=64, gen_len=4, repeats=1, warmup=0)
+    finally:
+        handle.remove()
+    assert calls == [(4, 64)] + [(4, 1)] * 4
 
 
 def test_measure_stores_tagged_rows_and_resumes(store):
@@ -173,14 +179,21 @@ def test_cli_measure_and_bad_input(tmp_path):
 
 
 def test_busy_fraction_and_quiet_wait():
+    from pathlib import Path
+
     from codesign.cost.timers import cpu_busy_fraction, wait_for_quiet
 
     busy = cpu_busy_fraction(0.05)
-    assert busy is None or 0.0 <= busy <= 1.0
-    t0 = time.monotonic()
-    wait_for_quiet(0.0, timeout_s=0.0, interval_s=0.05)  # never quiet enough: returns at the deadline
-    assert time.monotonic() - t0 < 2.0
-    assert wait_for_quiet(1.0, timeout_s=60.0, interval_s=0.05) is not None or busy is None  # always quiet enough
+    if not Path("/proc/stat").exists():  # the only platform where it may be unknown
+        assert busy is None and wait_for_quiet(0.0, timeout_s=0.0) is None
+    else:
+        assert isinstance(busy, float) and 0.0 <= busy <= 1.0
+        # never quiet enough: returns the last sample once the (zero) deadline passed, instead of waiting
+        last = wait_for_quiet(0.0, timeout_s=0.0, interval_s=0.05)
+        assert isinstance(last, float) and 0.0 <= last <= 1.0
+        # always quiet enough: returns the first sample, which is at most the threshold
+        first = wait_for_quiet(1.0, timeout_s=60.0, interval_s=0.05)
+        assert isinstance(first, float) and first <= 1.0
     with pytest.raises(ConfigError, match="--wait-quiet: 1.5"):
         measure("tiny-llama", [WeightFormat("dense")], wait_quiet=1.5, progress=False)
 
@@ -209,14 +222,17 @@ def test_cpu_time_clock_counts_work_not_waiting():
 
     t = timer_for("cpu", clock="cpu")
     assert isinstance(t, CpuTimeTimer)
+    # the timer reads this process's CPU clock: spinning until that clock advanced 30 ms shows as
+    # 30 ms whatever the load on the machine (no wall-clock threshold)
     t.start()
-    time.sleep(0.05)  # waiting is not work
-    assert t.stop() < 25.0
-    t.start()
-    end = time.perf_counter() + 0.05
-    while time.perf_counter() < end:  # spinning is
+    c0 = time.process_time()
+    while time.process_time() - c0 < 0.03:
         pass
-    assert t.stop() > 10.0
+    spun = t.stop()
+    assert spun >= 30.0
+    t.start()
+    time.sleep(0.05)  # waiting is not work: far less CPU time than the spin
+    assert t.stop() < spun
     with pytest.raises(ConfigError, match="--clock: 'gpu'"):
         timer_for("cpu", clock="gpu")
     with pytest.raises(ConfigError, match="needs --clock wall"):
