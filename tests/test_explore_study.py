@@ -138,7 +138,7 @@ def test_methods_share_harness_and_exhaustive_front_bounds_them(synth):
     assert store.study_result("t") == res  # the result is stored for the report
 
 
-def test_bo_beats_nothing_worse_than_init_and_parego_runs(synth):
+def test_bo_with_parego_starts_from_the_random_design_and_proposes_new_points(synth):
     from codesign.explore.study import run_method
 
     store, members = synth
@@ -146,6 +146,19 @@ def test_bo_beats_nothing_worse_than_init_and_parego_runs(synth):
     store.create_study("t", {})
     pts = run_method(ctx, "bo", seed=1)
     assert len(pts) == 7 and max(p.iteration for p in pts) == 1
+    configs = [p.config for p in pts]
+    assert len(set(configs)) == 7  # BO never re-proposes an evaluated configuration
+    # the initial design is random search's first points (common random numbers), then one batch of q = 3
+    init = [p for p in pts if p.iteration == 0]
+    assert len(init) == 4 and [p.iteration for p in pts].count(1) == 3
+    rand = run_method(ctx, "random", seed=1, budget=4)
+    assert {p.config for p in init} == {p.config for p in rand}
+    # stored objectives are the evaluator's for each configuration, and every proposal is in the space
+    space = set(ctx.space.enumerate())
+    for p, r in zip(pts, ctx.evaluator.evaluate(configs)):
+        assert p.config in space
+        assert p.objectives == pytest.approx(r.objectives) and p.feasible == r.feasible
+    assert [p.config for p in store.study_points("t", "bo", 1)] == configs
 
 
 def test_constraints_filter_and_infeasible_everywhere_is_a_clear_error(synth):
