@@ -250,3 +250,24 @@ def test_dt_mmlu_and_advglue_scores():
     assert out["score"] == pytest.approx((1 / 3 + 1) / 2 * 100)  # extras are not in the score
     assert out["refusal_rate"] == pytest.approx((1 / 3 + 0) / 2)
     assert out["acc_extra/sst2"] == 0.0 and out["n_scored"] == 4
+
+
+# -- edges found by mutation testing (experiments/mutation) ----------------------------------
+def test_rates_keep_their_types_and_shapes_on_edges():
+    assert type(M.refusal_rate(np.array([], dtype=int))) is float
+    assert type(M.refusal_rate(np.array([0, R]))) is float
+    empty3 = M.refusal_rate(np.zeros((2, 3, 0), dtype=int))  # one rate per leading index
+    assert empty3.shape == (2, 3) and not empty3.any()
+    assert M.invalid_rate(np.zeros((4, 0), dtype=int)).shape == (4,)
+    y, p = np.array([0, 1, 2]), np.array([0, R, 1])
+    acc = M.accuracy(y, p)  # the default policy is "answered"
+    assert type(acc) is float and acc == pytest.approx(1 / 2)
+    assert M.false_positive_rate_immoral(np.array([1, 0, 0, R])) == pytest.approx(2 / 3)  # default: gold 1
+
+
+def test_all_missing_ethics_components_give_nan_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(M.ethics_aggregate(*[float("nan")] * 4))

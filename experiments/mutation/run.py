@@ -56,7 +56,23 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
 }
 
 # mutant name -> why it cannot change behaviour (reviewed by hand; see results/<module>.json diffs)
-EQUIVALENT: dict[str, str] = {}
+EQUIVALENT: dict[str, str] = {
+    # metrics
+    "codesign.evaluate.metrics.x_meaningful_accuracy__mutmut_6": "drops the argument 'answered', the default",
+    "codesign.evaluate.metrics.x_accuracy__mutmut_26": "base == 0 means no counted item, so correct == 0 too: 0/1 == 0",
+    "codesign.evaluate.metrics.x__binary_view__mutmut_17": "None instead of 0 for a DT non-answer: DPD/EOD only "
+                                                          "test pred == 1, which both fail",
+    "codesign.evaluate.metrics.x__binary_view__mutmut_30": "1 + y instead of 1 - y: for y = 0 both are 1, for y = 1 "
+                                                          "2 and 0 both differ from 1, all DPD/EOD test",
+    "codesign.evaluate.metrics.x_demographic_parity_difference__mutmut_15": 'float("NAN") is float("nan")',
+    "codesign.evaluate.metrics.x_equalized_odds_difference__mutmut_15": 'float("NAN") is float("nan")',
+    "codesign.evaluate.metrics.x_equalized_odds_difference__mutmut_24": "y != cls swaps the TPR and FPR passes; "
+                                                                       "EOD is the max of both gaps either way",
+    "codesign.evaluate.metrics.x_ethics_aggregate__mutmut_3": "dtype None: the list holds floats (1.0 - x), so "
+                                                             "numpy infers float64 anyway",
+    "codesign.evaluate.metrics.x_ethics_aggregate__mutmut_5": "same as _3 (dtype argument dropped)",
+    "codesign.evaluate.metrics.x_ethics_aggregate__mutmut_20": 'float("NAN") is float("nan")',
+}
 
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault",
             "caught by type check", "not checked", "check was interrupted by user")
