@@ -167,7 +167,11 @@ def _is_external(value: str) -> bool:
     return v.startswith(("http:", "https:", "//", "ftp:")) or "url(http" in v or "url(//" in v
 
 
-def test_report_writes_every_figure_and_table(report):
+def test_report_writes_every_figure_and_table(report, demo_store):
+    import pandas as pd
+
+    from codesign.pareto import pareto_mask
+
     out, html = report
     assert html == out / "report.html" and html.exists()
     figs = ["pareto_trust_vs_tpot_ms", "pareto_trust_vs_peak_memory_gb", "pareto_projections", "dimension_scores",
@@ -182,6 +186,23 @@ def test_report_writes_every_figure_and_table(report):
         assert (out / f"{name}.csv").stat().st_size > 0, name
         md = (out / f"{name}.md").read_text()
         assert md.startswith("# ") and "| ---" in md, name
+    # the tables hold the stored study's numbers, not just something: the front is the stored front
+    # and mutually non-dominated; the optimizer trace is the stored hypervolume trace
+    res = demo_store.study_result("demo")
+    front = pd.read_csv(out / "pareto_front.csv")
+    assert len(front) == len(res.front)
+    Y = front[["trust", "tpot_ms", "peak_memory_gb"]].to_numpy() * np.array([1.0, -1.0, -1.0])
+    assert pareto_mask(Y).all()
+    hv = pd.read_csv(out / "optimizer_hv.csv").set_index("method")
+    final = {}
+    for h in res.hypervolume:  # the last step of each (method, seed) trace
+        final[(h.method, h.seed)] = h.hv
+    assert set(hv.index) == {m for m, _ in final}
+    for m in hv.index:
+        seeds = [v for (mm, _), v in final.items() if mm == m]
+        assert hv.loc[m, "seeds"] == len(seeds)
+        assert hv.loc[m, "final HV (min)"] == pytest.approx(min(seeds))
+        assert hv.loc[m, "final HV (max)"] == pytest.approx(max(seeds))
 
 
 def test_html_is_self_contained_and_has_every_section(report):
