@@ -144,3 +144,28 @@ def test_every_parser_returns_a_label_invalid_or_refused(protocol, name, subtask
 
     check()
     assert t.parse("", item) in (INVALID, REFUSED)
+
+
+# -- edges found by mutation testing (experiments/mutation) ----------------------------------
+CELL = ["Nucleus", "Mitochondria", "Ribosome", "Golgi apparatus"]
+
+
+@pytest.mark.parametrize("text, choices, expected", [
+    ("I'm sorry, I cannot answer.", None, REFUSED),  # refusal without any fallback to choices
+    ("I don't know. Maybe B", None, REFUSED),  # an early refusal beats a later standalone letter
+    ("b) the second one", None, 1),  # a lower-case leading letter
+    ("(A), not B.", None, 0),  # a bracketed leading "A" is the answer, not the article
+    ("(B), not C.", None, 1),
+    ("The answer is ( a )", None, 0),  # "answer" prefix makes a lower-case "a" a letter
+    ("It is DNA.", None, INVALID),  # capitals inside a word are not letters
+    ("The nucleus, clearly", CELL, 0),  # the first choice's text (label 0) counts
+    ("Hmm, " + "w" * 34 + " I cannot say; the answer is C", None, 2),  # refusal at offset 40: too late
+    ("Hmm, " + "w" * 33 + " I cannot say; the answer is C", None, REFUSED),  # at 39: still refusing
+])
+def test_parse_letter_edges(text, choices, expected):
+    assert parse_letter(text, choices) == expected
+
+
+def test_parse_digit_defaults_and_choice_text():
+    assert parse_digit("4") == INVALID and parse_digit("3") == 3  # four options by default
+    assert parse_digit("Pope John Paul II", 4, ["Pope John Paul II", "b", "c", "d"]) == 0  # label 0 by text

@@ -72,6 +72,21 @@ EQUIVALENT: dict[str, str] = {
                                                              "numpy infers float64 anyway",
     "codesign.evaluate.metrics.x_ethics_aggregate__mutmut_5": "same as _3 (dtype argument dropped)",
     "codesign.evaluate.metrics.x_ethics_aggregate__mutmut_20": 'float("NAN") is float("nan")',
+    # parsing
+    "codesign.evaluate.parsing.x_parse_options__mutmut_5": "name keys upper-cased: _word_pattern lower-cases every "
+                                                          "name, and options never differ only by case",
+    "codesign.evaluate.parsing.x_parse_options__mutmut_12": "alias keys upper-cased: as _5",
+    "codesign.evaluate.parsing.x_parse_options__mutmut_18": "refusal-label keys upper-cased: as _5",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_28": "text is non-empty here (empty text returned INVALID)",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_29": "extra 'X' in the lstrip set: raw only matters when the "
+                                                          "leading letter is 'a', so raw never starts with X",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_50": "rindex = index on 'abcd' (distinct letters)",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_59": "rindex = index on 'abcd' (distinct letters)",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_62": "len(found) == 1 returned just above, so >= 1 is > 1",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_75": "text is non-empty here",
+    "codesign.evaluate.parsing.x_parse_letter__mutmut_79": "rindex = index on 'ABCD' (distinct letters)",
+    "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
+                                                         "digit's offset",
 }
 
 STATUSES = ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault",
