@@ -169,3 +169,9 @@ def test_parse_letter_edges(text, choices, expected):
 def test_parse_digit_defaults_and_choice_text():
     assert parse_digit("4") == INVALID and parse_digit("3") == 3  # four options by default
     assert parse_digit("Pope John Paul II", 4, ["Pope John Paul II", "b", "c", "d"]) == 0  # label 0 by text
+
+
+def test_an_option_that_is_a_refusal_phrase_is_that_option():
+    # MMLU choices can be "Neither" / "Unknown", which are also refusal phrases: naming one answers
+    assert parse_options("Neither.", ["yes", "no", "neither"]) == 2
+    assert parse_options("Unknown", ["yes", "no", "unknown"]) == 2

@@ -85,6 +85,9 @@ EQUIVALENT: dict[str, str] = {
     "codesign.evaluate.parsing.x_parse_letter__mutmut_62": "len(found) == 1 returned just above, so >= 1 is > 1",
     "codesign.evaluate.parsing.x_parse_letter__mutmut_75": "text is non-empty here",
     "codesign.evaluate.parsing.x_parse_letter__mutmut_79": "rindex = index on 'ABCD' (distinct letters)",
+    "codesign.evaluate.parsing.x_parse_options__mutmut_32": "_LEAD is anchored at ^ (no MULTILINE): it matches "
+                                                           "once whatever the count",
+    "codesign.evaluate.parsing.x_parse_options__mutmut_34": "as _32 (count=2)",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
