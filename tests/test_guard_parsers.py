@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codesign.evaluate.parsing import find_mentions, parse_digit, parse_letter, parse_options, refusal_position
+from codesign.evaluate.parsing import (find_mentions, normalize, parse_digit, parse_letter, parse_options,
+                                       refusal_position)
 from codesign.evaluate.tasks import Item, get_task
 from codesign.evaluate.tasks.decodingtrust import parse as dt
 from codesign.records import INVALID, REFUSED
@@ -175,3 +176,19 @@ def test_an_option_that_is_a_refusal_phrase_is_that_option():
     # MMLU choices can be "Neither" / "Unknown", which are also refusal phrases: naming one answers
     assert parse_options("Neither.", ["yes", "no", "neither"]) == 2
     assert parse_options("Unknown", ["yes", "no", "unknown"]) == 2
+
+
+def test_normalize_quotes_markdown_and_empty():
+    assert normalize(None) == "" and normalize("") == "" and normalize("<|im_end|>") == ""
+    assert normalize("\u2018Yes\u2019 \u201cNo\u201d") == "'yes' \"no\""
+    assert normalize("__B__ `x`  **y**") == "b x y"
+
+
+def test_refusal_and_mention_boundaries():
+    assert refusal_position("theunknown") is None  # whole words on both sides
+    assert refusal_position("the unknown") == 4
+    names = {"not wrong": 0, "wrong": 1}
+    # a name overlapped by a longer one is skipped at that place only, and found again later
+    assert find_mentions("not wrong, wrong", names) == [(0, 9, 0), (11, 16, 1)]
+    # labels named, refusal later and not opening: INVALID (refused only when it opens or nothing is named)
+    assert parse_options("positive or negative, I'm not sure", SENT) == INVALID

@@ -89,6 +89,7 @@ EQUIVALENT: dict[str, str] = {
     "codesign.evaluate.parsing.x_parse_options__mutmut_32": "_LEAD is anchored at ^ (no MULTILINE): it matches "
                                                            "once whatever the count",
     "codesign.evaluate.parsing.x_parse_options__mutmut_34": "as _32 (count=2)",
+    "codesign.evaluate.parsing.x_refusal_position__mutmut_17": "a tie keeps the same offset (< or <=)",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
