@@ -349,3 +349,28 @@ def test_weighted_ties_survive_float_rounding():
     labels = np.array([[0], [0], [1]])
     assert weighted_vote(labels, [4, 8, 16], [0.1, 0.2, 0.3])[0] == 1
     assert weighted_vote(labels, [16, 8, 4], [0.1, 0.2, 0.3])[0] == 0
+
+
+# -- edges found by mutation testing (experiments/mutation) ----------------------------------
+def test_large_catalogue_ties_are_exact_and_the_member_limit_holds():
+    # 30 members: the count term 2 * 2**30 leaves float32 no room for the tie bits (spacing 256);
+    # a 2-2 tie between members 22 + 29 (label 1) and 23 + 24 (label 0) goes to member 22
+    m = 30
+    labels = np.full((m, 2), INVALID)
+    labels[[22, 29], 0], labels[[23, 24], 0] = 1, 0
+    labels[:, 1] = np.arange(m) % 3
+    bits = [4] * m
+    got = subset_votes(labels, bits, np.ones((1, m), dtype=bool))  # default item chunk
+    np.testing.assert_array_equal(got[0], vote_loop(labels, bits))
+    assert got[0, 0] == 1
+    assert subset_votes(np.zeros((40, 2), dtype=int), [4] * 40, np.ones((1, 40), dtype=bool)).tolist() == [[0, 0]]
+    with pytest.raises(ValueError, match="at most 40 members .* got 41"):
+        subset_votes(np.zeros((41, 2), dtype=int), [4] * 41, np.ones((1, 41), dtype=bool))
+
+
+def test_subset_mask_errors_and_sizes():
+    with pytest.raises(ValueError, match="at least one member, got m=0"):
+        subset_masks(0)
+    with pytest.raises(ValueError, match="30 members make 1073741823 subsets; at most 24"):
+        subset_masks(30)
+    assert subset_masks(3, min_size=0).shape == (7, 3)  # never the empty subset
