@@ -374,3 +374,29 @@ def test_subset_mask_errors_and_sizes():
     with pytest.raises(ValueError, match="30 members make 1073741823 subsets; at most 24"):
         subset_masks(30)
     assert subset_masks(3, min_size=0).shape == (7, 3)  # never the empty subset
+
+
+def test_subset_votes_defaults_dtypes_and_shapes():
+    labels = np.array([[0, 1, 2], [1, 1, 0], [2, 0, 0]])
+    bits = [4, 8, 16]
+    every = subset_votes(labels, bits)  # default: every non-empty subset, in subset_masks order
+    masks = subset_masks(3)
+    np.testing.assert_array_equal(every, subset_votes(labels, bits, masks))
+    for s, mask in enumerate(masks):
+        np.testing.assert_array_equal(every[s], vote_loop(labels[mask], np.array(bits)[mask]))
+    assert every.dtype == np.int8  # small label ids
+    np.testing.assert_array_equal(subset_votes(labels, bits, masks.astype(int)), every)  # 0/1 masks
+    assert subset_votes(np.array([[127, 1]]), [4]).dtype == np.int8
+    assert subset_votes(np.array([[128, 1]]), [4]).dtype == np.int64
+    one = subset_votes(np.array([[300, 300], [INVALID, 300]]), [4, 8])  # one distinct label, > 127
+    assert one.dtype == np.int64 and one.tolist() == [[300, 300], [INVALID, 300], [300, 300]]
+    assert subset_votes(np.zeros((3, 0), dtype=int), bits).shape == (7, 0)
+    assert subset_votes(labels, bits, np.zeros((0, 3), dtype=bool)).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"masks must have shape \(subsets, 3\), got \(2, 2\)"):
+        subset_votes(labels, bits, np.ones((2, 2), dtype=bool))
+    with pytest.raises(ValueError, match=r"^every subset needs at least one member \(a row of masks is all False\)$"):
+        subset_votes(labels, bits, np.array([[True, False, False], [False, False, False]]))
+
+
+def test_vote_loop_takes_one_member_and_scalar_bits():
+    np.testing.assert_array_equal(vote_loop(np.array([0, 2, REFUSED]), 8), [0, 2, REFUSED])

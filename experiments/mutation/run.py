@@ -117,6 +117,18 @@ EQUIVALENT: dict[str, str] = {
     "codesign.voting.x__subset_votes_doubling__mutmut_84": "ref[0] = None stores False in a bool array",
     "codesign.voting.x_subset_masks__mutmut_15": "np.arange default dtype is int64 on this platform",
     "codesign.voting.x_subset_masks__mutmut_18": "as _15",
+    "codesign.voting.x_subset_votes__mutmut_24": "masks.shape[1] (= m >= 1) vs shape[0]: with no subsets any(axis=1).all() is True, so no raise either way",
+    "codesign.voting.x_subset_votes__mutmut_42": "labels are ids >= 0 or the codes -1/-2: min > -128 and >= -128 agree",
+    "codesign.voting.x_subset_votes__mutmut_44": "as _42 (>= -129)",
+    "codesign.voting.x_subset_votes__mutmut_65": "m = 16 on the matrix path instead of doubling: both exact (tested against vote_loop)",
+    "codesign.voting.x_subset_votes__mutmut_66": "m = 17 on the doubling path (uint64): exact",
+    "codesign.voting.x_subset_votes__mutmut_83": "item chunk 257 instead of 256: tiling only",
+    "codesign.voting.x_subset_votes__mutmut_90": "the matrix path's own chunk instead of the caller's: tiling only",
+    "codesign.voting.x__member_weights__mutmut_5": "count term 2**(m+1): still above every tie bit; sums stay < 2**24 in float32 (m <= 19, ties <= 9 votes a side)",
+    "codesign.voting.x__member_weights__mutmut_11": "tie bits halved (the last member's becomes 0): equal-count disjoint sides are decided by their highest bit, never the last member's",
+    "codesign.voting.x_vote_loop__mutmut_12": "numpy reads any negative size in reshape as -1",
+    "codesign.voting.x_vote_loop__mutmut_43": "every count + 1: same argmax (vote_loop is the tests' reference)",
+    "codesign.voting.x_vote_loop__mutmut_44": "every count x 2: same argmax",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
