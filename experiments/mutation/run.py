@@ -156,31 +156,53 @@ def scratch(module: str, work: Path) -> Path:
     return d
 
 
-def run_module(module: str, mutmut: str, work: Path, max_minutes: float | None = None) -> dict:
-    d = scratch(module, work)
+def mutant_diffs(d: Path, path: str, names: list[str]) -> dict[str, str]:
+    """Unified diff of each mutant against the original function, read from mutmut's mutants/ copy
+    (one file parse instead of a ``mutmut show`` process per mutant)."""
+    import ast
+    import difflib
+
+    src = (d / "mutants" / path).read_text()
+    lines = src.splitlines()
+    funcs = {n.name: "\n".join(lines[n.lineno - 1:n.end_lineno]) for n in ast.walk(ast.parse(src))
+             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and "__mutmut_" in n.name}
+    out = {}
+    for name in names:
+        fn = name.rsplit(".", 1)[-1]
+        orig = fn.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        a, b = funcs.get(orig, "").splitlines(), funcs.get(fn, "").splitlines()
+        out[name] = "\n".join(difflib.unified_diff(a, b, orig, fn, lineterm="", n=0))
+    return out
+
+
+def run_module(module: str, mutmut: str, work: Path, max_minutes: float | None = None,
+               collect_only: bool = False) -> dict:
+    d = work / module if collect_only else scratch(module, work)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut's mutants/ must win
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     t0 = time.time()
-    log = open(work / f"{module}.log", "w")
-    proc = subprocess.Popen([mutmut, "run", "--max-children", "1"], cwd=d, env=env, stdout=log,
+    log = open(work / f"{module}.log", "a" if collect_only else "w")
+    proc = None if collect_only else subprocess.Popen([mutmut, "run", "--max-children", "1"], cwd=d, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        proc.wait(timeout=None if max_minutes is None else max_minutes * 60)
+        if proc is not None:
+            proc.wait(timeout=None if max_minutes is None else max_minutes * 60)
     except subprocess.TimeoutExpired:  # partial run: unchecked mutants are reported as such
         os.killpg(proc.pid, 15)
         proc.wait()
     wall = time.time() - t0
+    if collect_only:
+        old = RESULTS / f"{module}.json"
+        wall = json.loads(old.read_text())["wall_s"] if old.exists() else 0
     out = subprocess.run([mutmut, "results", "--all", "true"], cwd=d, env=env, capture_output=True, text=True).stdout
     status = {}
     for line in out.splitlines():
         m = re.match(r"\s*(\S+): (.+)$", line)
         if m:
             status[m.group(1)] = m.group(2).strip()
-    survivors = {}
-    for name, st in status.items():
-        if st in ("survived", "no tests", "timeout", "suspicious"):
-            diff = subprocess.run([mutmut, "show", name], cwd=d, env=env, capture_output=True, text=True).stdout
-            survivors[name] = {"status": st, "diff": diff.strip()}
+    live = [n for n, st in status.items() if st in ("survived", "no tests", "timeout", "suspicious")]
+    diffs = mutant_diffs(d, MODULES[module][0], live)
+    survivors = {n: {"status": status[n], "diff": diffs[n]} for n in live}
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     res = {"module": module, "file": MODULES[module][0], "tests": MODULES[module][1], "wall_s": round(wall),
            "counts": {k: v for k, v in counts.items() if v}, "n_mutants": len(status), "survivors": survivors}
@@ -221,7 +243,9 @@ def table() -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description="mutation testing of the core modules (mutmut 3)")
-    ap.add_argument("--modules", nargs="*", default=list(MODULES), choices=list(MODULES))
+    ap.add_argument("--modules", nargs="*", default=list(MODULES),
+                    help=f"modules in order, each optionally NAME:MINUTES (a cap for that one); of {list(MODULES)}")
+    ap.add_argument("--collect-only", action="store_true", help="read the results of an earlier (stopped) run")
     ap.add_argument("--mutmut", default=shutil.which("mutmut") or "mutmut", help="the mutmut executable")
     ap.add_argument("--work", type=Path, default=Path("/tmp/codesign-mutation"), help="scratch directory")
     ap.add_argument("--table", action="store_true", help="only rebuild RESULTS.md from results/*.json")
@@ -230,8 +254,12 @@ def main() -> int:
     args = ap.parse_args()
     if not args.table:
         args.work.mkdir(parents=True, exist_ok=True)
-        for module in args.modules:
-            res = run_module(module, args.mutmut, args.work, args.max_minutes)
+        for spec in args.modules:
+            module, _, cap = spec.partition(":")
+            if module not in MODULES:
+                ap.error(f"--modules: {module!r} is not a module (allowed: {list(MODULES)})")
+            res = run_module(module, args.mutmut, args.work, float(cap) if cap else args.max_minutes,
+                             args.collect_only)
             killed, live, eq, sc = score(res)
             print(f"{module}: {res['n_mutants']} mutants, killed {killed}, live {live}, equivalent {eq}, "
                   f"score {sc:.1f}% ({res['wall_s']} s)", flush=True)
