@@ -120,3 +120,61 @@ def test_generate_and_loglik_answers_are_kept_and_resumed_separately(store):
     assert gen.tolist() == [[1, 2, -1]] and ll.tolist() == [[3, -1, -1]]
     assert store.evaluated_variants("mmlu", "loglik") == ["v"]
     assert store.done_item_ids("v", "mmlu", "generate", "codesign") == set()  # protocols never mix (default: decodingtrust)
+
+
+# -- Pareto machinery (edges found by mutation testing) ----------------------------------------
+def _grid_hv(P: np.ndarray, ref: np.ndarray) -> float:
+    """Exact hypervolume of integer points by counting the unit cells they dominate."""
+    import itertools
+
+    hi = P.max(axis=0).astype(int)
+    lo = ref.astype(int)
+    count = 0
+    for cell in itertools.product(*(range(a, b) for a, b in zip(lo, hi))):
+        upper = np.array(cell) + 1  # the cell [c, c+1) is dominated when some point >= its upper corner
+        count += bool((P >= upper).all(axis=1).any())
+    return float(count)
+
+
+@pytest.mark.parametrize("d, n, seed", [(2, 15, 0), (3, 14, 1), (3, 25, 2), (4, 12, 3)])
+def test_hypervolume_equals_cell_count_on_integer_points(d, n, seed):
+    P = np.random.default_rng(seed).integers(1, 7, size=(n, d)).astype(float)
+    assert hypervolume(P, np.zeros(d)) == pytest.approx(_grid_hv(P, np.zeros(d)))
+
+
+def test_pareto_helpers_edges():
+    from codesign.pareto import fill_missing, log_hv_difference, pareto_front, pareto_mask, to_maximization
+
+    np.testing.assert_array_equal(to_maximization([[1.0, 2.0]], ["max", "min"]), [[1.0, -2.0]])
+    with pytest.raises(ValueError, match=r"values must have shape \(n, 2\), got \(1, 3\)"):
+        to_maximization([[1.0, 2.0, 3.0]], ["max", "min"])
+    Y = np.array([[1.0, 2.0], [2.0, 1.0], [1.0, 1.0], [1.0, 2.0], [np.nan, 9.0], [0.0, 3.0]])
+    assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]  # equal rows kept, NaN never
+    assert pareto_mask(Y, chunk=1).tolist() == pareto_mask(Y).tolist()
+    assert pareto_mask(Y, maximize=False).tolist() == [False, False, True, False, False, True]
+    with pytest.raises(ValueError, match=r"Y must have shape \(n, m\)"):
+        pareto_mask(np.zeros(3))
+    np.testing.assert_array_equal(pareto_front(Y), [[0.0, 3.0], [1.0, 2.0], [2.0, 1.0]])  # duplicates removed
+    assert pareto_front(np.zeros((0, 2))).shape == (0, 2)
+    filled = fill_missing(np.array([[np.nan, 1.0, np.nan], [2.0, np.nan, np.nan], [3.0, 0.5, np.nan]]))
+    np.testing.assert_array_equal(filled, [[2.0, 1.0, 0.0], [2.0, 0.5, 0.0], [3.0, 0.5, 0.0]])
+    assert log_hv_difference(0.9, 1.9) == pytest.approx(0.0)
+    assert log_hv_difference(5.0, 5.0) == pytest.approx(-12 + np.log10(5.0))  # floored, scaled by |hv_max|
+    assert log_hv_difference(0.5, 0.5) == pytest.approx(-12.0)
+    assert hypervolume(np.array([3.0]), np.array([1.0])) == pytest.approx(2.0)  # one objective, 1-D input
+    assert hypervolume(np.array([[1.0, np.inf], [2.0, 2.0]]), np.zeros(2)) == pytest.approx(4.0)  # non-finite dropped
+    assert hypervolume(np.zeros((0, 2)), np.zeros(2)) == 0.0
+    with pytest.raises(ValueError, match="points have 2 objectives but ref has 3"):
+        hypervolume(np.ones((1, 2)), np.zeros(3))
+
+
+def test_hypervolume_trace_skips_infeasible_points_and_reuses_the_front():
+    from codesign.pareto import hypervolume_trace
+
+    Y = np.array([[1.0, 1.0], [3.0, 3.0], [2.0, 0.5], [0.5, 2.0], [0.9, 0.9]])
+    feasible = np.array([True, False, True, True, True])
+    trace = hypervolume_trace(Y, feasible, np.zeros(2))
+    want = [hypervolume(Y[:k][feasible[:k]], np.zeros(2)) for k in range(1, 6)]
+    np.testing.assert_allclose(trace, want)
+    np.testing.assert_allclose(trace, [1.0, 1.0, 1.5, 2.0, 2.0])
+    np.testing.assert_allclose(hypervolume_trace(Y, feasible, np.zeros(2), steps=[2, 4]), [1.0, 2.0])
