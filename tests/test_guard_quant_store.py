@@ -178,3 +178,54 @@ def test_hypervolume_trace_skips_infeasible_points_and_reuses_the_front():
     np.testing.assert_allclose(trace, want)
     np.testing.assert_allclose(trace, [1.0, 1.0, 1.5, 2.0, 2.0])
     np.testing.assert_allclose(hypervolume_trace(Y, feasible, np.zeros(2), steps=[2, 4]), [1.0, 2.0])
+
+
+# -- quantization grid records (edges found by mutation testing) --------------------------------
+def test_from_weight_with_permuted_groups_by_hand():
+    from codesign.quantize.grid import QuantizedWeight, find_params
+
+    w = torch.tensor([[0.1, -0.5, 0.9, 0.3], [1.0, 2.0, -1.0, 0.0]])
+    g_idx = torch.tensor([1, 0, 1, 0], dtype=torch.int32)  # act-order: columns interleave two groups
+    scales = torch.tensor([[0.25, 0.5], [0.125, 1.0]])  # (group, out row)
+    zeros = torch.tensor([[2, 1], [3, 0]])
+    q = QuantizedWeight.from_weight(w, scales, zeros, g_idx, 3, 2, False)
+    # row 0: 0.1/0.125 -> 1 + 3; -0.5/0.25 -> -2 + 2; 0.9/0.125 -> 7 + 3 clamps to 7; 0.3/0.25 -> 1 + 2
+    assert q.qint.tolist() == [[4, 0, 7, 3], [1, 5, 0, 1]] and q.shape == (2, 4)
+    np.testing.assert_allclose(q.dequantize()[0].numpy(), [0.125, -0.5, 0.5, 0.25])
+    # a dead (all-zero) row still gets a usable grid: range [-1, 1]
+    s, z = find_params(torch.zeros(1, 4), 2, False)
+    assert s.tolist() == [pytest.approx(float(torch.tensor(2 / 3).half()))] and z.tolist() == [2.0]
+
+
+def test_quantized_weight_tensors_round_trip_and_grid_only():
+    from codesign.quantize.grid import QuantizedWeight
+
+    torch.manual_seed(1)
+    q = rtn_quantize(torch.randn(3, 64), 4, 32, False)
+    t = q.to_tensors("l")
+    assert set(t) == {"l.qweight", "l.scales", "l.qzeros_u8", "l.g_idx"}
+    assert t["l.qweight"].shape == (64 * 4 // 32, 3) and t["l.scales"].dtype == torch.float16
+    back = QuantizedWeight.from_tensors(t, "l", 4, 32, False)
+    assert torch.equal(back.qint, q.qint) and torch.equal(back.zeros, q.zeros) and torch.equal(back.g_idx, q.g_idx)
+    grid = QuantizedWeight.from_tensors(t, "l", 4, 32, False, ints=False)
+    assert grid.shape == (3, 64) and not grid.qint.any() and torch.equal(grid.scales, q.scales)
+
+
+def test_single_thread_blocks_nest_and_restore():
+    from codesign.quantize.grid import all_threads, single_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with single_thread():
+            assert torch.get_num_threads() == 1
+            with all_threads():
+                assert torch.get_num_threads() == 2  # the outermost block's count comes back
+            with single_thread():
+                assert torch.get_num_threads() == 1
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with all_threads():  # outside any single_thread block: unchanged
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
