@@ -229,3 +229,35 @@ def test_single_thread_blocks_nest_and_restore():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# -- store: studies (edges found by mutation testing) -------------------------------------------
+def test_study_points_round_trip_filters_and_keep_first(store):
+    from codesign.records import Configuration, StudyPoint
+
+    store.create_study("s", {"b": 2, "a": 1})
+    store.create_study("s", {"a": 1, "b": 2})  # same config (key order aside): resume, no error
+    with pytest.raises(ValueError, match="study 's' exists with a different config"):
+        store.create_study("s", {"a": 2})
+    assert store.study_config("s") == {"a": 1, "b": 2} and store.studies() == ["s"]
+    with pytest.raises(KeyError, match=r"no study named 'x' \(studies in this store: \['s'\]\)"):
+        store.study_config("x")
+
+    def point(method, seed, pid, it, tpot, feasible=True):
+        cfg = Configuration(("m4", "m8"), "parallel", "h100", (("bw", 2.0),))
+        return StudyPoint("s", method, seed, pid, it, cfg, {"tpot_ms": tpot, "trust": 50.0}, feasible)
+
+    for p in (point("bo", 1, 1, 0, 2.0), point("bo", 0, 0, 0, 1.0, False), point("random", 0, 0, 0, 3.0),
+              point("bo", 1, 0, 1, 4.0)):
+        store.add_study_point(p)
+    store.add_study_point(point("bo", 1, 0, 9, 99.0))  # same key: the first one is kept
+    got = store.study_points("s")
+    assert [(p.method, p.seed, p.point_id) for p in got] == [("bo", 0, 0), ("bo", 1, 0), ("bo", 1, 1),
+                                                             ("random", 0, 0)]
+    assert got[1].iteration == 1 and got[1].objectives == {"tpot_ms": 4.0, "trust": 50.0}
+    assert got[0].feasible is False and got[1].feasible is True
+    assert got[1].config == Configuration(("m4", "m8"), "parallel", "h100", (("bw", 2.0),))
+    assert [p.point_id for p in store.study_points("s", "bo", 1)] == [0, 1]
+    assert [p.method for p in store.study_points("s", "random")] == ["random"]
+    assert store.study_points("s", seed=0)[0].method == "bo" and len(store.study_points("s", seed=0)) == 2
+    assert store.study_result("s") is None
