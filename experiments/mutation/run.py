@@ -142,7 +142,7 @@ def scratch(module: str, work: Path) -> Path:
     d = work / module
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    for part in ("codesign", "hwmodels", "tests"):
+    for part in ("codesign", "hwmodels", "tests", "configs"):  # configs: tests compare the packaged copies
         shutil.copytree(ROOT / part, d / part, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))
     conf = (ROOT / "pyproject.toml").read_text()
     conf += "\n[tool.mutmut]\n" + "\n".join([
@@ -151,6 +151,7 @@ def scratch(module: str, work: Path) -> Path:
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         f"pytest_add_cli_args = {json.dumps(['-p', 'no:cacheprovider', '-q'] + extra)}",
         "use_git_change_detection = false",
+        'also_copy = ["configs"]',
     ]) + "\n"
     (d / "pyproject.toml").write_text(conf)
     return d
