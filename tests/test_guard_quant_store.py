@@ -261,3 +261,17 @@ def test_study_points_round_trip_filters_and_keep_first(store):
     assert [p.method for p in store.study_points("s", "random")] == ["random"]
     assert store.study_points("s", seed=0)[0].method == "bo" and len(store.study_points("s", seed=0)) == 2
     assert store.study_result("s") is None
+
+
+def test_rtn_records_and_small_or_negative_errors():
+    w = torch.tensor([[0.3, 0.4]])  # |w|^2 = 0.25 < 1: no clamp may hide it
+    assert relative_error(w, torch.tensor([[0.3, 0.5]])) == pytest.approx(0.01 / 0.25)
+    assert relative_error(w, torch.tensor([[0.3, 0.3]])) == pytest.approx(0.01 / 0.25)  # squared: sign-free
+    assert relative_error(w, torch.tensor([[0.3, 0.5]]), torch.eye(2) * 0.5) == pytest.approx(0.01 / 0.25)
+    q = rtn_quantize(torch.randn(2, 8, generator=torch.Generator().manual_seed(0)), 3, 4, sym=True)
+    assert (q.bits, q.group_size, q.sym) == (3, 4, True)
+    assert rtn_quantize(torch.ones(1, 4), 2, -1, sym=False).group_size == -1
+    layer, lin = _layer(torch.randn(4, 8, generator=torch.Generator().manual_seed(2)))
+    res = RTN().quantize_layer(layer, None, QuantConfig(3, 4, sym=True))
+    ref = rtn_quantize(lin.weight, 3, 4, True)
+    assert res.weights["l.0.q"].sym is True and torch.equal(res.weights["l.0.q"].qint, ref.qint)
