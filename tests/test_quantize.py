@@ -652,3 +652,30 @@ def test_all_threads_gives_back_what_single_thread_took():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# -- packing edges found by mutation testing (experiments/mutation) ----------------------------
+@pytest.mark.parametrize("bits", [3, 4])
+def test_pack_unpack_any_axis_of_3d_tensors_and_dtypes(bits):
+    from codesign.quantize.packing import pack, unpack
+
+    g = torch.Generator().manual_seed(bits)
+    q = torch.randint(0, 2**bits, (2, 64, 3), generator=g, dtype=torch.int32)
+    for dim in (0, 1, 2, -1):
+        src = q.movedim(1, dim) if dim in (0, 2, -1) else q  # the 64-long axis at `dim`
+        p = pack(src, bits, dim=dim)
+        assert p.dtype == torch.int32 and p.shape[dim] == 64 * bits // 32
+        back = unpack(p, bits, dim=dim)
+        assert back.dtype == torch.int32 and torch.equal(back, src), dim
+    assert torch.equal(pack(q.to(torch.int64), bits, dim=1), pack(q, bits, dim=1))  # input dtype free
+    # values are masked to their bits (a stray high bit never leaks into the neighbour)
+    assert torch.equal(unpack(pack(q + 2**bits, bits, dim=1), bits, dim=1), q)
+
+
+def test_pack_errors_name_the_sizes():
+    from codesign.quantize.packing import pack, unpack
+
+    with pytest.raises(ValueError, match="cannot pack 40 values: the packed axis must be a multiple of 32"):
+        pack(torch.zeros(40, 2, dtype=torch.int32), 4)
+    with pytest.raises(ValueError, match="packed axis of length 4 is not a multiple of bits=3"):
+        unpack(torch.zeros(4, 2, dtype=torch.int32), 3)
