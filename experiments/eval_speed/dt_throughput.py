@@ -45,8 +45,8 @@ def worker(threads: int, items: int, batch_size: int) -> None:
     tok, model = loaded.tokenizer, loaded.model
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
-        name = line.strip()
-        (task, its), = prepare_tasks([name], None, items, 0, "decodingtrust").values()
+        name, n = line.split()
+        (task, its), = prepare_tasks([name], None, int(n), 0, "decodingtrust").values()
         reserve = task.max_new_tokens
         prompts = [fit_context(chat_ids(tok, it.messages), context_length(model), reserve) for it in its]
         w0, c0 = time.perf_counter(), time.process_time()
@@ -82,14 +82,14 @@ def start(src: Path, env_extra: dict, args) -> subprocess.Popen:
     return p
 
 
-def ask(p: subprocess.Popen, name: str) -> dict:
-    p.stdin.write(name + "\n")
+def ask(p: subprocess.Popen, name: str, items: int) -> dict:
+    p.stdin.write(f"{name} {items}\n")
     p.stdin.flush()
     return json.loads(p.stdout.readline())
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
-    out = [f"SmolLM2-135M-Instruct, decodingtrust protocol, generation, {meta['items']} items per dimension "
+    out = [f"SmolLM2-135M-Instruct, decodingtrust protocol, generation, n items per dimension "
            f"(seeded stratified), {meta['threads']} torch threads, batch {meta['batch_size']}; before = "
            f"{meta['before']}, after = {meta['after']}; load average {meta['load_start']:.1f} -> "
            f"{meta['load_end']:.1f} on {os.cpu_count()} cores.", "",
@@ -117,35 +117,41 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--tasks", default=",".join(DIMENSIONS))
+    ap.add_argument("--tasks", default=",".join(DIMENSIONS),
+                    help="comma list in run order; task:n overrides --items for one task (fairness:3)")
     ap.add_argument("--out", type=Path, default=HERE / "dt_throughput")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.threads, args.items, args.batch_size)
-    tasks = [t for t in args.tasks.split(",") if t]
+    tasks = [(t.split(":")[0], int(t.split(":")[1]) if ":" in t else args.items) for t in args.tasks.split(",") if t]
+    meta = {"before": args.before, "after": "working tree", "threads": args.threads,
+            "batch_size": args.batch_size, "load_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         src = export_ref(args.before, Path(tmp))
-        meta = {"before": args.before, "after": "working tree", "items": args.items, "threads": args.threads,
-                "batch_size": args.batch_size, "load_start": os.getloadavg()[0]}
         workers = {"before": start(src, {}, args), "after": start(ROOT, {"OMP_WAIT_POLICY": "PASSIVE"}, args)}
         rows = []
-        for k, name in enumerate(tasks):
+        for k, (name, n) in enumerate(tasks):
             order = ("before", "after") if k % 2 == 0 else ("after", "before")
             row = {"task": name}
             for which in order:
-                row[which] = ask(workers[which], name)
+                row[which] = ask(workers[which], name, n)
                 print(f"{name} {which}: {row[which]['wall_s']:.1f} s wall, {row[which]['cpu_s']:.1f} s CPU",
                       flush=True)
             rows.append(row)
+            meta["load_end"] = os.getloadavg()[0]
+            md = write(rows, meta, args.out)  # after each dimension: a cut run keeps what it measured
         for p in workers.values():
             p.stdin.close()
             p.wait()
-    meta["load_end"] = os.getloadavg()[0]
-    md = markdown(rows, meta)
-    args.out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    args.out.with_suffix(".md").write_text(md)
     print(md)
+
+
+def write(rows: list[dict], meta: dict, out: Path) -> str:
+    md = markdown(rows, meta)
+    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text(md)
+    return md
 
 
 if __name__ == "__main__":
