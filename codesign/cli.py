@@ -20,7 +20,7 @@ import typer
 # (experiments/eval_speed/README.md, "DecodingTrust throughput"). Set OMP_WAIT_POLICY=ACTIVE to undo.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from codesign.config import ConfigError
+from codesign.config import ConfigError  # noqa: E402  (after the OpenMP setting)
 
 app = typer.Typer(
     name="codesign",
