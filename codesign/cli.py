@@ -9,11 +9,18 @@ functions, so ``codesign --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
-from codesign.config import ConfigError
+# Before anything imports torch (its OpenMP runtime reads this once): idle OpenMP threads sleep
+# instead of spinning. On a CPU shared by more runnable threads than cores, spinning made a
+# 2-thread SmolLM2 forward pass cost 3x the CPU time of a 1-thread one and run 2-8x slower
+# (experiments/eval_speed/README.md, "DecodingTrust throughput"). Set OMP_WAIT_POLICY=ACTIVE to undo.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from codesign.config import ConfigError  # noqa: E402  (after the OpenMP setting)
 
 app = typer.Typer(
     name="codesign",

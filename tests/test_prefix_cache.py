@@ -84,7 +84,9 @@ def test_rows_and_batch_prefill_agree(tiny_llama, data_dir, task):
         for batch in gen.plan(prompts, 4):
             for i, o in zip(batch, gen.generate([prompts[i] for i in batch], 6)):
                 texts[mode, i] = o.text
-        computed[mode] = gen.stats.computed_prompt_tokens
+        # tree mode may run a short cached prefix again to use causal attention (cheaper than a 4D
+        # mask over a long prompt): those tokens are counted apart
+        computed[mode] = gen.stats.computed_prompt_tokens - gen.prefix.recomputed_tokens
         assert gen.stats.prompt_tokens == sum(map(len, prompts))
     for other in ("rows", "batch"):
         assert sum(texts["tree", i] == texts[other, i] for i in range(len(prompts))) >= len(prompts) - 1
@@ -170,3 +172,23 @@ def test_prefill_groups_weigh_padding_against_call_overhead(tiny_llama):
     gen.call_overhead_tokens = 0
     alone = [o.text for o in gen.generate(prompts, 4)]
     assert grouped == alone
+
+
+def test_long_single_prompt_pack_runs_causally_from_the_start(tiny_llama):
+    """A pack holding one long prompt whose cached prefix is short is run again from position 0
+    under causal attention (no 4D mask): same logits and KV as a full pass, the rerun counted apart."""
+    from codesign.evaluate.prefix_cache import causal_is_cheaper
+
+    assert causal_is_cheaper(0, 5) and causal_is_cheaper(1, 200) and not causal_is_cheaper(50, 200)
+    model = tiny_llama.model
+    pc = PrefixCache(model)
+    pc.prefill([10, 11, 99])
+    long = [10] + [20 + i % 200 for i in range(200)]
+    (tp, rows), = pc.tree_passes([long], keep=2)
+    assert tp.base == 0 and pc.recomputed_tokens == 1 and pc.computed_tokens == 3 + len(long)
+    torch.testing.assert_close(tp.logits_of(0, 2), _full_logits(model, long)[-2:], rtol=1e-4, atol=1e-4)
+    # and the cache it leaves serves the next prompt as before
+    nxt = long + [5, 6]
+    (tp2, _), = pc.tree_passes([nxt], keep=1)
+    assert tp2.base == len(long)
+    torch.testing.assert_close(tp2.logits_of(0, 1), _full_logits(model, nxt)[-1:], rtol=1e-4, atol=1e-4)

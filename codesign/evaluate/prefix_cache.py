@@ -211,6 +211,7 @@ class PrefixCache:
         self.ids: list[int] = []
         self.kv: KV | None = None
         self.computed_tokens = 0  # prompt tokens actually run through the model
+        self.recomputed_tokens = 0  # of those, cached ones run again for causal attention (tree_pass)
         self.supported = sliceable(model)
 
     def prefill(self, ids: Sequence[int], logits_to_keep: int = 1) -> Prefilled:
@@ -296,6 +297,10 @@ class PrefixCache:
         that lets each slot see its ancestors only, at its own position. No token is computed twice
         and none is padding. Logits are kept at each sequence's last ``keep`` positions.
 
+        A pack that is one sequence (a long prompt: the usual case past ``pack_tokens``) whose
+        cached prefix is short runs from position 0 without a mask instead (:func:`causal_is_cheaper`):
+        the model's causal attention skips the masked half that a 4D mask makes it compute.
+
         Best fed in lexicographic order. Afterwards the cache holds the last sequence.
         """
         import torch
@@ -305,20 +310,27 @@ class PrefixCache:
         base = 0
         if self.kv is not None and self.supported:
             base = min(min(common_prefix(self.ids, s), len(s) - k) for s, k in zip(seqs, keeps))
+        causal = len(seqs) == 1 and causal_is_cheaper(base, len(seqs[0]) - base)
+        if causal:
+            self.recomputed_tokens += base
+            base = 0
         tokens, positions, paths, anc = tree_layout(seqs, base)
         n = len(tokens)
-        dtype = next(self.model.parameters()).dtype
-        allowed = torch.ones((n, base + n), dtype=torch.bool)
-        allowed[:, base:] = anc
-        # Additive float mask: what eager attention adds and SDPA accepts alike.
-        mask = torch.zeros((1, 1, n, base + n), dtype=dtype)
-        mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+        mask = None
+        if not causal:
+            dtype = next(self.model.parameters()).dtype
+            allowed = torch.ones((n, base + n), dtype=torch.bool)
+            allowed[:, base:] = anc
+            # Additive float mask: what eager attention adds and SDPA accepts alike.
+            mask = torch.zeros((1, 1, n, base + n), dtype=dtype)
+            mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+            mask = mask.to(self.device)
         kept_slots = sorted({s for p, k in zip(paths, keeps) for s in p[-k:]})
         past = cache_from([(k[..., :base, :], v[..., :base, :]) for k, v in self.kv], n) if base else None
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([tokens], device=self.device),
                              position_ids=torch.tensor([positions], device=self.device),
-                             attention_mask=mask.to(self.device), past_key_values=past, use_cache=True,
+                             attention_mask=mask, past_key_values=past, use_cache=True,
                              logits_to_keep=torch.tensor(kept_slots, device=self.device))
         self.computed_tokens += n
         kv = kv_of(out.past_key_values)
@@ -367,6 +379,24 @@ class PrefixCache:
         if self.kv is not None and self.supported and common_prefix(self.ids, ids) == len(ids):
             return [(k[..., : len(ids), :], v[..., : len(ids), :]) for k, v in self.kv]
         return self.prefill(ids).kv
+
+
+#: Prompt-pass cost of one token's linear layers in attention (query, key) pairs: SmolLM2-135M on
+#: one CPU thread, 4,096 tokens from position 0: 26.6 s causal vs 36.5 s under a 4D mask (a full
+#: 4,096^2 pairs computed instead of half), i.e. ~1.2 us per pair and ~4.1 ms per token
+#: (experiments/eval_speed/README.md, "DecodingTrust throughput").
+PAIRS_PER_TOKEN = 3500
+
+
+def causal_is_cheaper(base: int, n: int, pairs_per_token: int = PAIRS_PER_TOKEN) -> bool:
+    """Whether one sequence of ``base`` cached + ``n`` new tokens costs less run from position 0 under
+    causal attention (its ``base`` tokens again, half the attention pairs of ``base + n``) than as
+    ``n`` new tokens under a 4D mask, which computes every pair ``n x (base + n)``."""
+    if base == 0:
+        return True
+    masked = n * (base + n)
+    causal = base * pairs_per_token + (base + n) * (base + n + 1) // 2
+    return causal < masked
 
 
 def tree_layout(seqs: Sequence[Sequence[int]], base: int):
@@ -501,23 +531,30 @@ def stack_trees(passes: Sequence[tuple[TreePass, Sequence[int]]], extra: int = 0
     mask = torch.zeros((b, width), dtype=torch.long, device=dev)
     for r, n in lens.items():
         mask[r, width - n:] = 1
-    # Per pass: the batch rows it fills and, per row, the KV positions to gather (left-padded).
-    # Padding gathers position 0: finite (0 x NaN would poison the softmax product), masked out.
-    gathers = []
+    # Per batch row: its pass and the KV positions to copy (a slice where they are contiguous, as
+    # for a pass holding one sequence; else an index for index_select). Row-by-row slice copies
+    # cost a fraction of one advanced-index gather + scatter of the padded batch.
+    sources = []
     for tp, rows in passes:
-        idx = torch.zeros((len(rows), width), dtype=torch.long)
-        for j in range(len(rows)):
+        for j, r in enumerate(rows):
             ix = tp.index(j)
-            idx[j, width - len(ix):] = torch.tensor(ix, dtype=torch.long)
-        gathers.append((tp, torch.tensor(list(rows), device=dev), idx.to(dev)))
+            src = slice(ix[0], ix[-1] + 1) if ix[-1] - ix[0] == len(ix) - 1 else torch.tensor(ix, device=dev)
+            sources.append((tp, r, src, len(ix)))
     kv: KV = []
     for layer in range(len(passes[0][0].kv)):
         k0 = passes[0][0].kv[layer][0]
         keys = k0.new_empty((b, k0.shape[1], width + extra, k0.shape[3]))
         values = torch.empty_like(keys)
-        for tp, sel, idx in gathers:
+        for tp, r, src, n in sources:
             k, v = tp.kv[layer]
-            keys[sel, :, :width] = k[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
-            values[sel, :, :width] = v[0][:, idx.reshape(-1)].unflatten(1, idx.shape).transpose(0, 1)
+            # Padding is masked out, but must hold finite numbers: 0 x NaN is NaN in the softmax product.
+            keys[r, :, : width - n].zero_()
+            values[r, :, : width - n].zero_()
+            if isinstance(src, slice):
+                keys[r, :, width - n: width].copy_(k[0, :, src])
+                values[r, :, width - n: width].copy_(v[0, :, src])
+            else:
+                keys[r, :, width - n: width].copy_(k[0].index_select(1, src))
+                values[r, :, width - n: width].copy_(v[0].index_select(1, src))
         kv.append((keys, values))
     return buffered_cache(kv, width), mask
