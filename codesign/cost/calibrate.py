@@ -517,13 +517,17 @@ class CalibrationResult:
 
 
 def _load_runtime_mapping(runtime: str | Path) -> tuple[Path, dict[str, Any]]:
-    from hwmodels.runtime import runtime_path
+    """The profile's file and mapping, validated now so a bad file is named (not its ``name`` field)."""
+    from codesign.config import validate_config
+    from hwmodels.runtime import RuntimeProfile, runtime_path
 
     try:
         path = runtime_path(runtime)
     except ConfigError as exc:
         raise ConfigError(f"--runtime: {exc}") from None
-    return path, read_mapping(path)
+    mapping = read_mapping(path)
+    validate_config(RuntimeProfile, mapping, path)
+    return path, mapping
 
 
 def format_label(r) -> str:
@@ -549,8 +553,12 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
     predictions before/after for every configuration with its split. ``info`` is merged into the
     written file's ``calibration`` block (e.g. a cross-validated error).
     """
+    from codesign.config import validate_config
+    from hwmodels.spec import AcceleratorSpec
+
     spec_file = resolve_spec_path(spec)
     spec_map = read_mapping(spec_file)
+    validate_config(AcceleratorSpec, spec_map, spec_file)  # a bad file is named before any work
     rt_file, rt_map = _load_runtime_mapping(runtime) if runtime is not None else (None, None)
     df = measurements if isinstance(measurements, pd.DataFrame) and "config_key" in measurements.columns \
         else load_measurements(measurements, device=device, statistic=statistic)
