@@ -12,11 +12,11 @@ w4g128 with prefill on a dense copy of the dequantized weight, decode on the pac
 (llama-2-7b truncated to 2 layers, qwen2.5-0.5b) x batch 1/4/16 x prompt 16/64.
 
 The fit is ``codesign calibrate`` itself on the single-variant rows (written to
-``cpu_profile_rows.csv``): half of the configurations of every (format, kernels) stratum fitted, the other
+``cpu_profile_rows_<ROWS>.csv``): half of the configurations of every (format, kernels) stratum fitted, the other
 half held out. ``--splits N`` repeats it over N random halves (the headline is split 0). The
 ensemble rows are never fitted: they are predicted from the members' fitted kernels through
-``hwmodels.ensemble``'s schedule formulas. Outputs: ``profile_fit_results.md`` (the tables),
-``profile_fit_predictions.csv`` (every configuration, measured / predicted, split), and with
+``hwmodels.ensemble``'s schedule formulas. Outputs: ``profile_fit_results_<ROWS>.md`` (the tables),
+``profile_fit_predictions_<ROWS>.csv`` (every configuration, measured / predicted, split), and with
 ``--write-profile`` the profile fitted on split 0 as ``torch-cpu.calibrated.yaml``.
 """
 
@@ -31,14 +31,17 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "dev-cpu-1t.yaml"
 RUNTIME = "torch-cpu"
-SINGLE_CSVS = ["packed_measurements.csv", "phase_measurements.csv"]
+#: Row sets by measuring session: A (load average 4-9) packed-prefill rows, B (load 12-24) per-phase rows and
+#: dense again; the ensembles were measured in session A.
+ROW_SETS = {"A": ["packed_measurements.csv"], "B": ["phase_measurements.csv"],
+            "AB": ["packed_measurements.csv", "phase_measurements.csv"]}
 ENSEMBLE_CSV = "packed_ensembles.csv"
 ROWS = HERE / "cpu_profile_rows.csv"
 
 
-def single_rows() -> pd.DataFrame:
-    """Every single-variant row of the CSVs that exist, as one table (written to ``ROWS``)."""
-    frames = [pd.read_csv(HERE / f) for f in SINGLE_CSVS if (HERE / f).exists()]
+def single_rows(csvs: list[str]) -> pd.DataFrame:
+    """Every single-variant row of ``csvs``, as one table (written to ``ROWS``)."""
+    frames = [pd.read_csv(HERE / f) for f in csvs]
     df = pd.concat(frames, ignore_index=True)
     df.to_csv(ROWS, index=False)
     return df
@@ -79,8 +82,13 @@ def main() -> None:
     ap.add_argument("--statistic", default="median", choices=["median", "min"],
                     help="per configuration: the stored median of the repeats, or their minimum")
     ap.add_argument("--write-profile", action="store_true", help="write torch-cpu.calibrated.yaml (split 0)")
+    ap.add_argument("--rows", default="A", choices=list(ROW_SETS),
+                    help="A: session A's rows (packed prefill; the ensembles' session), B: session B's per-phase "
+                         "and dense rows, AB: both")
     args = ap.parse_args()
-    single_rows()
+    global ROWS
+    ROWS = HERE / f"cpu_profile_rows_{args.rows}.csv"
+    single_rows(ROW_SETS[args.rows])
     out = HERE / "torch-cpu.calibrated.yaml" if args.write_profile else None
     results = [fit_split(s, args.statistic, out if s == 0 else None) for s in range(args.splits)]
     head = results[0]
@@ -91,7 +99,8 @@ def main() -> None:
            f"{ROWS.relative_to(HERE.parent.parent)} --runtime {RUNTIME} --test-frac 0.5 --seed 0 "
            f"--statistic {args.statistic} --show all")
     n = head.table["split"].value_counts()
-    md = [f"Fitted: {len(head.fitted)} parameters of runtime `{RUNTIME}` on spec `{SPEC.name}` "
+    md = [f"### Rows {args.rows} ({', '.join(ROW_SETS[args.rows])})\n",
+          f"Fitted: {len(head.fitted)} parameters of runtime `{RUNTIME}` on spec `{SPEC.name}` "
           f"({n.get('train', 0)} configurations fitted, {n.get('test', 0)} held out; statistic "
           f"{args.statistic}). Equivalent command for split 0:\n\n    {cmd}\n",
           "Held-out MAPE (prefill and decode together) per format; split 0, and mean / max over "
@@ -122,7 +131,7 @@ def main() -> None:
                                                         for p in head.params))
     text = "\n".join(md)
     print(text)
-    (HERE / "profile_fit_results.md").write_text(text + "\n")
+    (HERE / f"profile_fit_results_{args.rows}.md").write_text(text + "\n")
     table = head.table.assign(
         prefill_ape=ape(head.table.prefill_ms_after, head.table.prefill_ms),
         tpot_ape=ape(head.table.tpot_ms_after, head.table.tpot_ms))
@@ -130,7 +139,8 @@ def main() -> None:
             "prefill_ape", "tpot_ms", "tpot_ms_after", "tpot_ape"]
     ens_t = ens.assign(format=[f"w4g128+w8g128/{k}" for k in ens.kernel], split="ensemble (not fitted)",
                        prefill_ms_after=ens.prefill_pred, tpot_ms_after=ens.tpot_pred)
-    pd.concat([table[cols], ens_t[cols]]).round(2).to_csv(HERE / "profile_fit_predictions.csv", index=False)
+    pd.concat([table[cols], ens_t[cols]]).round(2).to_csv(HERE / f"profile_fit_predictions_{args.rows}.csv",
+                                                          index=False)
 
 
 if __name__ == "__main__":
