@@ -54,6 +54,10 @@ KERNELS: dict[str, str] = {
                       "(codesign's QuantLinear, naive fallbacks)",
     "aten-int8pack-cpu": "torch.ops.aten._weight_int8pack_mm: int8 weights x 16-bit activations on CPU",
     "aten-int4pack-cpu": "torch.ops.aten._weight_int4pack_mm_for_cpu: grouped int4 weights on CPU",
+    "aten-int4pack-x2-cpu": "grouped int8 weights as two torch.ops.aten._weight_int4pack_mm_for_cpu calls "
+                            "(high and low nibbles) on CPU (codesign)",
+    "aten-int8pack-grouped-cpu": "grouped int8 weights: torch.ops.aten._weight_int8pack_mm once per group, "
+                                 "summed, on CPU (codesign)",
     "aten-int4pack-cuda": "torch.ops.aten._weight_int4pack_mm (tinygemm): grouped int4 weights on CUDA "
                           "(gpt-fast int4, torchao int4wo)",
     "marlin-gptqmodel": "Marlin W4A16 kernel through GPTQModel",

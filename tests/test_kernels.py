@@ -167,3 +167,41 @@ def test_eval_packed_runs_variants_on_kernels(store, data_dir):
     res = evaluate_catalogue([spec], store, ["advglue"], limit=4, data_dir=data_dir, batch_size=4, progress=False,
                              device="cpu", dtype="bfloat16", packed=True)
     assert res[spec.variant_id]["advglue"]["n"] == 4 and len(store.frame("outputs")) == 4
+
+
+@pytest.mark.parametrize("kernel", ["aten-int4pack-cpu", "aten-int4pack-x2-cpu", "aten-int8pack-grouped-cpu"])
+def test_prefill_on_a_dequantized_copy_decode_on_the_kernel(kernel):
+    bits = 4 if kernel == "aten-int4pack-cpu" else 8
+    qw = _act_order(rtn_quantize(torch.randn(96, 256, generator=torch.Generator().manual_seed(3)), bits, 64, False))
+    cls = get_kernel(kernel)
+    assert cls.slow_prefill  # auto keeps a dense copy for prefill on torch's CPU GEMV ops
+    mod = cls.from_quantized(qw, torch.randn(96), dtype=torch.bfloat16, prefill="auto")
+    plain = cls.from_quantized(qw, dtype=torch.bfloat16, prefill="packed")
+    assert mod.prefill_kernel == DENSE_KERNEL and plain.prefill_kernel == kernel and plain.prefill_weight is None
+    # the copy is Ŵ in the original column order (act-order permutes only the kernel's buffers)
+    assert torch.equal(mod.prefill_weight, qw.dequantize(torch.float32).to(torch.bfloat16))
+    ref = qw.dequantize(torch.float32)
+    for shape in ((2, 5, 256), (2, 1, 256), (5, 256)):  # prefill, decode step, 2-D (the kernel)
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(4)).bfloat16()
+        with torch.no_grad():
+            y = mod(x)
+        want = x.float() @ ref.T + mod.bias.float()
+        assert y.shape == (*shape[:-1], 96)
+        assert float((y.float() - want).abs().max() / want.abs().max()) <= cls.tolerance(torch.bfloat16)
+    # which path ran: poison the copy; only the prefill call (several positions) sees it
+    mod.prefill_weight.zero_()
+    with torch.no_grad():
+        assert mod(torch.ones(1, 3, 256, dtype=torch.bfloat16)).float().sub(mod.bias.float()).abs().max() == 0
+        assert mod(torch.ones(1, 1, 256, dtype=torch.bfloat16)).float().sub(mod.bias.float()).abs().max() > 0
+    with pytest.raises(ConfigError, match="--prefill: 'fast'.*auto, packed, dequantized"):
+        cls.from_quantized(qw, dtype=torch.bfloat16, prefill="fast")
+
+
+def test_dequantize_fast_matches_the_reference():
+    from codesign.quantize.kernels.base import dequantize_fast
+
+    w = torch.randn(130, 576, generator=torch.Generator().manual_seed(5))
+    for bits, group in ((4, 128), (8, 64), (3, -1), (4, 96)):
+        qw = rtn_quantize(w, bits, group, False)
+        for dtype in (torch.float32, torch.bfloat16):
+            assert torch.equal(dequantize_fast(qw, WeightLayout.of(qw), dtype), qw.dequantize(dtype))

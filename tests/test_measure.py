@@ -264,8 +264,19 @@ def test_rows_name_the_kernel_that_ran_and_the_spec(store):
                                         "dequant-matmul"]  # no 3-bit kernel: the row says what ran
     assert {r.spec for r in rows} == {"dev-cpu"}  # no probed host-cpu spec in the test cache
     assert rows[1].extra["kernel_counts"] == {"aten-int4pack-cpu": 14} and rows[1].extra["lm_head_kernel"]
+    # per phase: torch's CPU GEMV ops decode; prefill runs a dense GEMM on a dequantized copy (its bytes counted)
+    assert [(r.extra["prefill_kernel"], r.extra["decode_kernel"]) for r in rows] == [
+        ("torch-matmul", "torch-matmul"), ("torch-matmul", "aten-int4pack-cpu"),
+        ("torch-matmul", "aten-int4pack-x2-cpu"), ("dequant-matmul", "dequant-matmul")]
+    assert rows[1].extra["prefill_copy_bytes"] > 0 == rows[0].extra["prefill_copy_bytes"] == rows[3].extra[
+        "prefill_copy_bytes"]
+    packed = measure("tiny-llama", fmts[1:2], dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2,
+                     repeats=1, store=store, progress=False, prefill="packed")  # not "already measured"
+    assert packed[0].extra["prefill_kernel"] == "aten-int4pack-cpu" and packed[0].extra["prefill_copy_bytes"] == 0
+    with pytest.raises(ConfigError, match="--prefill: 'gemm'"):
+        measure("tiny-llama", fmts[:1], prefill="gemm", progress=False)
     stored = store.measurements()
-    assert [m.kernel for m in stored] == [r.kernel for r in rows] and stored[2].schedule == "single"
+    assert [m.kernel for m in stored][:4] == [r.kernel for r in rows] and stored[2].schedule == "single"
     forced = measure("tiny-llama", fmts[2:3], dtypes=["bfloat16"], batches=[1], prompt_lens=[8], gen_len=2,
                      repeats=1, store=store, progress=False, kernel="aten-int8pack-grouped-cpu", spec="h100-sxm")
     assert forced[0].kernel == "aten-int8pack-grouped-cpu" and forced[0].spec == "h100-sxm"  # not "already measured"

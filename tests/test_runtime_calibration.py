@@ -191,3 +191,57 @@ def test_hw_and_calibrate_cli_with_a_runtime(tmp_path):
     bad = cli("calibrate", "--spec", str(ROOT / "experiments" / "calibration" / "dev-cpu-1t.yaml"), "--measurements",
               str(ROOT / "experiments" / "calibration" / "measurements.csv"), "--fit", "framework.per_layer_us")
     assert bad.returncode == 2 and "--fit: names runtime-profile parameters" in bad.stderr
+
+
+def test_phase_kernels_and_ensemble_schedules_are_keyed_and_predicted_per_row():
+    """Measured CPU rows: prefill on a dequantized copy is priced as the dense GEMM it ran, decode on
+    the packed kernel; ensemble rows go through the schedule formulas, never pooled with single rows."""
+    from codesign.cost.calibrate import Predictor
+
+    exp = ROOT / "experiments" / "calibration"
+    single = pd.concat([pd.read_csv(exp / f) for f in ("packed_measurements.csv", "phase_measurements.csv")])
+    single = single[(single["model"] == "random:llama-2-7b") & (single["batch"] == 4) & (single["prompt_len"] == 16)]
+    df = load_measurements(single)
+    keys = dict(zip(df["config_key"], df["prefill_kernel"]))
+    w4 = [k for k in keys if "|w4g128|aten-int4pack-cpu|" in k]
+    assert len(w4) == 2 and keys[[k for k in w4 if "prefill=torch-matmul" in k][0]] == "torch-matmul"
+    profile = yaml.safe_load((ROOT / "hwmodels" / "runtimes" / "torch-cpu.yaml").read_text())
+    spec = yaml.safe_load((exp / "dev-cpu-1t.yaml").read_text())
+    pred = pd.DataFrame(Predictor(df).predict(spec, profile), columns=["pre", "dec"], index=df["config_key"])
+    dense = pred.loc[[k for k in keys if "|dense|" in k][0]]
+    packed_pre, copy_pre = (pred.loc[[k for k in w4 if ("prefill=" in k) == c][0]] for c in (False, True))
+    assert copy_pre["pre"] == pytest.approx(dense["pre"])  # the same dense GEMM on 16-bit weights
+    assert copy_pre["dec"] == pytest.approx(packed_pre["dec"]) and packed_pre["pre"] != pytest.approx(dense["pre"])
+
+    ens = pd.read_csv(exp / "packed_ensembles.csv")
+    ens = ens[(ens["model"] == "random:llama-2-7b") & (ens["batch"] == 4) & (ens["prompt_len"] == 16)
+              & ens["kernel"].str.endswith("x2-cpu")]
+    edf = load_measurements(ens)
+    assert sorted(edf["schedule"]) == ["batched", "sequential"] and all(edf["config_key"].str.contains("|sequential|")
+                                                                         | edf["config_key"].str.contains("|batched|"))
+    epred = Predictor(edf).predict(spec, profile)
+    seq = epred[list(edf["schedule"]).index("sequential")]
+    members = pred.loc[[k for k in keys if ("|w4g128|aten-int4pack-cpu|" in k or "|w8g128|aten-int4pack-x2-cpu|" in k)
+                        and "prefill=" not in k]].sum()
+    assert seq == pytest.approx([members["pre"], members["dec"]])  # sequential: the members' times add
+    assert (epred[list(edf["schedule"]).index("batched")] <= seq * (1 + 1e-9)).all()
+
+
+def test_calibrate_names_a_bad_profile_or_spec_file(tmp_path):
+    from codesign.cost.calibrate import calibrate as fit
+
+    bad = tmp_path / "stack.yaml"
+    bad.write_text(yaml.safe_dump({"name": "stack", "kernels": {"aten-int4pack-cpu": {"tile_m": 0}}}))
+    rows = ROOT / "experiments" / "calibration" / "measurements.csv"
+    with pytest.raises(ConfigError, match=rf"{bad}.*\n.*kernels.aten-int4pack-cpu.tile_m = 0.*allowed: >= 1"):
+        fit(ROOT / "experiments" / "calibration" / "dev-cpu-1t.yaml", rows, runtime=bad, write=False, progress=False)
+    nameless = tmp_path / "nameless.yaml"
+    nameless.write_text("description: no name\n")
+    with pytest.raises(ConfigError, match=rf"{nameless}.*\n.*name: Field required"):
+        fit(ROOT / "experiments" / "calibration" / "dev-cpu-1t.yaml", rows, runtime=nameless, write=False,
+            progress=False)
+    spec = tmp_path / "box.yaml"
+    spec.write_text(yaml.safe_dump({"name": "box", "compute_tflops": {"bf16": -1},
+                                    "memory": {"bandwidth_gbs": 1, "capacity_gb": 1}}))
+    with pytest.raises(ConfigError, match=rf"{spec}.*\n.*compute_tflops"):
+        fit(spec, rows, write=False, progress=False)

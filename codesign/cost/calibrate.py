@@ -53,6 +53,12 @@ def load_measurements(source, device: str | None = None, device_name: str | None
     ``config`` (the measured model's config dict, from ``extra_json``) and ``config_key``.
     ``statistic='min'`` replaces the stored medians by the best of the stored repeats — the
     robust choice on a machine shared with other work, where noise only ever adds time.
+
+    A configuration is keyed by what ran, so rows of different kernels or schedules are never pooled:
+    ``kernel`` (decode), ``prefill_kernel`` (``extra.prefill_kernel``; rows from before per-phase
+    kernels ran prefill on ``kernel``), ``schedule`` (``single`` or an ensemble schedule, whose
+    ``members`` — each member's bits, group size and kernels, from ``extra.members`` — the model
+    combines with :mod:`hwmodels.ensemble`'s schedule formulas).
     """
     if statistic not in STATISTICS:
         raise ConfigError(f"--statistic: {statistic!r} is not supported (allowed: {list(STATISTICS)})")
@@ -88,7 +94,15 @@ def load_measurements(source, device: str | None = None, device_name: str | None
     extra = df["extra_json"] if "extra_json" in df.columns else pd.Series(["{}"] * len(df), index=df.index)
     extras = [json.loads(e) if isinstance(e, str) and e else {} for e in extra]
     df = df.assign(config=[e.get("config") for e in extras], layers=[e.get("layers") for e in extras],
-                   sym=[bool(e.get("sym", False)) for e in extras])
+                   sym=[bool(e.get("sym", False)) for e in extras],
+                   members=[e.get("members") for e in extras], prefill_kernel=[e.get("prefill_kernel") for e in extras])
+    if "schedule" not in df.columns:
+        df["schedule"] = "single"
+    df["schedule"] = df["schedule"].fillna("single")
+    ens = df["schedule"] != "single"
+    if ens.any() and any(not m for m in df.loc[ens, "members"]):
+        raise ConfigError(f"--measurements: {source}: ensemble rows without extra.members (their members' "
+                          "formats and kernels): re-measure them with `codesign measure --ensemble`")
     if statistic == "min":
         for col, runs in (("prefill_ms", "prefill_runs_ms"), ("tpot_ms", "tpot_runs_ms")):
             df[col] = [min(e[runs]) if e.get(runs) else v for e, v in zip(extras, df[col])]
@@ -97,9 +111,12 @@ def load_measurements(source, device: str | None = None, device_name: str | None
         raise ConfigError(f"--measurements: {source}: dtype {bad} not supported (allowed: {list(ACT_BITS)})")
     df["group_size"] = df["group_size"].fillna(128).astype(int)
     df["kernel"] = row_kernels(df)
+    df["prefill_kernel"] = [p if isinstance(p, str) and p else k for p, k in zip(df["prefill_kernel"], df["kernel"])]
     df["config_key"] = [
         f"{r.model}|L{'all' if pd.isna(r.layers) or r.layers is None else int(r.layers)}|{r.variant}|{r.kernel}"
-        f"|{r.dtype}|b{int(r.batch)}|p{int(r.prompt_len)}|g{int(r.gen_len)}" for r in df.itertuples()]
+        + ("" if r.prefill_kernel == r.kernel else f"|prefill={r.prefill_kernel}")
+        + ("" if r.schedule == "single" else f"|{r.schedule}")
+        + f"|{r.dtype}|b{int(r.batch)}|p{int(r.prompt_len)}|g{int(r.gen_len)}" for r in df.itertuples()]
     # Repeated measurements of one configuration: their median is the configuration's time.
     agg = {c: "first" for c in df.columns if c not in ("prefill_ms", "tpot_ms", "config_key")}
     agg.update(prefill_ms="median", tpot_ms="median")
@@ -123,7 +140,7 @@ def split_configs(df: pd.DataFrame, test_frac: float = 0.3, seed: int = 0) -> np
         raise ConfigError(f"--test-frac: {test_frac} is out of range (allowed: 0 <= x < 1)")
     rng = np.random.default_rng(seed)
     test = np.zeros(len(df), dtype=bool)
-    keys = [c for c in ("variant", "kernel", "dtype") if c in df.columns]
+    keys = [c for c in ("variant", "kernel", "prefill_kernel", "schedule", "dtype") if c in df.columns]
     for _, idx in df.groupby(keys).indices.items():
         k = int(round(test_frac * len(idx)))
         k = min(k, len(idx) - 1)
@@ -232,20 +249,23 @@ def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
 
 
 def runtime_candidates(df: pd.DataFrame, spec: dict[str, Any], runtime: dict[str, Any]) -> list[Param]:
-    """Every runtime parameter the measured rows could inform: per (kernel, weight format) that ran
-    efficiencies and dequantization cost, the dense kernel of the lm head, the other operators'
+    """Every runtime parameter the measured rows could inform: per (kernel, weight format) that ran in
+    either phase efficiencies, launch floor (a kernel run as many small calls, such as one per group,
+    pays it per linear) and dequantization cost, the dense kernel of the lm head, the other operators'
     efficiencies, the launch floor and the framework's host time."""
     from codesign.config import validate_config
     from hwmodels.runtime import RuntimeProfile
 
     prof = validate_config(RuntimeProfile, runtime, runtime.get("name"))
-    pairs = {(k, int(w)) for k, w in zip(df["kernel"], df["wbits"])}
-    pairs |= {(prof.format_kernel(16), 16) for w in df["wbits"] if int(w) < 16}  # the 16-bit lm head
+    units = unit_rows(df)
+    pairs = {(k, int(w)) for k, w in zip(units["kernel"], units["wbits"])}
+    pairs |= {(k, 16 if k == "torch-matmul" else int(w)) for k, w in zip(units["prefill_kernel"], units["wbits"])}
+    pairs |= {(prof.format_kernel(16), 16) for w in units["wbits"] if int(w) < 16}  # the 16-bit lm head
     names = []
     for k, w in sorted(pairs):
         fmt = "dense" if w >= 16 else f"w{w}"
         names += [f"kernels.{k}.memory_efficiency.{fmt}", f"kernels.{k}.compute_efficiency.{fmt}",
-                  f"kernels.{k}.compute_m_half"]
+                  f"kernels.{k}.compute_m_half", f"kernels.{k}.launch_floor_us"]
         if w < 16 and prof.kernel(k).dequant != "none":
             names.append(f"kernels.{k}.dequant_ops_per_weight")
     names += ["other_efficiency.compute", "other_efficiency.memory", "launch_floor_us",
@@ -274,40 +294,73 @@ class Params:
 
 
 # -- the model on measured configurations -----------------------------------------------------------
+def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model that ran: a single-variant row itself, an ensemble row once per member (its
+    bits, group size, symmetry and kernels from ``members``). ``row`` is the index into ``df``'s rows
+    (0..len-1); ``prefill_wbits`` is what prefill reads (the dtype's width where a dequantized dense
+    copy ran it)."""
+    out = []
+    for i, r in enumerate(df.reset_index(drop=True).itertuples()):
+        base = dict(row=i, dtype=r.dtype, config=getattr(r, "config", None), layers=getattr(r, "layers", None),
+                    model=r.model)
+        sched = getattr(r, "schedule", "single")
+        members = getattr(r, "members", None) if sched != "single" else None
+        if not members:
+            members = [dict(wbits=r.wbits, group_size=r.group_size, sym=getattr(r, "sym", False), kernel=r.kernel,
+                            prefill_kernel=getattr(r, "prefill_kernel", None) or r.kernel)]
+        for m in members:
+            k = m.get("kernel") or ("torch-matmul" if int(m["wbits"]) >= 16 else "dequant-matmul")
+            pk = m.get("prefill_kernel") or k
+            w = int(m["wbits"])
+            out.append({**base, "wbits": w, "group_size": int(m.get("group_size") or 128), "sym": bool(m.get("sym")),
+                        "kernel": k, "prefill_kernel": pk,
+                        "prefill_wbits": ACT_BITS[r.dtype] if pk != k and pk == "torch-matmul" else w})
+    return pd.DataFrame(out)
+
+
 class Predictor:
     """Evaluates the analytical model on measured configurations.
 
     Shapes come from each measurement's stored (possibly layer-truncated) config, so the model
     is evaluated on exactly what was timed; the shape resolver (:func:`hwmodels.shapes.resolve_shape`)
     reads rows without one. ``specs`` (with a ``spec_index`` column in ``df``): fixed specs per row, as
-    for published points on several accelerators; without, the spec of the state being fitted. Rows'
-    ``kernel`` column names the kernel that ran. All configurations go through one vectorized
-    :func:`hwmodels.roofline.evaluate_points` call.
+    for published points on several accelerators; without, the spec of the state being fitted. Every
+    model that ran (:func:`unit_rows`) goes through one vectorized :func:`hwmodels.roofline.evaluate_points`
+    call per phase: prefill with the kernel (and weight width) that ran prefill, decode with the
+    decode kernel. Ensemble rows combine their members with their schedule's formula
+    (:data:`hwmodels.ensemble.SCHEDULES`).
     """
 
     def __init__(self, df: pd.DataFrame, specs: list | None = None):
         from hwmodels.shapes import resolve_shape
 
         self.df = df.reset_index(drop=True)
+        self.units = unit_rows(self.df)
         shapes, index, mi = [], {}, []
-        for r in self.df.itertuples():
-            cfg = getattr(r, "config", None)
-            cfg = cfg if isinstance(cfg, dict) and cfg else None
-            layers = getattr(r, "layers", None)
+        for r in self.units.itertuples():
+            cfg = r.config if isinstance(r.config, dict) and r.config else None
             key = json.dumps(cfg, sort_keys=True) if cfg else str(r.model)
             if key not in index:
                 index[key] = len(shapes)
-                shapes.append(resolve_shape(str(r.model), config=cfg, layers=None if pd.isna(layers) else layers))
+                shapes.append(resolve_shape(str(r.model), config=cfg,
+                                            layers=None if r.layers is None or pd.isna(r.layers) else r.layers))
             mi.append(index[key])
         self.shapes, self.model_index = shapes, np.array(mi)
         self.specs = specs
-        self.spec_index = self.df["spec_index"].to_numpy(dtype=np.int64) if specs is not None else 0
-        col = lambda c: self.df[c].to_numpy(dtype=np.int64)  # noqa: E731
-        abits = np.array([ACT_BITS[d] for d in self.df["dtype"]])
-        sym = np.array([bool(v) for v in self.df["sym"]]) if "sym" in self.df else np.zeros(len(self.df), bool)
-        self.kernel = np.array(row_kernels(self.df), dtype=object)
-        self.args = dict(wbits=col("wbits"), group_size=col("group_size"), abits=abits, kvbits=abits,
-                         batch=col("batch"), prompt_len=col("prompt_len"), gen_len=col("gen_len"), sym=sym)
+        row = self.units["row"].to_numpy()
+        self.spec_index = self.df["spec_index"].to_numpy(dtype=np.int64)[row] if specs is not None else 0
+        u = self.units
+        abits = np.array([ACT_BITS[d] for d in u["dtype"]])
+        rows = lambda c: self.df[c].to_numpy(dtype=np.int64)[row]  # noqa: E731
+        self.args = dict(group_size=u["group_size"].to_numpy(dtype=np.int64), abits=abits, kvbits=abits,
+                         batch=rows("batch"), prompt_len=rows("prompt_len"), gen_len=rows("gen_len"),
+                         sym=u["sym"].to_numpy(dtype=bool))
+        self.phases = {"decode": (u["kernel"].to_numpy(dtype=object), u["wbits"].to_numpy(dtype=np.int64)),
+                       "prefill": (u["prefill_kernel"].to_numpy(dtype=object),
+                                   u["prefill_wbits"].to_numpy(dtype=np.int64))}
+        self.kernel = self.phases["decode"][0]
+        sched = self.df["schedule"] if "schedule" in self.df.columns else pd.Series(["single"] * len(self.df))
+        self.groups = [(i, np.flatnonzero(row == i), s) for i, s in enumerate(sched)]
 
     def spec(self, mapping: dict[str, Any]):
         from codesign.config import validate_config
@@ -315,18 +368,35 @@ class Predictor:
 
         return validate_config(AcceleratorSpec, mapping, mapping.get("name"))
 
+    def _evaluate(self, specs, rt, phase: str) -> dict[str, np.ndarray]:
+        from hwmodels.roofline import evaluate_points
+
+        kernel, wbits = self.phases[phase]
+        return evaluate_points(specs, self.shapes, spec_index=self.spec_index, model_index=self.model_index,
+                               runtime=rt, kernel=kernel, wbits=wbits, **self.args)
+
     def predict(self, spec: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> np.ndarray:
         """Predicted (prefill_ms, tpot_ms) per row under a spec mapping (or the fixed ``specs``) and a
         runtime profile mapping (``None``: no stack terms): array of shape (n_rows, 2)."""
         from codesign.config import validate_config
-        from hwmodels.roofline import evaluate_points
+        from hwmodels.ensemble import get_schedule
         from hwmodels.runtime import RuntimeProfile
 
         specs = self.specs if self.specs is not None else [self.spec(spec)]
         rt = None if runtime is None else validate_config(RuntimeProfile, runtime, runtime.get("name"))
-        res = evaluate_points(specs, self.shapes, spec_index=self.spec_index, model_index=self.model_index,
-                              runtime=rt, kernel=self.kernel, **self.args)
-        return np.stack([res["ttft_ms"], res["tpot_ms"]], axis=-1)
+        dec = self._evaluate(specs, rt, "decode")
+        same = all(np.array_equal(a, b) for a, b in zip(self.phases["decode"], self.phases["prefill"]))
+        pre = dec if same else self._evaluate(specs, rt, "prefill")
+        # one array set per unit: prefill quantities from the prefill pass, the rest from decode
+        unit = {k: v for k, v in dec.items() if isinstance(v, np.ndarray) and v.shape == dec["ttft_ms"].shape}
+        unit.update({k: pre[k] for k in unit if k.startswith("prefill_")}, ttft_ms=pre["ttft_ms"])
+        out = np.empty((len(self.df), 2))
+        for i, idx, sched in self.groups:
+            if sched == "single":
+                out[i] = unit["ttft_ms"][idx[0]], unit["tpot_ms"][idx[0]]
+            else:
+                out[i] = get_schedule(sched).time({k: v[idx] for k, v in unit.items()}, np.ones(len(idx), bool))
+        return out
 
     def predict_state(self, state: dict[str, Any]) -> np.ndarray:
         return self.predict(state["spec"], state["runtime"])
@@ -447,13 +517,27 @@ class CalibrationResult:
 
 
 def _load_runtime_mapping(runtime: str | Path) -> tuple[Path, dict[str, Any]]:
-    from hwmodels.runtime import runtime_path
+    """The profile's file and mapping, validated now so a bad file is named (not its ``name`` field)."""
+    from codesign.config import validate_config
+    from hwmodels.runtime import RuntimeProfile, runtime_path
 
     try:
         path = runtime_path(runtime)
     except ConfigError as exc:
         raise ConfigError(f"--runtime: {exc}") from None
-    return path, read_mapping(path)
+    mapping = read_mapping(path)
+    validate_config(RuntimeProfile, mapping, path)
+    return path, mapping
+
+
+def format_label(r) -> str:
+    """What ran, for per-format errors: ``variant/kernel``, with the prefill kernel where it differs and
+    the schedule of an ensemble (``w4g128/aten-int4pack-cpu,prefill=torch-matmul``)."""
+    label = f"{r.variant}/{r.kernel}"
+    if getattr(r, "prefill_kernel", r.kernel) != r.kernel:
+        label += f",prefill={r.prefill_kernel}"
+    sched = getattr(r, "schedule", "single")
+    return label if sched == "single" else f"{label}/{sched}"
 
 
 def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = None, fit: list[str] | None = None,
@@ -469,8 +553,12 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
     predictions before/after for every configuration with its split. ``info`` is merged into the
     written file's ``calibration`` block (e.g. a cross-validated error).
     """
+    from codesign.config import validate_config
+    from hwmodels.spec import AcceleratorSpec
+
     spec_file = resolve_spec_path(spec)
     spec_map = read_mapping(spec_file)
+    validate_config(AcceleratorSpec, spec_map, spec_file)  # a bad file is named before any work
     rt_file, rt_map = _load_runtime_mapping(runtime) if runtime is not None else (None, None)
     df = measurements if isinstance(measurements, pd.DataFrame) and "config_key" in measurements.columns \
         else load_measurements(measurements, device=device, statistic=statistic)
@@ -498,9 +586,9 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
     state = fit_params(sub, base, params, meas[train], progress)
     after = pred.predict_state(state)
 
-    table = df[["config_key", "model", "layers", "variant", "kernel", "wbits", "dtype", "batch", "prompt_len",
-                "gen_len"]].copy()
-    table["format"] = [f"{v}/{k}" for v, k in zip(table["variant"], table["kernel"])]
+    table = df[["config_key", "model", "layers", "variant", "kernel", "prefill_kernel", "schedule", "wbits", "dtype",
+                "batch", "prompt_len", "gen_len"]].copy()
+    table["format"] = [format_label(r) for r in table.itertuples()]
     for j, k in enumerate(TARGETS):
         table[k] = meas[:, j]
         table[f"{k}_before"] = before[:, j]

@@ -33,7 +33,8 @@ def _rows_table(rows, title: str):
         table.add_row(name, r.dtype.replace("bfloat", "bf").replace("float", "fp"), str(r.batch), str(r.prompt_len),
                       f"{r.prefill_ms:.1f}", f"{r.tpot_ms:.2f}", f"{r.batch * 1e3 / r.tpot_ms:.1f}",
                       f"{r.peak_mem_bytes / 2**20:.0f}")
-        kernels[r.variant] = r.kernel
+        pre = r.extra.get("prefill_kernel") or r.kernel
+        kernels[r.variant] = r.kernel if pre == r.kernel else f"{r.kernel}\n    (prefill: {pre})"
     return Group(table, *(f"  {v}: {k}" for v, k in kernels.items()))
 
 
@@ -91,6 +92,12 @@ def register(app: typer.Typer) -> None:
             help="Kernel of the quantized linears: auto (by device, dtype and format) or one of "
                  "aten-int4pack-cpu, aten-int8pack-cpu, aten-int8pack-grouped-cpu, aten-int4pack-x2-cpu, "
                  "aten-int4pack-cuda, marlin-gptqmodel, dequant-matmul; rows name what ran."),
+        prefill: str = typer.Option(
+            "auto", "--prefill",
+            help="How quantized linears run prefill: packed (the decode kernel), dequantized (a dense GEMM on a "
+                 "dequantized copy of each weight, kept for it: costs its memory), auto (dequantized for torch's "
+                 "CPU packed ops, whose GEMVs are slow at many rows; packed elsewhere). Rows record "
+                 "extra.prefill_kernel and extra.decode_kernel."),
         spec: Optional[str] = typer.Option(
             None, "--spec", "-s",
             help="Accelerator spec rows are compared against (default: host-cpu if probed, else dev-cpu on CPU; "
@@ -147,7 +154,7 @@ def register(app: typer.Typer) -> None:
                            batches=batches, prompt_lens=plens, store=st, gen_len=gen_len, layers=layers,
                            repeats=repeats, warmup=warmup, device=device, seed=seed, force=force, threads=threads,
                            wait_quiet=wait_quiet, wait_timeout_s=wait_timeout, max_other_load=max_other_load,
-                           clock=clock, kernel=kernel, spec=spec)
+                           clock=clock, kernel=kernel, prefill=prefill, spec=spec)
             if csv:
                 st.frame("measurements").to_csv(csv, index=False)
         Console().print(_rows_table(rows, f"{model}" + (f" (first {layers} layers)" if layers else "") + f" on {device}"))

@@ -11,7 +11,11 @@ median over repeats of the prefill time; ``tpot_ms`` the median over repeats of 
 step. Warm-up runs (kernel selection, allocator growth, page faults) are never timed.
 
 Quantized linears run on the kernel :mod:`codesign.quantize.kernels` selects for the device, dtype
-and weight format (or the one ``kernel`` names); every row says which ran. The lm head stays in
+and weight format (or the one ``kernel`` names); every row says which ran. The choice is per phase:
+decode steps run the packed kernel (the ``kernel`` column); prefill runs it too, or (``prefill``,
+``auto``: where the packed op is a GEMV that many rows make slow, torch's CPU ops) a dense GEMM on a
+dequantized copy of each weight kept for it. ``extra.prefill_kernel`` / ``extra.decode_kernel`` say
+what ran in each phase; the copy's bytes are in ``extra.weight_bytes`` and the peak memory. The lm head stays in
 the row's dtype (``torch-matmul``), as in the serving stacks whose numbers the model is fitted to.
 
 A precision ensemble (several formats of one model) runs its members for real under a schedule
@@ -197,17 +201,25 @@ class BuiltModel:
     kernel_counts: dict[str, int] = field(default_factory=dict)
     kernel_reasons: dict[str, str] = field(default_factory=dict)
     weight_bytes: int = 0
+    prefill_kernel: str = ""  # what multiplies prefill calls ("" -> ``kernel``)
+    prefill_copy_bytes: int = 0  # bytes of the dequantized copies kept for prefill
+
+    @property
+    def prefill(self) -> str:
+        return self.prefill_kernel or self.kernel
 
 
 def build_model(model: str, fmt: WeightFormat, *, dtype: str = "float32", layers: int | None = None,
-                device: str = "cpu", seed: int = 0, store=None, kernel: str = "auto") -> BuiltModel:
+                device: str = "cpu", seed: int = 0, store=None, kernel: str = "auto",
+                prefill: str = "auto") -> BuiltModel:
     """The model to time (see :class:`BuiltModel`).
 
     Random-weight names (``random:<shape>``, ``tiny-*``) are built directly from their config, so
     truncation happens before any weight is allocated. Other names are loaded, then truncated.
     Packed formats are RTN-quantized linear by linear onto their kernel
     (:func:`codesign.quantize.qlinear.replace_linears`); store variants are loaded packed and
-    moved onto their kernel (:func:`codesign.quantize.kernels.pack_model`).
+    moved onto their kernel (:func:`codesign.quantize.kernels.pack_model`); their prefill calls run
+    on ``prefill`` (:data:`codesign.quantize.kernels.PREFILL_PATHS`).
     """
     import torch
 
@@ -223,7 +235,7 @@ def build_model(model: str, fmt: WeightFormat, *, dtype: str = "float32", layers
         m.config = _truncate_config(m.config, layers)
         if layers is not None:
             m.model.layers = m.model.layers[:layers]
-        plan = pack_model(m, device=device, dtype=torch_dtype, kernel=kernel)
+        plan = pack_model(m, device=device, dtype=torch_dtype, kernel=kernel, prefill=prefill)
     elif model.startswith("random:") or model.startswith("tiny-"):
         from codesign.models import model_config
 
@@ -239,14 +251,15 @@ def build_model(model: str, fmt: WeightFormat, *, dtype: str = "float32", layers
     if fmt.bits is not None and fmt.variant_id is None:
         from codesign.quantize.qlinear import replace_linears
 
-        plan = replace_linears(m, fmt.bits, fmt.group_size, sym=fmt.sym, kernel=kernel)
+        plan = replace_linears(m, fmt.bits, fmt.group_size, sym=fmt.sym, kernel=kernel, prefill=prefill)
     cfg = {k: v for k, v in m.config.to_dict().items() if not k.startswith("_") and _jsonable(v)}
     nbytes = sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()])
     if plan is None:
         from codesign.quantize.kernels import DENSE_KERNEL
 
         return BuiltModel(m, cfg, DENSE_KERNEL, weight_bytes=nbytes)
-    return BuiltModel(m, cfg, plan.label, plan.counts, plan.reasons, nbytes)
+    copies = sum(b.numel() * b.element_size() for n, b in m.named_buffers() if n.endswith(".prefill_weight"))
+    return BuiltModel(m, cfg, plan.label, plan.counts, plan.reasons, nbytes, plan.prefill_label, copies)
 
 
 def random_model(cfg, dtype, seed: int = 0, block_rows: int = 256):
@@ -405,12 +418,13 @@ class Subject:
         return "+".join(f.name for f in self.members)
 
 
-def _already_measured(store, key: dict[str, Any], layers: int | None, kernel: str) -> bool:
+def _already_measured(store, key: dict[str, Any], layers: int | None, kernel: str, prefill: str) -> bool:
     for m in store.measurements("model=? AND variant=? AND dtype=? AND device=? AND batch=? AND prompt_len=? "
                                 "AND gen_len=?", [key[k] for k in ("model", "variant", "dtype", "device", "batch",
                                                                    "prompt_len", "gen_len")]):
         if (m.schedule == key["schedule"] and m.extra.get("layers") == layers
-                and m.extra.get("kernel_request", "auto") == kernel):
+                and m.extra.get("kernel_request", "auto") == kernel
+                and m.extra.get("prefill_request", "packed") == prefill):  # rows before per-phase kernels: packed
             return True
     return False
 
@@ -433,6 +447,7 @@ class MeasureOptions:
     retries: int = 2
     clock: str = "wall"
     kernel: str = "auto"
+    prefill: str = "auto"
     spec: str | None = None
     progress: bool = True
 
@@ -451,10 +466,12 @@ def _check(opts: MeasureOptions) -> None:
         raise ConfigError(f"--wait-quiet: {opts.wait_quiet} is out of range (allowed: 0..1, a busy fraction of all CPUs)")
     if kind == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device: {opts.device!r} requested but this torch has no CUDA device (allowed: cpu)")
-    if opts.kernel != "auto":
-        from codesign.quantize.kernels import get_kernel
+    from codesign.quantize.kernels import PREFILL_PATHS, get_kernel
 
+    if opts.kernel != "auto":
         get_kernel(opts.kernel)
+    if opts.prefill not in PREFILL_PATHS:
+        raise ConfigError(f"--prefill: {opts.prefill!r} (allowed: {', '.join(PREFILL_PATHS)})")
     if opts.spec is not None:
         from hwmodels import load_spec
 
@@ -504,7 +521,8 @@ def _sweep(model: str, subjects: list[Subject], dtypes, batches, prompt_lens, st
         bar.set_postfix_str(f"{subj.label} {subj.schedule} {dtype} b{batch} p{plen}")
         key = dict(model=model, variant=subj.label, dtype=dtype, device=kind, batch=batch, prompt_len=plen,
                    gen_len=opts.gen_len, schedule=subj.schedule)
-        if store is not None and not opts.force and _already_measured(store, key, opts.layers, opts.kernel):
+        if store is not None and not opts.force and _already_measured(store, key, opts.layers, opts.kernel,
+                                                                      opts.prefill):
             bar.update()
             continue
         need = {(f, dtype) for f in subj.members}
@@ -514,7 +532,8 @@ def _sweep(model: str, subjects: list[Subject], dtypes, batches, prompt_lens, st
         for f in subj.members:
             if (f, dtype) not in built:
                 built[(f, dtype)] = build_model(model, f, dtype=dtype, layers=opts.layers, device=opts.device,
-                                                seed=opts.seed, store=store, kernel=opts.kernel)
+                                                seed=opts.seed, store=store, kernel=opts.kernel,
+                                                prefill=opts.prefill)
         members = [built[(f, dtype)] for f in subj.members]
         t, busy, load = _time_clean(members, subj, batch, plen, opts)
         if t is None:
@@ -563,13 +582,17 @@ def _record(model: str, subj: Subject, members: list[BuiltModel], dtype: str, ba
              "prefill_runs_ms": t["prefill_runs_ms"], "tpot_runs_ms": t["tpot_runs_ms"],
              "peak_mem_method": t["peak_mem_method"], "weight_bytes": sum(m.weight_bytes for m in members),
              "device_index": opts.device, "cpu_busy_before": busy, "other_load": load, "clock": opts.clock,
-             "threads": torch.get_num_threads(), "kernel_request": opts.kernel, "lm_head_kernel": "torch-matmul"}
+             "threads": torch.get_num_threads(), "kernel_request": opts.kernel, "lm_head_kernel": "torch-matmul",
+             "prefill_request": opts.prefill, "prefill_kernel": "+".join(dict.fromkeys(m.prefill for m in members)),
+             "decode_kernel": "+".join(dict.fromkeys(m.kernel for m in members)),
+             "prefill_copy_bytes": sum(m.prefill_copy_bytes for m in members)}
     if single:
         extra.update(kernel_counts=built.kernel_counts, kernel_reasons=built.kernel_reasons)
     else:
         extra["members"] = [
             {"variant": f.name, "wbits": f.wbits(dtype), "group_size": None if f.is_dense else f.group_size,
-             "sym": f.sym, "kernel": m.kernel, "kernel_counts": m.kernel_counts, "weight_bytes": m.weight_bytes}
+             "sym": f.sym, "kernel": m.kernel, "prefill_kernel": m.prefill, "kernel_counts": m.kernel_counts,
+             "weight_bytes": m.weight_bytes}
             for f, m in zip(subj.members, members)]
         for name in ("member_prefill_ms", "member_tpot_ms"):
             for mem, v in zip(extra["members"], t.get(name, [])):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from codesign.config import ConfigError
 from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
 from codesign.quantize.kernels.base import PackedLinear, register_kernel
 from codesign.quantize.packing import unpack
@@ -39,10 +40,19 @@ class QuantLinear(PackedLinear):
         self.register_buffer("g_idx", torch.zeros(in_features, dtype=torch.int32))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
+    @property
+    def prefill_kernel(self) -> str:
+        return self.name  # every call dequantizes: prefill already runs a dense GEMM
+
     @classmethod
     def from_quantized(cls, qw: QuantizedWeight, bias: torch.Tensor | None = None, *, dtype: torch.dtype | None = None,
-                       device: str | torch.device | None = None) -> "QuantLinear":
-        """``dtype`` is unused (the weight is dequantized in each call's dtype); buffers go to ``device``."""
+                       device: str | torch.device | None = None, prefill: str = "packed") -> "QuantLinear":
+        """``dtype`` is unused (the weight is dequantized in each call's dtype); buffers go to ``device``;
+        ``prefill`` changes nothing (every call already multiplies a dense weight)."""
+        from codesign.quantize.kernels.base import PREFILL_PATHS
+
+        if prefill not in PREFILL_PATHS:
+            raise ConfigError(f"--prefill: {prefill!r} (allowed: {', '.join(PREFILL_PATHS)})")
         out, width = qw.shape
         m = cls(width, out, qw.bits, qw.group_size, qw.scales.shape[0], bias is not None, qw.sym)
         t = qw.to_tensors("w")
@@ -88,10 +98,12 @@ def set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def replace_linears(model: nn.Module, bits: int, group_size: int, sym: bool = False, progress: bool = False, *,
-                    kernel: str = "auto"):
+                    kernel: str = "auto", prefill: str = "packed"):
     """Swap every decoder linear of ``model`` for an RTN-quantized module on ``kernel`` (in place;
     ``auto``: the kernel :func:`~codesign.quantize.kernels.select_kernel` picks for the weight's
-    device and the model's dtype). Returns the :class:`~codesign.quantize.kernels.KernelPlan`.
+    device and the model's dtype), prefill calls on ``prefill``
+    (:data:`~codesign.quantize.kernels.PREFILL_PATHS`). Returns the
+    :class:`~codesign.quantize.kernels.KernelPlan`.
 
     Checks bits, group size and layout for the whole model before changing anything.
     """
@@ -110,8 +122,10 @@ def replace_linears(model: nn.Module, bits: int, group_size: int, sym: bool = Fa
             w = get_weight(mod).detach()
             qw = rtn_quantize(w, bits, group_size, sym)
             k, why = select_kernel(WeightLayout.of(qw), w.device, w.dtype, kernel)
-            set_module(model, name, k.from_quantized(qw, getattr(mod, "bias", None), dtype=w.dtype, device=w.device))
+            new = k.from_quantized(qw, getattr(mod, "bias", None), dtype=w.dtype, device=w.device, prefill=prefill)
+            set_module(model, name, new)
             plan.kernels[name] = k.name
+            plan.prefill[name] = new.prefill_kernel
             if why:
                 plan.reasons[name] = why
     return plan

@@ -2,6 +2,7 @@
 
     python experiments/calibration/packed.py                      # 1 thread, CPU-time clock (a busy box)
     python experiments/calibration/packed.py --threads 2 --clock wall --tag quiet   # on a quiet box
+    python experiments/calibration/packed.py --phase              # per-phase rows (prefill on a dense copy)
 
 Two real shapes with random weights (llama-2-7b truncated to 2 decoder layers; qwen2.5-0.5b whole)
 x dense / w8g128 / w4g128 in bfloat16 (the dtype torch's packed CPU kernels are vectorized for) x
@@ -31,8 +32,12 @@ HERE = Path(__file__).resolve().parent
 SHAPES = [("random:llama-2-7b", 2), ("random:qwen2.5-0.5b", None)]
 FORMATS = ["dense", "w8g128", "w4g128"]
 ENSEMBLE = "4,8"
-#: (formats, kernel) runs: auto's choice, then the other 8-bit kernel forced (the 4-bit member keeps auto's)
-KERNEL_RUNS = [(FORMATS, "auto"), (["w8g128"], "aten-int8pack-grouped-cpu")]
+#: (formats, kernel, prefill) runs: auto's choice with prefill on the packed kernel, the other 8-bit kernel
+#: forced (the 4-bit member keeps auto's), and the per-phase default (``measure --prefill auto``: prefill a
+#: dense GEMM on a dequantized copy, decode on the packed kernel) for the quantized formats and dense again
+#: (so dense and per-phase rows share one load condition: phase_measurements.csv)
+KERNEL_RUNS = [(FORMATS, "auto", "packed"), (["w8g128"], "aten-int8pack-grouped-cpu", "packed")]
+PHASE_RUNS = [(["w4g128", "w8g128", "dense"], "auto", "auto")]
 SCHEDULES = ["sequential", "batched"]
 BATCHES, PROMPT_LENS, GEN_LEN, DTYPE = [1, 4, 16], [16, 64], 8, "bfloat16"
 
@@ -52,9 +57,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--tag", default="", help="suffix of the store and CSVs (e.g. quiet)")
     ap.add_argument("--no-ensemble", action="store_true")
+    ap.add_argument("--phase", action="store_true",
+                    help="only the per-phase runs (--prefill auto) into phase.db -> phase_measurements.csv")
     args = ap.parse_args()
     suffix = f"-{args.tag}" if args.tag else ""
-    args.store = HERE / f"packed{suffix}.db"
+    args.store = HERE / f"{'phase' if args.phase else 'packed'}{suffix}.db"
+    runs = PHASE_RUNS if args.phase else KERNEL_RUNS
 
     from codesign.cost.measure import measure, parse_ensemble, parse_weight_format
     from codesign.store import ResultStore
@@ -62,21 +70,26 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()}", file=sys.stderr)
     t0 = time.time()
     with ResultStore(args.store) as store:
-        for (formats, kernel), (model, layers) in itertools.product(KERNEL_RUNS, SHAPES):
-            print(command(model, layers, args, f"--variant {','.join(formats)} --kernel {kernel}"), file=sys.stderr)
+        for (formats, kernel, prefill), (model, layers) in itertools.product(runs, SHAPES):
+            print(command(model, layers, args, f"--variant {','.join(formats)} --kernel {kernel} --prefill {prefill}"),
+                  file=sys.stderr)
             measure(model, [parse_weight_format(f) for f in formats], dtypes=[DTYPE], batches=BATCHES,
                     prompt_lens=PROMPT_LENS, gen_len=GEN_LEN, layers=layers, repeats=args.repeats,
-                    threads=args.threads, clock=args.clock, store=store, kernel=kernel)
-        for (_, kernel), (model, layers) in itertools.product(KERNEL_RUNS[: 0 if args.no_ensemble else None], SHAPES):
+                    threads=args.threads, clock=args.clock, store=store, kernel=kernel, prefill=prefill)
+        ens_runs = [] if args.no_ensemble or args.phase else KERNEL_RUNS
+        for (_, kernel, prefill), (model, layers) in itertools.product(ens_runs, SHAPES):
             print(command(model, layers, args, f"--ensemble {ENSEMBLE} --schedule {','.join(SCHEDULES)} "
-                                               f"--kernel {kernel}"), file=sys.stderr)
+                                               f"--kernel {kernel} --prefill {prefill}"), file=sys.stderr)
             measure(model, ensembles=[parse_ensemble(ENSEMBLE)], schedules=SCHEDULES, dtypes=[DTYPE],
                     batches=BATCHES, prompt_lens=PROMPT_LENS, gen_len=GEN_LEN, layers=layers, repeats=args.repeats,
-                    threads=args.threads, clock=args.clock, store=store, kernel=kernel)
+                    threads=args.threads, clock=args.clock, store=store, kernel=kernel, prefill=prefill)
         df = store.frame("measurements")
     single = df["schedule"] == "single"
-    df[single].to_csv(HERE / f"packed_measurements{suffix}.csv", index=False)
-    df[~single].to_csv(HERE / f"packed_ensembles{suffix}.csv", index=False)
+    if args.phase:
+        df[single].to_csv(HERE / f"phase_measurements{suffix}.csv", index=False)
+    else:
+        df[single].to_csv(HERE / f"packed_measurements{suffix}.csv", index=False)
+        df[~single].to_csv(HERE / f"packed_ensembles{suffix}.csv", index=False)
     print(f"measured in {time.time() - t0:.0f} s; load average after: {os.getloadavg()}", file=sys.stderr)
 
 

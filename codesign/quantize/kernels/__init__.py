@@ -15,6 +15,10 @@ kernel                     device  widths    what runs
 ``dequant-matmul``         any     2-8       unpack + dequantize every call, then ``F.linear``
 ========================== ======= ========= =====================================================
 
+Prefill calls (several positions per sequence) run on the kernel too, or with ``prefill='dequantized'``
+(``auto`` for the CPU kernels, whose GEMV ops are 2.5-5x slower than a dense GEMM at 128 rows) as a dense
+GEMM on a copy of the dequantized weight kept for it: :attr:`KernelPlan.prefill_label` names what ran.
+
 ``auto`` picks the first kernel (by priority) for the device that runs the layout in the activation
 dtype; ``dequant-matmul`` runs everything, so 2/3/5/6-bit weights run there and the
 measurement row says so. Dense rows name :data:`DENSE_KERNEL` (``torch-matmul``).
@@ -30,11 +34,11 @@ import torch
 from torch import nn
 
 from codesign.config import ConfigError
-from codesign.quantize.kernels.base import (DENSE_KERNEL, _KERNELS, PackedLinear, WeightLayout, register_kernel,
-                                            sorted_by_group)
+from codesign.quantize.kernels.base import (DENSE_KERNEL, _KERNELS, PREFILL_PATHS, PackedLinear, WeightLayout,
+                                            register_kernel, sorted_by_group)
 
-__all__ = ["DENSE_KERNEL", "KernelPlan", "PackedLinear", "WeightLayout", "get_kernel", "kernel_names",
-           "pack_model", "register_kernel", "select_kernel", "sorted_by_group"]
+__all__ = ["DENSE_KERNEL", "KernelPlan", "PREFILL_PATHS", "PackedLinear", "WeightLayout", "get_kernel",
+           "kernel_names", "pack_model", "register_kernel", "select_kernel", "sorted_by_group"]
 
 #: Modules that register the built-in kernels (imported on first use).
 _BUILTIN = ("codesign.quantize.kernels.cpu", "codesign.quantize.kernels.cuda", "codesign.quantize.qlinear")
@@ -89,6 +93,7 @@ class KernelPlan:
 
     kernels: dict[str, str] = field(default_factory=dict)  # linear name -> kernel name
     reasons: dict[str, str] = field(default_factory=dict)  # linear name -> why it fell back
+    prefill: dict[str, str] = field(default_factory=dict)  # linear name -> what multiplies its prefill calls
 
     @property
     def counts(self) -> dict[str, int]:
@@ -99,11 +104,19 @@ class KernelPlan:
         """The kernels that ran, most linears first, joined by ``+`` (a measurement row's ``kernel``)."""
         return "+".join(self.counts) or DENSE_KERNEL
 
+    @property
+    def prefill_label(self) -> str:
+        """Like :attr:`label`, for prefill calls (``torch-matmul`` where a dequantized copy runs them)."""
+        if not self.prefill:
+            return self.label
+        return "+".join(dict(Counter(self.prefill.values()).most_common())) or DENSE_KERNEL
+
 
 def pack_model(model: nn.Module, *, device: str | torch.device, dtype: torch.dtype, kernel: str = "auto",
-               progress: bool = False) -> KernelPlan:
+               progress: bool = False, prefill: str = "packed") -> KernelPlan:
     """Swap every ``QuantLinear`` of ``model`` (packed checkpoint weights) for the module of the
-    kernel :func:`select_kernel` picks, in place. The lm head and other float layers stay dense."""
+    kernel :func:`select_kernel` picks, in place, prefill calls on ``prefill`` (:data:`PREFILL_PATHS`).
+    The lm head and other float layers stay dense."""
     from tqdm.auto import tqdm
 
     from codesign.quantize.qlinear import QuantLinear, set_module
@@ -115,8 +128,10 @@ def pack_model(model: nn.Module, *, device: str | torch.device, dtype: torch.dty
         qw = mod.quantized()
         k, why = select_kernel(WeightLayout.of(qw), device, dtype, kernel)
         if k is not QuantLinear:
-            set_module(model, name, k.from_quantized(qw, mod.bias, dtype=dtype, device=device))
+            mod = k.from_quantized(qw, mod.bias, dtype=dtype, device=device, prefill=prefill)
+            set_module(model, name, mod)
         plan.kernels[name] = k.name
+        plan.prefill[name] = mod.prefill_kernel
         if why:
             plan.reasons[name] = why
     return plan

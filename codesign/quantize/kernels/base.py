@@ -119,6 +119,10 @@ class PackedLinear(nn.Module):
     #: Kernels that need contiguous groups get act-order weights with sorted columns and permute
     #: the input (:func:`sorted_by_group`); those that handle ``g_idx`` themselves set this.
     handles_act_order: ClassVar[bool] = False
+    #: ``prefill='auto'`` gives this kernel a dequantized dense copy for prefill: its op is a GEMV
+    #: that gets slower than a dense GEMM once a call carries many rows (CPU packed ops: 2.5-5x
+    #: slower than bf16 at 128 rows, ``experiments/kernel_speed``).
+    slow_prefill: ClassVar[bool] = False
 
     @classmethod
     def tolerance(cls, dtype: torch.dtype) -> float:
@@ -145,15 +149,27 @@ class PackedLinear(nn.Module):
         self.in_features, self.out_features, self.dtype = in_features, out_features, dtype
         self.register_buffer("perm", None)  # input permutation for act-order weights
         self.register_buffer("bias", None)
+        self.register_buffer("prefill_weight", None)  # (out, in) dequantized copy for the prefill phase
 
     @classmethod
     def from_quantized(cls, qw: QuantizedWeight, bias: torch.Tensor | None = None, *,
-                       dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "PackedLinear":
-        """A module running ``qw`` (+ ``bias``) on this kernel, its buffers on ``device``."""
+                       dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                       prefill: str = "packed") -> "PackedLinear":
+        """A module running ``qw`` (+ ``bias``) on this kernel, its buffers on ``device``.
+
+        ``prefill`` (see :data:`PREFILL_PATHS`): ``dequantized`` also keeps ``Ŵ`` as a dense
+        ``(out, in)`` tensor in ``dtype``, dequantized once here, that calls carrying several
+        positions per sequence (prefill) multiply with a dense GEMM; decode steps (one position)
+        stay on the kernel. It costs the dense weight's memory (counted in a row's weight bytes).
+        ``auto``: ``dequantized`` for kernels with :attr:`slow_prefill`, else ``packed``."""
+        if prefill not in PREFILL_PATHS:
+            raise ConfigError(f"--prefill: {prefill!r} (allowed: {', '.join(PREFILL_PATHS)})")
         out, width = qw.shape
         m, layout = cls(width, out, dtype), WeightLayout.of(qw)
         qw = QuantizedWeight(qw.qint.to(device), qw.scales.to(device), qw.zeros.to(device), qw.g_idx.to(device),
                              qw.bits, qw.group_size, qw.sym)
+        if prefill == "dequantized" or (prefill == "auto" and cls.slow_prefill):
+            m.prefill_weight = dequantize_fast(qw, layout, dtype)
         if not cls.handles_act_order and layout.act_order:
             qw, m.perm = sorted_by_group(qw, layout)
             layout = dataclasses.replace(layout, act_order=False)
@@ -171,9 +187,17 @@ class PackedLinear(nn.Module):
         """``(M, in)`` contiguous activations in ``self.dtype`` -> ``(M, out)``."""
         raise NotImplementedError
 
+    @property
+    def prefill_kernel(self) -> str:
+        """What multiplies a prefill call: the dense GEMM on the dequantized copy, or this kernel."""
+        return self.name if self.prefill_weight is None else DENSE_KERNEL
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.dtype:
             raise TypeError(f"{self.name} was packed for {self.dtype} activations, got {x.dtype}")
+        if self.prefill_weight is not None and x.dim() >= 3 and x.shape[-2] > 1:
+            # (batch, positions, in) with several positions: prefill. One GEMM on the dense copy.
+            return torch.nn.functional.linear(x, self.prefill_weight, self.bias)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self.perm is not None:
@@ -185,7 +209,30 @@ class PackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.name}, "
-                f"dtype={self.dtype}, act_order={self.perm is not None}, bias={self.bias is not None}")
+                f"prefill={self.prefill_kernel}, dtype={self.dtype}, act_order={self.perm is not None}, "
+                f"bias={self.bias is not None}")
+
+
+#: How quantized linears run prefill calls: ``packed`` (the decode kernel), ``dequantized`` (a dense
+#: GEMM on a dequantized copy kept for it), ``auto`` (``dequantized`` for kernels whose op is slow
+#: at many rows, see :attr:`PackedLinear.slow_prefill`).
+PREFILL_PATHS = ("auto", "packed", "dequantized")
+
+
+def dequantize_fast(qw: QuantizedWeight, layout: WeightLayout, dtype: torch.dtype) -> torch.Tensor:
+    """``Ŵ = s (q - zero)`` ``(out, in)`` in ``dtype``, computed in float32 and rounded once (the
+    reference the kernels are tested against). Contiguous layouts broadcast each group's scale and
+    zero over its columns, 64 rows at a time (no ``(out, in)`` float32 temporaries)."""
+    if layout.act_order or layout.in_features % layout.group_width:
+        return qw.dequantize(dtype)
+    out, width = qw.shape
+    ng, gw = width // layout.group_width, layout.group_width
+    w = torch.empty(out, width, dtype=dtype, device=qw.qint.device)
+    s, z = qw.scales.float().T, qw.zeros.float().T  # (out, n_groups)
+    for r in range(0, out, 64):
+        q = qw.qint[r:r + 64].float().view(-1, ng, gw)
+        w[r:r + 64] = ((q - z[r:r + 64, :, None]) * s[r:r + 64, :, None]).view(-1, width).to(dtype)
+    return w
 
 
 def _dtype_names(dtypes) -> str:

@@ -14,6 +14,10 @@ as the exact path (relative error ~3e-3 in bfloat16, the output's own rounding).
 partial products summed in float32 (exact per-group execution), as fast on one thread but 32-86
 parallel regions per linear, which collapse when other processes hold a core (0.03x dense on
 2 busy cores, ``experiments/kernel_speed``). Neither re-quantizes the weight to per-channel scales.
+
+All four are GEMV kernels: at 128 rows and more they are 2.5-5x slower than a dense bf16 GEMM (they
+re-expand the weight per block of rows), so ``prefill='auto'`` runs prefill calls on a dense copy of the
+dequantized weight (:attr:`~codesign.quantize.kernels.base.PackedLinear.slow_prefill`).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Int4PackCpu(PackedLinear):
     name = "aten-int4pack-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu"
     device, bits, priority = "cpu", (4,), 10
+    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -79,6 +84,7 @@ class Int8PackCpu(PackedLinear):
     name = "aten-int8pack-cpu"
     op = "torch.ops.aten._weight_int8pack_mm"
     device, bits, priority = "cpu", (8,), 20
+    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -109,6 +115,7 @@ class Int8PackGroupedCpu(PackedLinear):
     name = "aten-int8pack-grouped-cpu"
     op = "torch.ops.aten._weight_int8pack_mm (one call per group)"
     device, bits, priority = "cpu", (8,), 40
+    slow_prefill = True
 
     def _pack(self, qw: QuantizedWeight, layout: WeightLayout) -> None:
         q8, s, corr = _int8_offsets(qw, self.dtype)
@@ -147,6 +154,7 @@ class Int4PackX2Cpu(PackedLinear):
     name = "aten-int4pack-x2-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu (x2, high and low nibbles)"
     device, bits, priority = "cpu", (8,), 30
+    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
