@@ -81,3 +81,68 @@ def test_indistinguishable_uses_the_paired_difference():
     assert indistinguishable(a, {"trust": 61 + shared + rng.normal(0, 0.2, 300)}) is False  # small but consistent
     assert indistinguishable(a, {"trust": 60 + shared + rng.normal(0, 2, 300)}) is True
     assert indistinguishable(a, a) is True
+
+
+TASKS = ["advglue", "ethics", "ood"]
+
+
+@pytest.fixture(scope="module")
+def study_store(tmp_path_factory, data_dir):
+    """A synthetic catalogue (RTN+GPTQ at 3/4/8 bits, real items and store) and its exhaustive study."""
+    from codesign.explore.config import StudyConfig
+    from codesign.explore.study import build_context, run_study
+    from codesign.explore.synthetic import fill_synthetic_store, synthetic_catalogue
+    from codesign.store import ResultStore
+
+    members = synthetic_catalogue(methods=("rtn", "gptq"), bits=(3, 4, 8))
+    store = ResultStore(tmp_path_factory.mktemp("unc") / "results.db")
+    fill_synthetic_store(store, members, TASKS, data_dir=data_dir, limit=24, seed=0)
+    cfg = StudyConfig.model_validate(dict(
+        name="u", catalogue={"methods": ["rtn", "gptq"], "bits": [3, 4, 8]}, tasks=TASKS, items="stored",
+        objectives=["trust", "tpot_ms"], specs=["h100-sxm"], schedules=["sequential"], max_members=2,
+        methods=["exhaustive"], uncertainty={"resamples": 100}))
+    ctx = build_context(cfg, store, members=members, progress=False)
+    result = run_study(ctx)
+    yield store, ctx, result
+    store.close()
+
+
+def test_study_result_carries_intervals_pareto_probabilities_and_alternatives(study_store):
+    from codesign.explore.results import distinct
+
+    store, ctx, result = study_store
+    points = store.study_points("u")
+    idx, _ = distinct(points)
+    assert result.bootstrap is not None and result.bootstrap.n_resamples == 100
+    assert len(result.intervals) == len(idx) == 6 + 15  # every feasible member set of size 1-2, trust only
+    for i in idx:
+        iv = result.interval(points[i].key, "trust")
+        assert iv.estimate == pytest.approx(points[i].value("trust"))
+        assert iv.low <= iv.estimate <= iv.high and 0 < iv.se < 20
+    probs = {p.point: p.probability for p in result.pareto_probability}
+    front = [f.point for f in result.front_of(None)]
+    assert all(probs[k] > 0 for k in front) and max(probs.values()) == 1.0  # the fastest config is always on it
+    off = [k for k in probs if k not in front]
+    assert off and np.mean([probs[k] for k in off]) < np.mean([probs[k] for k in front])
+    for r in result.recommendations:
+        assert r.point not in r.alternatives and set(r.alternatives) <= set(front)
+    # what explore stored is what the report reads back
+    assert store.study_result("u") == result
+    with type(store)(store.path, read_only=True) as ro:
+        assert ro.study_result("u").intervals == result.intervals
+
+
+def test_paired_draws_are_shared_across_member_sets_and_reproducible(study_store):
+    from codesign.explore.uncertainty import quality_draws
+    from codesign.records import BootstrapSettings
+
+    _, ctx, _ = study_store
+    q = ctx.evaluator.quality
+    a, b = ctx.space.members[:2]
+    s = BootstrapSettings(50, 0.95, 3)
+    d1 = quality_draws(q, [(a,), (a, b)], ["trust"], s)
+    d2 = quality_draws(q, [(a, b), (a,)], ["trust"], s)
+    np.testing.assert_array_equal(d1[(a,)]["trust"], d2[(a,)]["trust"])
+    # a two-member vote of a member with itself would be itself: same answers -> identical draws
+    assert np.isfinite(d1[(a, b)]["trust"]).all()
+    assert abs(d1[(a,)]["trust"].mean() - q.quality([a])["trust"]) < 4

@@ -21,8 +21,10 @@ import numpy as np
 from codesign import objectives as registry
 from codesign.pareto import (fill_missing, hypervolume, hypervolume_trace, log_hv_difference, nadir_reference,
                              pareto_mask, to_maximization)
-from codesign.records import (FrontPoint, HypervolumeStep, Recommendation, StudyPoint, StudyResult, VariantSpec,
-                              ensemble_label)
+from codesign.records import (BootstrapSettings, FrontPoint, HypervolumeStep, Interval, ParetoProbability,
+                              Recommendation, StudyPoint, StudyResult, VariantSpec, ensemble_label)
+
+Draws = dict[str, np.ndarray]  # quality objective -> (B,) bootstrap draws (codesign.explore.uncertainty)
 
 
 def objective_matrix(points: Sequence[StudyPoint], names: Sequence[str]) -> np.ndarray:
@@ -105,11 +107,14 @@ def primary_objective(objectives: Sequence[tuple[str, str]]) -> int:
     return next((j for j, (_, d) in enumerate(objectives) if d == "max"), 0)
 
 
-def recommend(points: Sequence[StudyPoint], Y: np.ndarray, objectives: Sequence[tuple[str, str]]) -> list[Recommendation]:
+def recommend(points: Sequence[StudyPoint], Y: np.ndarray, objectives: Sequence[tuple[str, str]],
+              draws: Mapping[tuple[str, ...], Draws] | None = None, level: float = 0.95) -> list[Recommendation]:
     """A few configurations of the feasible front (every constraint is in ``feasible`` already):
     the best in the primary objective (``trust`` if present), the best in the first minimised one,
     and the knee, the front point nearest the ideal point with each objective scaled to [0, 1].
-    A configuration filling several roles is listed once, with its roles joined."""
+    A configuration filling several roles is listed once, with its roles joined. With bootstrap
+    ``draws`` (member set -> objective -> resampled values), each recommendation lists the other
+    front configurations statistically indistinguishable from it (:func:`~codesign.explore.uncertainty.indistinguishable`)."""
     idx, _ = distinct(points)
     if not idx:
         return []
@@ -142,16 +147,57 @@ def recommend(points: Sequence[StudyPoint], Y: np.ndarray, objectives: Sequence[
         norm = (Yf - lo) / np.where(hi > lo, hi - lo, 1.0)
         add(int(front[np.argmin(np.linalg.norm(1.0 - norm, axis=1))]), "Balanced (knee)",
             "closest to the ideal point with every objective scaled to [0, 1]")
-    return [Recommendation(role, why, points[i].key) for i, role, why in picks]
+    if not draws:
+        return [Recommendation(role, why, points[i].key) for i, role, why in picks]
+    from codesign.explore.uncertainty import indistinguishable
+
+    order = front[np.argsort(-Y[front, p], kind="stable")]
+    out = []
+    for i, role, why in picks:
+        mine = draws.get(points[i].config.members, {})
+        alts = tuple(points[j].key for j in order if j != i
+                     and indistinguishable(mine, draws.get(points[j].config.members, {}), level))
+        out.append(Recommendation(role, why, points[i].key, alts))
+    return out
+
+
+def uncertainty(points: Sequence[StudyPoint], Y: np.ndarray, objectives: Sequence[tuple[str, str]],
+                draws: Mapping[tuple[str, ...], Draws], level: float) -> tuple[list[Interval], list[ParetoProbability]]:
+    """Intervals of the bootstrapped objectives and the probability of being on the front, for every
+    distinct feasible configuration (its first point). ``Y``: maximised objectives of ``points``."""
+    from codesign.explore.uncertainty import pareto_probability, summarize_draws
+
+    idx, _ = distinct(points)
+    if not idx or not draws:
+        return [], []
+    B = max((len(v) for d in draws.values() for v in d.values()), default=0)
+    if B == 0:
+        return [], []
+    Yb = np.repeat(Y[idx][None], B, axis=0)  # (B, n, m): exact objectives repeat along B
+    intervals = []
+    for k, i in enumerate(idx):
+        mine = draws.get(points[i].config.members, {})
+        for j, (name, direction) in enumerate(objectives):
+            if name not in mine:
+                continue
+            se, lo, hi = summarize_draws(mine[name], level)
+            intervals.append(Interval(points[i].key, name, points[i].value(name), se, lo, hi))
+            Yb[:, k, j] = mine[name] * (1.0 if direction == "max" else -1.0)
+    probs = pareto_probability(Yb)
+    return intervals, [ParetoProbability(points[i].key, float(pr)) for i, pr in zip(idx, probs)]
 
 
 def summarize(study: str, points: Sequence[StudyPoint], objectives: Sequence[tuple[str, str]],
-              ref_point: Mapping[str, float] | None = None) -> StudyResult:
+              ref_point: Mapping[str, float] | None = None, draws: Mapping[tuple[str, ...], Draws] | None = None,
+              bootstrap: BootstrapSettings | None = None) -> StudyResult:
     """The study's result from its stored points (``points`` in store order: method, seed, point id).
 
     Args:
         objectives: ``(name, direction)`` of the study's objectives, directions as configured.
         ref_point: the configured reference point in own units (``None``: inferred).
+        draws: bootstrap draws of the quality objectives per member set
+            (:func:`codesign.explore.uncertainty.quality_draws`); ``None``: no uncertainty.
+        bootstrap: the settings the draws were made with.
     """
     objectives = tuple((str(n), str(d)) for n, d in objectives)
     points = list(points)
@@ -165,8 +211,12 @@ def summarize(study: str, points: Sequence[StudyPoint], objectives: Sequence[tup
     if len(specs) > 1:
         for s in specs:
             front += pareto_front(points, Y, s)
+    level = bootstrap.level if bootstrap is not None else 0.95
+    intervals, probs = uncertainty(points, Y, objectives, draws, level) if draws else ([], [])
     return StudyResult(study, objectives, tuple(float(v) for v in ref), reference_hv, len(points), tuple(front),
-                       tuple(hypervolume_steps(points, Y, ref, reference_hv)), tuple(recommend(points, Y, objectives)))
+                       tuple(hypervolume_steps(points, Y, ref, reference_hv)),
+                       tuple(recommend(points, Y, objectives, draws, level)),
+                       bootstrap if intervals else None, tuple(intervals), tuple(probs))
 
 
 # -- tables ---------------------------------------------------------------------------------------

@@ -323,9 +323,31 @@ def run_study(ctx: StudyContext, methods: Sequence[str] | None = None, seed: int
 
 
 def summarize_study(ctx: StudyContext) -> StudyResult:
-    """Summarise the study's stored points (:func:`codesign.explore.results.summarize`) and store the result."""
+    """Summarise the study's stored points (:func:`codesign.explore.results.summarize`), with the
+    paired item bootstrap of its quality objectives, and store the result."""
     from codesign.explore.results import summarize
 
-    result = summarize(ctx.name, ctx.store.study_points(ctx.name), ctx.objectives, ctx.cfg.ref_point)
+    points = ctx.store.study_points(ctx.name)
+    draws, settings = study_draws(ctx, points)
+    result = summarize(ctx.name, points, ctx.objectives, ctx.cfg.ref_point, draws, settings)
     ctx.store.save_study_result(result)
     return result
+
+
+def study_draws(ctx: StudyContext, points: Sequence[StudyPoint]):
+    """Bootstrap draws of the study's quality objectives for every feasible evaluated member set
+    (``(None, None)`` when the config turns the bootstrap off or no quality objective is studied)."""
+    from codesign.explore.uncertainty import quality_draws
+    from codesign.objectives import objectives as registered
+    from codesign.records import BootstrapSettings
+
+    u = ctx.cfg.uncertainty
+    names = [n for n, _ in ctx.objectives if n in registered() and registered()[n].source == "quality"]
+    if u.resamples <= 0 or not names:
+        return None, None
+    settings = BootstrapSettings(u.resamples, u.level, ctx.cfg.seed)
+    sets = list(dict.fromkeys(p.config.members for p in points if p.feasible))
+    missing = [m for s in sets for m in s if not ctx.evaluator.is_cached(m)]
+    if missing:  # points stored by an earlier run whose members lost their answers: no intervals
+        return None, None
+    return quality_draws(ctx.evaluator.quality, sets, names, settings), settings

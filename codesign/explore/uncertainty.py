@@ -17,27 +17,16 @@ answers), so draws are computed once per member set.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from codesign import objectives as registry
 from codesign.pareto import fill_missing, pareto_mask
+from codesign.records import BootstrapSettings
 
-#: Resamples of the default study (the interval ends move by < 0.5 points between reruns at 200).
-DEFAULT_RESAMPLES = 200
-DEFAULT_LEVEL = 0.95
+DEFAULT_LEVEL = BootstrapSettings().level
 
-Draws = dict[str, np.ndarray]  # quality objective -> (B,) values on each resample
-
-
-@dataclass(frozen=True)
-class BootstrapSettings:
-    """How the intervals were made: resamples, confidence level, seed of the resample indices."""
-
-    n_resamples: int = DEFAULT_RESAMPLES
-    level: float = DEFAULT_LEVEL
-    seed: int = 0
+Draws = dict[str, np.ndarray]  # quality objective -> (B,) values on each resample (as explore.results)
 
 
 def resample_indices(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
