@@ -146,3 +146,21 @@ def test_paired_draws_are_shared_across_member_sets_and_reproducible(study_store
     # a two-member vote of a member with itself would be itself: same answers -> identical draws
     assert np.isfinite(d1[(a, b)]["trust"]).all()
     assert abs(d1[(a,)]["trust"].mean() - q.quality([a])["trust"]) < 4
+
+
+def test_outputs_and_report_show_intervals(study_store, tmp_path):
+    from codesign.explore.outputs import write_outputs
+    from codesign.report.data import collect
+    from codesign.report.tables import pareto_table, recommendation_table
+
+    store, ctx, result = study_store
+    files = write_outputs(store, result, ctx.specs, tmp_path)
+    front = pd.read_csv(files[0])
+    assert {"trust_low", "trust_high", "trust_se", "p_pareto"} <= set(front.columns)
+    assert (front["trust_low"] <= front["trust"]).all() and (front["trust"] <= front["trust_high"]).all()
+    with type(store)(store.path, read_only=True) as ro:
+        data = collect(ro, "u")
+    t = pareto_table(data)
+    assert "trust 95% interval" in t and "P(on front)" in t and t["trust 95% interval"].str.startswith("[").all()
+    rec = recommendation_table(data)
+    assert "statistically indistinguishable alternatives" in rec

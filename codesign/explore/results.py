@@ -239,13 +239,28 @@ def points_frame(points: Sequence[StudyPoint], specs: Mapping[str, VariantSpec])
     return pd.DataFrame(rows)
 
 
-def distinct_frame(points: Sequence[StudyPoint], specs: Mapping[str, VariantSpec]):
-    """One :func:`points_frame` row per distinct configuration (its first point), with ``found_by``."""
+def distinct_frame(points: Sequence[StudyPoint], specs: Mapping[str, VariantSpec], result: StudyResult | None = None):
+    """One :func:`points_frame` row per distinct configuration (its first point), with ``found_by``
+    (and, given the study's ``result``, its uncertainty columns: :func:`add_uncertainty`)."""
     idx, found = distinct(points, feasible_only=False)
     df = points_frame([points[i] for i in idx], specs)
     if not df.empty:
         df["found_by"] = [",".join(found[i]) for i in idx]
+        if result is not None:
+            add_uncertainty(df, result, [points[i].key for i in idx])
     return df
+
+
+def add_uncertainty(df, result: StudyResult, keys: Sequence[tuple[str, int, int]]) -> None:
+    """Add ``<objective>_se``, ``<objective>_low``, ``<objective>_high`` for every bootstrapped
+    objective and ``p_pareto`` to rows of configurations ``keys`` (in place; nothing without a bootstrap)."""
+    if result.bootstrap is None:
+        return
+    for name in dict.fromkeys(i.objective for i in result.intervals):
+        ivs = [result.interval(k, name) for k in keys]
+        for col in ("se", "low", "high"):
+            df[f"{name}_{col}"] = [getattr(iv, col) if iv is not None else np.nan for iv in ivs]
+    df["p_pareto"] = [result.p_pareto(k) if result.p_pareto(k) is not None else np.nan for k in keys]
 
 
 def _ensemble(members: Sequence[str], specs: Mapping[str, VariantSpec]) -> str:
@@ -265,6 +280,7 @@ def front_frame(result: StudyResult, points: Sequence[StudyPoint], specs: Mappin
     if df.empty:
         return pd.DataFrame()
     df["found_by"] = [",".join(f.found_by) for f in front]
+    add_uncertainty(df, result, [f.point for f in front])
     return df
 
 
@@ -280,6 +296,11 @@ def recommendations_frame(result: StudyResult, points: Sequence[StudyPoint], spe
     idx, found = distinct(points, feasible_only=False)
     methods = {points[i].key: found[i] for i in idx}
     df["found_by"] = [",".join(methods.get(r.point, (r.point[0],))) for r in recs]
+    add_uncertainty(df, result, [r.point for r in recs])
+    if result.bootstrap is not None:
+        several = len({p.config.spec for p in points}) > 1
+        df["alternatives"] = ["; ".join(by_key[a].config.label(specs, several) for a in r.alternatives if a in by_key)
+                              for r in recs]
     df.insert(0, "reason", [r.reason for r in recs])
     df.insert(0, "role", [r.role for r in recs])
     return df
