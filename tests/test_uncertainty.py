@@ -164,3 +164,50 @@ def test_outputs_and_report_show_intervals(study_store, tmp_path):
     assert "trust 95% interval" in t and "P(on front)" in t and t["trust 95% interval"].str.startswith("[").all()
     rec = recommendation_table(data)
     assert "statistically indistinguishable alternatives" in rec
+
+
+def test_bo_gp_receives_trust_variances_as_fixed_noise(study_store):
+    import torch
+
+    from codesign.explore.bo import observation_noise
+    from codesign.explore.study import make_searcher
+    from codesign.explore.uncertainty import quality_draws
+    from codesign.records import BootstrapSettings
+
+    _, ctx, _ = study_store
+    configs = ctx.space.enumerate()[:10]
+    Y = ctx.to_max([r.objectives for r in ctx.evaluator.evaluate(configs)])
+    Yvar = ctx.observation_variance(configs)
+    # trust: the squared bootstrap SE of each configuration's member set; tpot_ms: exact
+    se = quality_draws(ctx.evaluator.quality, [configs[3].members], ["trust"],
+                       BootstrapSettings(100, 0.95, ctx.cfg.seed))[configs[3].members]["trust"].std(ddof=1)
+    assert Yvar[3, 0] == pytest.approx(se ** 2) and (Yvar[:, 0] > 1).all() and (Yvar[:, 1] == 0).all()
+    bo = make_searcher(ctx, "bo", 0)
+    assert len(bo.propose(configs, Y, 2, Yvar)) == 2
+    model = bo.last_model
+    noise = model.likelihood.noise_covar.noise.T * model.outcome_transform.stdvs ** 2  # back to objective units
+    expected = observation_noise(torch.as_tensor(Y), torch.as_tensor(Yvar))
+    torch.testing.assert_close(noise, expected)
+    assert torch.allclose(noise[:, 0], torch.as_tensor(Yvar[:, 0]))  # trust's variances themselves (above the floor)
+
+
+def test_same_config_and_seed_evaluate_the_same_configurations(study_store, tmp_path):
+    import shutil
+
+    import torch
+
+    from codesign.explore.study import build_context, run_method
+    from codesign.store import ResultStore
+
+    store, ctx, _ = study_store
+    runs = []
+    for k in range(2):
+        shutil.copy(store.path, tmp_path / f"r{k}.db")
+        torch.manual_seed(100 + k)  # a different global random state each time must not matter
+        np.random.seed(100 + k)
+        with ResultStore(tmp_path / f"r{k}.db") as s:
+            c = build_context(ctx.cfg.model_copy(update={"optimizer": ctx.cfg.optimizer.model_copy(
+                update={"n_init": 4, "q": 2, "mc_samples": 16})}), s, name=f"repro", members=ctx.members, progress=False)
+            s.create_study("repro", {"repro": True})
+            runs.append([p.config for p in run_method(c, "bo", seed=5, budget=10)])
+    assert len(runs[0]) == 10 and runs[0] == runs[1]

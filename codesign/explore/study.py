@@ -58,6 +58,32 @@ class StudyContext:
         vals = np.array([[_num(o.get(n)) for n in names] for o in objectives], dtype=np.float64)
         return to_maximization(vals.reshape(len(objectives), len(names)), directions)
 
+    def observation_variance(self, configs: Sequence[Configuration]) -> np.ndarray:
+        """``(n, m)`` sampling variances of the configurations' objectives: a quality objective's
+        squared paired-bootstrap standard error (:mod:`codesign.explore.uncertainty`), 0 for exact
+        costs. Computed once per member set (quality depends on the members only)."""
+        from codesign.explore.uncertainty import quality_draws
+        from codesign.objectives import objectives as registered
+        from codesign.records import BootstrapSettings
+
+        names = [n for n, _ in self.objectives if n in registered() and registered()[n].source == "quality"]
+        out = np.zeros((len(configs), len(self.objectives)))
+        u = self.cfg.uncertainty
+        if not names or u.resamples <= 0 or not configs:
+            return out
+        cache = self.__dict__.setdefault("_variance", {})
+        new = [m for m in dict.fromkeys(c.members for c in configs) if m not in cache]
+        if new:
+            draws = quality_draws(self.evaluator.quality, new, names, BootstrapSettings(u.resamples, u.level,
+                                                                                         self.cfg.seed))
+            for m in new:
+                cache[m] = {n: float(np.nanvar(d, ddof=1)) if np.isfinite(d).sum() > 1 else math.nan
+                            for n, d in draws[m].items()}
+        for j, (n, _) in enumerate(self.objectives):
+            if n in names:
+                out[:, j] = [cache[c.members].get(n, math.nan) for c in configs]
+        return out
+
     def ref_point(self) -> np.ndarray | None:
         """The configured reference point in the maximised space (``None``: infer)."""
         if self.cfg.ref_point is None:
@@ -275,6 +301,9 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
             batch = [c for c in init if c not in set(configs)]
         elif method == "exhaustive":
             batch = searcher.propose(configs, None, q=room)
+        elif method == "bo":  # trust enters the GP with its observed sampling variance (fixed-noise GP)
+            Y = fill_missing(ctx.to_max(objs))
+            batch = searcher.propose(configs, Y, q=min(cfg.optimizer.q, room), Yvar=ctx.observation_variance(configs))
         else:
             Y = fill_missing(ctx.to_max(objs)) if objs else np.zeros((0, len(cfg.objectives)))
             batch = searcher.propose(configs, Y, q=min(cfg.optimizer.q, room))
