@@ -200,6 +200,7 @@ def test_same_config_and_seed_evaluate_the_same_configurations(study_store, tmp_
     from codesign.store import ResultStore
 
     store, ctx, _ = study_store
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the copies must hold every stored answer
     runs = []
     for k in range(2):
         shutil.copy(store.path, tmp_path / f"r{k}.db")
