@@ -212,3 +212,15 @@ def test_same_config_and_seed_evaluate_the_same_configurations(study_store, tmp_
             s.create_study("repro", {"repro": True})
             runs.append([p.config for p in run_method(c, "bo", seed=5, budget=10)])
     assert len(runs[0]) == 10 and runs[0] == runs[1]
+
+
+def test_terminal_summary_fits_80_columns_with_intervals(study_store):
+    from codesign.explore.results import describe
+
+    store, ctx, result = study_store
+    text = describe(result, store.study_points("u"), ctx.specs)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 80, text
+    assert lines[0].split()[:3] == ["#", "ensemble", "schedule"] and "P(front)" in lines[0]
+    assert any("(" in line and "-" in line for line in lines[1:])  # trust as estimate (low-high)
+    assert any(line.startswith("Highest trust score: #1") for line in lines), text

@@ -13,6 +13,7 @@ for fronts, hypervolumes and recommendations alike.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -318,14 +319,83 @@ def hypervolume_frame(result: StudyResult, final: bool = False):
 
 
 def describe(result: StudyResult, points: Sequence[StudyPoint], specs: Mapping[str, VariantSpec],
-             max_rows: int = 12) -> Any:
-    """The front as a short text table (configuration and objectives) for the terminal."""
-    df = front_frame(result, points, specs)
-    if df.empty:
+             max_rows: int = 12, width: int = 80) -> str:
+    """The front and the recommendations as plain text no wider than ``width`` (the terminal summary).
+
+    One numbered row per front configuration (best first in the primary objective): a compact
+    ensemble name, schedule, accelerator, each objective (a bootstrapped one as ``estimate
+    (low-high)``) and the probability of being on the front; then each recommendation by row
+    number with the rows statistically indistinguishable from it.
+    """
+    by_key = {p.key: p for p in points}
+    front = [f for f in result.front_of(None) if f.point in by_key][:max_rows]
+    if not front:
         return "no feasible configuration found"
-    cols = ["configuration"] + [n for n in result.objective_names if n in df]
-    df = df[cols].head(max_rows).copy()
-    for n in result.objective_names:
-        if n in df:
-            df[n] = df[n].map(lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else v)
-    return df.to_string(index=False)
+    several = len({p.config.spec for p in points}) > 1
+    head = ["#", "ensemble", "schedule"] + (["hw"] if several else [])
+    head += [_short_objective(n) for n in result.objective_names]
+    boot = result.bootstrap is not None
+    head += ["P(front)"] if boot else []
+    rows = []
+    for k, f in enumerate(front):
+        c = by_key[f.point].config
+        row = [str(k + 1), _compact_ensemble(c.members, specs), c.schedule if len(c.members) > 1 else "-"]
+        row += [c.spec] if several else []
+        for n in result.objective_names:
+            v, iv = by_key[f.point].value(n), result.interval(f.point, n)
+            row.append(f"{v:.3g}" if iv is None or np.isnan(iv.low) else f"{v:.1f} ({iv.low:.0f}-{iv.high:.0f})")
+        if boot:
+            pr = result.p_pareto(f.point)
+            row.append("" if pr is None else f"{pr:.2f}")
+        rows.append(row)
+    lines = _fit_columns(head, rows, width, shrink=1, text_cols=3 + several)
+    if several:
+        lines.append("hw: the accelerator spec")
+    number = {f.point: k + 1 for k, f in enumerate(front)}
+    if boot:
+        lines.append(f"({100 * result.bootstrap.level:g}% intervals and P(front) from {result.bootstrap.n_resamples} "
+                     "paired item resamples)"[:width])
+    for r in result.recommendations:
+        ref = f"#{number[r.point]}" if r.point in number else _compact_ensemble(by_key[r.point].config.members, specs)
+        text = f"{r.role}: {ref}"
+        if boot:
+            alts = [f"#{number[a]}" for a in r.alternatives if a in number]
+            more = len(r.alternatives) - len(alts)
+            text += ("; indistinguishable: " + ", ".join(alts) + (f" +{more} more" if more else "")
+                     if r.alternatives else "; no indistinguishable alternative")
+        lines.extend(textwrap.wrap(text, width, subsequent_indent="  "))
+    return "\n".join(lines)
+
+
+def _short_objective(name: str) -> str:
+    o = registry.objectives().get(name)
+    if o is None:
+        return name
+    return {"trust": "trust %", "tpot_ms": "TPOT ms", "peak_memory_gb": "mem GB", "energy_per_token_j": "J/token",
+            "area_mm2": "area mm2"}.get(name, f"{name} {o.unit}")
+
+
+def _compact_ensemble(members: Sequence[str], specs: Mapping[str, VariantSpec]) -> str:
+    """Members' short names with a group size they all share left out: ``rtn-w3+gptq-w8``."""
+    known = [specs[m] for m in members if m in specs]
+    if len(known) < len(members):
+        return "+".join(m.split("--")[-1] for m in members)
+    label = ensemble_label(known)
+    groups = {s.group_size for s in known if not s.is_dense}
+    return label.replace(f"g{groups.pop()}", "") if len(groups) == 1 else label
+
+
+def _fit_columns(head: list[str], rows: list[list[str]], width: int, shrink: int, text_cols: int) -> list[str]:
+    """Columns one space apart, the first ``text_cols`` left-aligned, the rest right-aligned; column
+    ``shrink`` is cut (with ``~``) to fit ``width``."""
+    cols = list(zip(head, *rows))
+    w = [max(len(x) for x in col) for col in cols]
+    over = sum(w) + (len(w) - 1) - width
+    if over > 0:
+        w[shrink] = max(len(head[shrink]), w[shrink] - over)
+
+    def cell(x: str, j: int) -> str:
+        x = x if len(x) <= w[j] else x[: w[j] - 1] + "~"
+        return x.ljust(w[j]) if j < text_cols else x.rjust(w[j])
+
+    return [" ".join(cell(x, j) for j, x in enumerate(r)).rstrip() for r in [head] + rows]
