@@ -164,7 +164,7 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
     """
     import hwmodels
 
-    from codesign.explore.executor import InProcessExecutor, MemberJob, evaluate_member
+    from codesign.explore.executor import InProcessExecutor, MemberJob
 
     if members is None:
         members = cfg.catalogue_obj(source).variants()
@@ -201,14 +201,52 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
 
     def ensure(missing: list[str]) -> None:
         subtasks = tuple((t, tuple(s)) for t, s in sorted(cfg.subtasks.items()))
+        # one bar for the stage (per member), not a bar per quantization and task of each member
         jobs = [MemberJob(str(store.path), by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed,
-                          cfg.data_dir, progress, subtasks, cfg.protocol) for m in missing]
-        if progress:
-            print(f"evaluating {len(jobs)} member(s) on demand: {', '.join(by_id[m].short_name for m in missing)}")
-        executor.map(evaluate_member, jobs)
+                          cfg.data_dir, False, subtasks, cfg.protocol) for m in missing]
+        evaluate_members(executor, jobs, [by_id[m].short_name for m in missing], progress)
 
     evaluator = ObjectiveEvaluator(quality, costs, cfg.constraints, ensure)
     return StudyContext(cfg, store, name or cfg.name, space, evaluator, members, progress)
+
+
+def evaluate_members(executor, jobs: list, names: list[str], progress: bool) -> None:
+    """Run on-demand member evaluations under one progress bar: in-process one job at a time
+    (the bar names the member being quantized and evaluated), else the executor's map at once."""
+    from tqdm.auto import tqdm
+
+    from codesign.explore.executor import InProcessExecutor, evaluate_member
+
+    with _quiet_libraries(), tqdm(total=len(jobs), desc="quantize + evaluate members", unit="member",
+                                  disable=not progress) as bar:
+        if not isinstance(executor, InProcessExecutor):
+            executor.map(evaluate_member, jobs)
+            bar.update(len(jobs))
+            return
+        for job, name in zip(jobs, names):
+            bar.set_postfix_str(name)
+            executor.map(evaluate_member, [job])
+            bar.update(1)
+
+
+class _quiet_libraries:
+    """transformers' own per-model progress bars (weight loading) off while a stage bar runs."""
+
+    def __enter__(self):
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self._was = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            self._was = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._was:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
 
 
 def check_feasible(ctx: StudyContext, sample: int = 4096) -> int:
@@ -264,6 +302,32 @@ def make_searcher(ctx: StudyContext, method: str, seed: int):
     if method == "exhaustive":
         return Exhaustive(sp, ev.cost_feasible)
     raise ConfigError(f"unknown search method {method!r} (allowed: bo, random, nsga2, exhaustive)")
+
+
+#: Rough CPU costs on a quiet 2-core box (SmolLM2-135M, log-likelihood scoring), from the measured
+#: default run (see the issue-22 note): seconds to quantize one member by method, seconds per
+#: evaluated item, and seconds per BO proposal batch. For the start-of-run estimate only.
+QUANTIZE_S = {"rtn": 3.0, "gptq": 20.0, "awq": 20.0, "dense": 0.0}
+ITEM_S = 0.5
+BO_BATCH_S = 4.0
+
+
+def plan(ctx: StudyContext) -> tuple[str, float]:
+    """What the study will do, in one paragraph, and a rough duration in seconds (2-core CPU)."""
+    cfg, sp = ctx.cfg, ctx.space
+    todo = [m for m in ctx.members if not ctx.evaluator.is_cached(m.variant_id)]
+    items = sum(ctx.evaluator.quality.n_items(t) or (cfg.limit or 0) for t in cfg.tasks)
+    searches = [m for m in cfg.methods if m != "exhaustive"]
+    small = not sp.knobs and sp.n_discrete() <= cfg.exhaustive_max
+    seconds = sum(QUANTIZE_S.get(m.method, 20.0) + ITEM_S * items for m in todo)
+    seconds += BO_BATCH_S * cfg.optimizer.iterations * searches.count("bo")
+    text = (f"quantize + evaluate {len(todo)} of {sp.n_members} members on {items} items each "
+            f"({', '.join(cfg.tasks)}); search {sp.n_discrete()} configurations with "
+            f"{', '.join(searches) or 'no search'} ({budget_of(cfg)} evaluations each)"
+            + ("; then the exhaustive front as reference" if small or "exhaustive" in cfg.methods else "")
+            + (f"; trust intervals from {cfg.uncertainty.resamples} paired item resamples"
+               if cfg.uncertainty.resamples else ""))
+    return text, seconds
 
 
 def budget_of(cfg: StudyConfig) -> int:
