@@ -224,3 +224,27 @@ def test_terminal_summary_fits_80_columns_with_intervals(study_store):
     assert lines[0].split()[:3] == ["#", "ensemble", "schedule"] and "P(front)" in lines[0]
     assert any("(" in line and "-" in line for line in lines[1:])  # trust as estimate (low-high)
     assert any(line.startswith("Highest trust score: #1") for line in lines), text
+
+
+def test_adaptive_item_budget_spends_less_and_full_items_reproduce_the_fixed_front(study_store):
+    from codesign.explore.adaptive import adaptive_front
+    from codesign.explore.results import distinct, maximised
+    from codesign.pareto import pareto_mask
+
+    store, ctx, _ = study_store
+    pts = [p for p in store.study_points("u") if p.method == "exhaustive"]
+    idx, _ = distinct(pts)
+    configs = [pts[i].config for i in idx]
+    Y = maximised([pts[i] for i in idx], ctx.objectives)
+    fixed_front = [c for c, on in zip(configs, pareto_mask(Y)) if on]
+    q = ctx.evaluator.quality
+    full = adaptive_front(q, configs, Y, ctx.objectives, start=10_000, n_resamples=50)
+    assert full.evaluations == full.fixed_evaluations and full.rounds == 1
+    assert set(full.front) == set(fixed_front)  # every item: exactly the fixed-limit front
+    ad = adaptive_front(q, configs, Y, ctx.objectives, start=4, step=4, n_resamples=60)
+    assert ad.evaluations <= ad.fixed_evaluations and ad.rounds > 1
+    assert ad.history[0][0] == 4 * len(ad.items) * 3  # every member starts on 4 items of each of 3 tasks
+    spent = [h[0] for h in ad.history]
+    assert spent == sorted(spent) and ad.evaluations == spent[-1]
+    capped = adaptive_front(q, configs, Y, ctx.objectives, start=4, step=4, n_resamples=60, budget=spent[1])
+    assert capped.evaluations == spent[1] and capped.rounds == 2  # stops when the budget is spent
