@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=48, help="items per task in the synthetic catalogue")
     ap.add_argument("--methods", default="bo,random,nsga2")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: results/<catalogue> here)")
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (shards: run seeds in several processes)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="summarise the results.csv + shard.json of these shard folders into --out (no runs)")
+    ap.add_argument("--skip-adaptive", action="store_true", help="leave out the adaptive item budget comparison")
     ap.add_argument("--adaptive-only", action="store_true",
                     help="only compare the adaptive item budget with the fixed-limit run (no searches)")
     ap.add_argument("--adaptive-start", type=int, default=8, help="items per task each member starts with")
@@ -59,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out = args.out or HERE / "results" / args.catalogue
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args)
 
     from dataclasses import asdict
 
@@ -103,25 +109,56 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exhaustive: {len(ex)} evaluations in {t_ex:.1f} s, hypervolume {hv_ex:.6g}; budget per method: "
           f"{budget} ({100 * budget / len(ex):.1f}%)")
 
-    adaptive = compare_adaptive(ctx, ex, args)
-    (args.out / "adaptive.json").write_text(json.dumps(adaptive, indent=2))
+    if not args.skip_adaptive:
+        adaptive = compare_adaptive(ctx, ex, args)
+        (args.out / "adaptive.json").write_text(json.dumps(adaptive, indent=2))
     if args.adaptive_only:
         store.close()
         return 0
 
     methods = [m.strip() for m in args.methods.split(",")]
     timing: dict[str, list[float]] = {m: [] for m in methods}
-    for seed in range(args.seeds):
+    meta = {"space": n_space, "exhaustive_evals": len(ex), "exhaustive_hv": hv_ex, "budget": budget,
+            "ref_point_max_space": ref.tolist(), "methods": methods, "timing": timing}
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         for m in methods:
             t = time.time()
             run_method(ctx, m, seed, budget=budget)
             timing[m].append(time.time() - t)
         print(f"seed {seed}: " + ", ".join(f"{m} {timing[m][-1]:.1f}s" for m in methods), flush=True)
+        # the study's own trace (explore.results), on the exhaustive front's reference point; written
+        # after every seed so an interrupted run keeps what it finished
+        pts = [p for p in store.study_points("bench") if p.method != "exhaustive"]
+        hv = pd.DataFrame([asdict(h) for h in hypervolume_steps(pts, maximised(pts, ctx.objectives), ref, hv_ex)])
+        hv.to_csv(args.out / "results.csv", index=False)
+        (args.out / "shard.json").write_text(json.dumps(meta, indent=2))
+    store.close()
+    return write_summary(hv, meta, args)
 
-    # the study's own trace (explore.results), on the exhaustive front's reference point
-    pts = [p for p in store.study_points("bench") if p.method != "exhaustive"]
-    hv = pd.DataFrame([asdict(h) for h in hypervolume_steps(pts, maximised(pts, ctx.objectives), ref, hv_ex)])
+
+def merge(args) -> int:
+    """Summarise shards (each a folder with results.csv and shard.json from the same catalogue)."""
+    import pandas as pd
+
+    metas = [json.loads((d / "shard.json").read_text()) for d in args.merge]
+    hv = pd.concat([pd.read_csv(d / "results.csv") for d in args.merge], ignore_index=True)
+    meta = dict(metas[0])
+    meta["timing"] = {m: [t for x in metas for t in x["timing"].get(m, [])] for m in meta["methods"]}
+    for x in metas[1:]:
+        if x["budget"] != meta["budget"] or abs(x["exhaustive_hv"] - meta["exhaustive_hv"]) > 1e-12:
+            raise SystemExit(f"error: shards differ in budget or exhaustive front: {args.merge}")
     hv.to_csv(args.out / "results.csv", index=False)
+    args.seeds = int(hv["seed"].nunique())
+    return write_summary(hv, meta, args)
+
+
+def write_summary(hv, meta: dict, args) -> int:
+    """summary.json, hv.png and the side-by-side table from the hypervolume traces of every run."""
+    methods, timing, budget = meta["methods"], meta["timing"], meta["budget"]
+    n_ex, hv_ex, n_space = meta["exhaustive_evals"], meta["exhaustive_hv"], meta["space"]
+    ref = np.array(meta["ref_point_max_space"])
+    ex = range(n_ex)
+    args.seeds = int(hv["seed"].nunique())
     # a method may stop before the budget (NSGA-II whose population only revisits evaluated
     # configurations): its final value is its last one
     final = hv[hv["n_evals"] <= budget].sort_values("n_evals").groupby(["method", "seed"]).tail(1)
@@ -186,7 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BO beats random on {summary['bo_beats_random_seeds']}/{args.seeds} seeds "
               f"(mean HV ratio {summary['bo_over_random_hv_ratio_mean']:.4f}); target met: {summary['target_met']}")
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'summary.json'}, {args.out / 'hv.png'}")
-    store.close()
     return 0
 
 
