@@ -230,11 +230,45 @@ class FrontPoint:
 
 @dataclass(frozen=True)
 class Recommendation:
-    """A recommended configuration (``point``: a StudyPoint.key), its role and why it was picked."""
+    """A recommended configuration (``point``: a StudyPoint.key), its role and why it was picked;
+    ``alternatives``: the front configurations statistically indistinguishable from it (every
+    bootstrapped objective's paired difference has an interval containing zero)."""
 
     role: str
     reason: str
     point: tuple[str, int, int]
+    alternatives: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How a study's intervals were made: item resamples, confidence level, seed of the resample indices."""
+
+    n_resamples: int = 200
+    level: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Uncertainty of one quality objective of one configuration (``point``: its first StudyPoint.key)
+    from the paired item bootstrap: the estimate on the study's items, its standard error and the
+    percentile interval at the study's level."""
+
+    point: tuple[str, int, int]
+    objective: str
+    estimate: float
+    se: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class ParetoProbability:
+    """Share of item resamples in which a configuration is on the study's Pareto front."""
+
+    point: tuple[str, int, int]
+    probability: float
 
 
 @dataclass(frozen=True)
@@ -249,6 +283,9 @@ class StudyResult:
         front: the study's Pareto front (``spec=None``) and, with several specs, each spec's.
         hypervolume: the trace of every (method, seed).
         recommendations: in display order.
+        bootstrap: how ``intervals`` and ``pareto_probability`` were made (None: no uncertainty).
+        intervals: per distinct feasible configuration and quality objective.
+        pareto_probability: per distinct feasible configuration.
     """
 
     study: str
@@ -259,6 +296,21 @@ class StudyResult:
     front: tuple[FrontPoint, ...] = ()
     hypervolume: tuple[HypervolumeStep, ...] = ()
     recommendations: tuple[Recommendation, ...] = ()
+    bootstrap: BootstrapSettings | None = None
+    intervals: tuple[Interval, ...] = ()
+    pareto_probability: tuple[ParetoProbability, ...] = ()
+
+    def interval(self, point: tuple[str, int, int], objective: str) -> Interval | None:
+        """The interval of ``objective`` at a configuration (its first point's key), if bootstrapped."""
+        if not hasattr(self, "_intervals"):
+            object.__setattr__(self, "_intervals", {(i.point, i.objective): i for i in self.intervals})
+        return self._intervals.get((tuple(point), objective))
+
+    def p_pareto(self, point: tuple[str, int, int]) -> float | None:
+        """Probability that the configuration is on the front (None when not bootstrapped)."""
+        if not hasattr(self, "_p_pareto"):
+            object.__setattr__(self, "_p_pareto", {p.point: p.probability for p in self.pareto_probability})
+        return self._p_pareto.get(tuple(point))
 
     @property
     def objective_names(self) -> list[str]:

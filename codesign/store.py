@@ -10,7 +10,8 @@ what was stored):
 - ``eval_runs``     measured cost of evaluating one variant on one task (tokens/s, memory)
 - ``measurements``  timed prefill/decode runs (``codesign measure``) tagged with device and versions
 - ``studies`` / ``study_points``  explore studies and every configuration they evaluated
-- ``study_results``, ``study_front``, ``study_hypervolume``, ``study_recommendations``  what a
+- ``study_results``, ``study_front``, ``study_hypervolume``, ``study_recommendations`` (+
+  ``study_alternatives``), ``study_bootstrap``, ``study_intervals``, ``study_pareto_probability``  what a
   study concluded (:class:`~codesign.records.StudyResult`), written by explore, read by the report
 
 Rows cross this boundary as the typed records of :mod:`codesign.records` (``EvalRun``,
@@ -41,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
-from codesign.records import (DEFAULT_PROTOCOL, INVALID, Configuration, EvalRun, FrontPoint, HypervolumeStep,
-                              Measurement, Recommendation, StudyPoint, StudyResult, VariantSpec)
+from codesign.records import (DEFAULT_PROTOCOL, INVALID, BootstrapSettings, Configuration, EvalRun, FrontPoint,
+                              HypervolumeStep, Interval, Measurement, ParetoProbability, Recommendation, StudyPoint,
+                              StudyResult, VariantSpec)
 
 SCHEMA_VERSION = 2
 #: Protocol of the rows of a version-1 store (written before protocols existed).
@@ -107,7 +109,34 @@ CREATE TABLE IF NOT EXISTS study_recommendations (
     seed INTEGER NOT NULL, point_id INTEGER NOT NULL,
     PRIMARY KEY (study, rank)
 );
+CREATE TABLE IF NOT EXISTS study_alternatives (
+    study TEXT NOT NULL, rank INTEGER NOT NULL, alt_rank INTEGER NOT NULL, method TEXT NOT NULL,
+    seed INTEGER NOT NULL, point_id INTEGER NOT NULL,
+    PRIMARY KEY (study, rank, alt_rank)
+);
+CREATE TABLE IF NOT EXISTS study_bootstrap (
+    study TEXT PRIMARY KEY, n_resamples INTEGER NOT NULL, level REAL NOT NULL, seed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS study_intervals (
+    study TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL, point_id INTEGER NOT NULL,
+    objective TEXT NOT NULL, estimate REAL, se REAL, low REAL, high REAL,
+    PRIMARY KEY (study, method, seed, point_id, objective)
+);
+CREATE TABLE IF NOT EXISTS study_pareto_probability (
+    study TEXT NOT NULL, method TEXT NOT NULL, seed INTEGER NOT NULL, point_id INTEGER NOT NULL,
+    probability REAL NOT NULL,
+    PRIMARY KEY (study, method, seed, point_id)
+);
 """
+#: Tables holding a study's :class:`~codesign.records.StudyResult` (replaced together).
+_RESULT_TABLES = ("study_results", "study_front", "study_hypervolume", "study_recommendations", "study_alternatives",
+                  "study_bootstrap", "study_intervals", "study_pareto_probability")
+
+
+def _float(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
 _EVAL_RUN_COLUMNS = ["variant_id", "protocol", "task", "mode", "device", "n_items", "prompt_tokens",
                      "gen_tokens", "prompt_tok_s", "gen_tok_s", "tpot_ms", "peak_mem_bytes", "wall_s"]
 
@@ -444,7 +473,7 @@ class ResultStore:
         """Store what a study concluded, replacing its previous result (one transaction)."""
         s = result.study
         with self.transaction() as c:
-            for table in ("study_results", "study_front", "study_hypervolume", "study_recommendations"):
+            for table in _RESULT_TABLES:
                 c.execute(f"DELETE FROM {table} WHERE study=?", (s,))
             c.execute("INSERT INTO study_results VALUES (?,?,?,?,?,?)",
                       (s, json.dumps([list(o) for o in result.objectives]), json.dumps(list(result.ref_point)),
@@ -460,6 +489,21 @@ class ResultStore:
                            for h in result.hypervolume])
             c.executemany("INSERT INTO study_recommendations VALUES (?,?,?,?,?,?,?)",
                           [(s, i, r.role, r.reason, *r.point) for i, r in enumerate(result.recommendations)])
+            c.executemany("INSERT INTO study_alternatives VALUES (?,?,?,?,?,?)",
+                          [(s, i, j, *a) for i, r in enumerate(result.recommendations)
+                           for j, a in enumerate(r.alternatives)])
+            self._save_uncertainty(c, result)
+
+    @staticmethod
+    def _save_uncertainty(c, result: StudyResult) -> None:
+        s, b = result.study, result.bootstrap
+        if b is None:
+            return
+        c.execute("INSERT INTO study_bootstrap VALUES (?,?,?,?)", (s, int(b.n_resamples), float(b.level), int(b.seed)))
+        c.executemany("INSERT INTO study_intervals VALUES (?,?,?,?,?,?,?,?,?)",
+                      [(s, *i.point, i.objective, i.estimate, i.se, i.low, i.high) for i in result.intervals])
+        c.executemany("INSERT INTO study_pareto_probability VALUES (?,?,?,?,?)",
+                      [(s, *p.point, p.probability) for p in result.pareto_probability])
 
     def study_result(self, study: str) -> StudyResult | None:
         """What the study concluded, or ``None`` if explore has not stored a result for it."""
@@ -475,11 +519,26 @@ class ResultStore:
                    for m, sd, n, it, v, f, d in q("SELECT method, seed, n_evals, iteration, hv, hv_fraction, "
                                                    "log_hv_diff FROM study_hypervolume WHERE study=? "
                                                    "ORDER BY method, seed, n_evals", (study,)))
-        recs = tuple(Recommendation(role, why, (m, int(sd), int(pid)))
-                     for role, why, m, sd, pid in q("SELECT role, reason, method, seed, point_id FROM "
-                                                     "study_recommendations WHERE study=? ORDER BY rank", (study,)))
+        alts: dict[int, list[tuple[str, int, int]]] = {}
+        for rank, m, sd, pid in q("SELECT rank, method, seed, point_id FROM study_alternatives WHERE study=? "
+                                  "ORDER BY rank, alt_rank", (study,)):
+            alts.setdefault(int(rank), []).append((m, int(sd), int(pid)))
+        recs = tuple(Recommendation(role, why, (m, int(sd), int(pid)), tuple(alts.get(int(rank), ())))
+                     for rank, role, why, m, sd, pid in q("SELECT rank, role, reason, method, seed, point_id FROM "
+                                                           "study_recommendations WHERE study=? ORDER BY rank",
+                                                           (study,)))
+        boot = q("SELECT n_resamples, level, seed FROM study_bootstrap WHERE study=?", (study,)).fetchone()
+        intervals = tuple(Interval((m, int(sd), int(pid)), o, *(_float(v) for v in vals))
+                          for m, sd, pid, o, *vals in q("SELECT method, seed, point_id, objective, estimate, se, low, "
+                                                        "high FROM study_intervals WHERE study=? ORDER BY method, "
+                                                        "seed, point_id, objective", (study,)))
+        probs = tuple(ParetoProbability((m, int(sd), int(pid)), float(p))
+                      for m, sd, pid, p in q("SELECT method, seed, point_id, probability FROM study_pareto_probability "
+                                             "WHERE study=? ORDER BY method, seed, point_id", (study,)))
         return StudyResult(study, tuple(tuple(o) for o in json.loads(row[0])), tuple(json.loads(row[1])), row[2],
-                           int(row[3]), front, hv, recs)
+                           int(row[3]), front, hv, recs,
+                           BootstrapSettings(int(boot[0]), float(boot[1]), int(boot[2])) if boot else None,
+                           intervals, probs)
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM studies ORDER BY created")]

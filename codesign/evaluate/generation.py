@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, plan_runs, stack_parts, stack_trees
+from codesign.evaluate.prefix_cache import (PrefixCache, cache_kwargs, cache_out, common_prefix, plan_runs, stack_parts,
+                                            stack_trees)
 
 if TYPE_CHECKING:
     import torch
@@ -605,8 +606,8 @@ class BatchGenerator(Engine):
         mask = torch.cat([st.mask, st.mask.new_ones((len(run.active), 1))], dim=1)
         last_pos = st.last_pos + 1
         out = self.model(input_ids=st.next_token[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                         past_key_values=st.cache, use_cache=True)
-        run.state = Prefilled(out.past_key_values, mask, last_pos, out.logits[:, -1, :].argmax(-1))
+                         **cache_kwargs(self.model, st.cache), use_cache=True)
+        run.state = Prefilled(cache_out(out), mask, last_pos, out.logits[:, -1, :].argmax(-1))
         _sync(self.device)
         self.stats.decode_s += time.perf_counter() - ts
         self.stats.decode_steps += 1

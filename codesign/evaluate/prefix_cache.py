@@ -34,6 +34,21 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return k
 
 
+def cache_kwargs(model, cache) -> dict:
+    """``{name: cache}`` for the model's forward: transformers 5.24 renamed ``past_key_values`` to
+    ``cache`` (the old name still works but warns on every call); older versions know only the old one."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def cache_out(out):
+    """The KV cache a forward pass returned (``cache`` in transformers >= 5.24, else ``past_key_values``)."""
+    cache = out.get("cache") if hasattr(out, "get") else None
+    return cache if cache is not None else out.past_key_values
+
+
 def kv_of(cache) -> KV | None:
     """The per-layer ``(keys, values)`` of a transformers ``DynamicCache`` (each ``(b, heads, len, dim)``),
     or ``None`` for a cache this module cannot slice (sliding-window or recurrent layers)."""
@@ -56,7 +71,7 @@ def sliceable(model) -> bool:
     device = next(model.parameters()).device
     with torch.inference_mode():
         out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=True, logits_to_keep=1)
-    return kv_of(out.past_key_values) is not None
+    return kv_of(cache_out(out)) is not None
 
 
 def _buffered_layer_class():
@@ -230,10 +245,10 @@ class PrefixCache:
         x = torch.tensor([ids[reuse:]], dtype=torch.long, device=self.device)
         pos = torch.arange(reuse, len(ids), device=self.device)[None]
         with torch.inference_mode():
-            out = self.model(input_ids=x, position_ids=pos, past_key_values=past, use_cache=True,
+            out = self.model(input_ids=x, position_ids=pos, **cache_kwargs(self.model, past), use_cache=True,
                              logits_to_keep=logits_to_keep)
         self.computed_tokens += len(ids) - reuse
-        kv = kv_of(out.past_key_values)
+        kv = kv_of(cache_out(out))
         if kv is None:
             self.supported, self.ids, self.kv = False, [], None
             raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")
@@ -264,10 +279,10 @@ class PrefixCache:
             cache = cache_from([(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv], width + extra)
         with torch.inference_mode():
             # logits_to_keep=1: only the last position's logits (b x vocab), not b x len x vocab.
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(self.model, cache),
                              use_cache=True, logits_to_keep=1)
         self.computed_tokens += b * width
-        return out.past_key_values, mask, out.logits[:, -1, :]
+        return cache_out(out), mask, out.logits[:, -1, :]
 
     def prefill_many(self, prompts: Sequence[Sequence[int]], call_overhead_tokens: int, pad_id: int) -> list[Part]:
         """Prompts (best in lexicographic order) in the runs :func:`plan_runs` picks: a lone prompt
@@ -330,10 +345,10 @@ class PrefixCache:
         with torch.inference_mode():
             out = self.model(input_ids=torch.tensor([tokens], device=self.device),
                              position_ids=torch.tensor([positions], device=self.device),
-                             attention_mask=mask, past_key_values=past, use_cache=True,
+                             attention_mask=mask, **cache_kwargs(self.model, past), use_cache=True,
                              logits_to_keep=torch.tensor(kept_slots, device=self.device))
         self.computed_tokens += n
-        kv = kv_of(out.past_key_values)
+        kv = kv_of(cache_out(out))
         if kv is None:
             self.supported, self.ids, self.kv = False, [], None
             raise NotImplementedError("this model's KV cache has sliding-window or recurrent layers")

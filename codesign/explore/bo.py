@@ -2,7 +2,9 @@
 
 Model: one :class:`~botorch.models.SingleTaskGP` with independent outputs (one GP per objective,
 batched), inputs the :mod:`~codesign.explore.space` encoding in ``[0, 1]^d``, outcomes standardised
-and oriented so that larger is better.
+and oriented so that larger is better. The observation noise is fixed, not fitted: a trust score
+enters with its sampling variance (the squared standard error of the paired item bootstrap,
+:mod:`codesign.explore.uncertainty`), exact costs with a tiny floor (:func:`observation_noise`).
 
 Proposals (``q`` per iteration, sequential greedy conditioning on pending points):
 
@@ -69,12 +71,30 @@ class CostAwareAcquisition(AcquisitionFunction):
         return val - self.penalty * need.max(dim=-2).values.sum(dim=-1)
 
 
-def fit_model(X: torch.Tensor, Y: torch.Tensor):
-    """Fit a batched independent-output GP.
+def observation_noise(Y: torch.Tensor, Yvar: torch.Tensor | None = None) -> torch.Tensor:
+    """``(n, m)`` noise variances the GP is fixed to.
+
+    Costs are exact (analytical model) and a trust score is an estimate from a finite item
+    sample: ``Yvar`` holds each observation's sampling variance (squared bootstrap standard
+    error; 0 for exact objectives, NaN where unknown). Every entry is floored at 1e-4 of its
+    objective's variance over the observations, which keeps exact objectives near-interpolated
+    and the kernel matrix well conditioned; without ``Yvar`` every observation gets the floor.
+    """
+    var = Y.var(dim=0, keepdim=True) if len(Y) > 1 else torch.ones_like(Y[:1])
+    floor = (1e-4 * torch.where(var > 0, var, torch.ones_like(var))).expand_as(Y)
+    if Yvar is None:
+        return floor.clone()
+    Yvar = torch.as_tensor(Yvar, dtype=Y.dtype).reshape(Y.shape)
+    return torch.maximum(torch.nan_to_num(Yvar, nan=0.0), floor)
+
+
+def fit_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None):
+    """Fit a batched independent-output GP with fixed observation noise (:func:`observation_noise`).
 
     Args:
         X: ``(n, d)`` encodings in ``[0, 1]^d``.
         Y: ``(n, m)`` objectives, larger is better.
+        Yvar: ``(n, m)`` observed sampling variances of ``Y`` (None: exact observations).
 
     Returns:
         A fitted :class:`~botorch.models.SingleTaskGP` with ``m`` outputs.
@@ -84,10 +104,8 @@ def fit_model(X: torch.Tensor, Y: torch.Tensor):
     from botorch.models.transforms.outcome import Standardize
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    # Observations are deterministic (stored answers, analytical costs): a fixed, tiny noise
-    # instead of a fitted one (also ~5x faster to fit); 1e-4 of each objective's variance.
-    var = Y.var(dim=0, keepdim=True) if len(Y) > 1 else torch.ones_like(Y[:1])
-    yvar = (1e-4 * torch.where(var > 0, var, torch.ones_like(var))).expand_as(Y)
+    # A fixed noise, not a fitted one: the variances are known (and fitting it is ~5x slower).
+    yvar = observation_noise(Y, Yvar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant objectives early on are expected, not a data problem
         model = SingleTaskGP(X, Y, train_Yvar=yvar, outcome_transform=Standardize(m=Y.shape[-1]))
@@ -148,6 +166,7 @@ class BayesOpt:
         self._discrete: list[Configuration] | None = None
         self._discrete_feasible: np.ndarray | None = None
         self.last_ref_point: np.ndarray | None = None
+        self.last_model = None  # the GP of the latest proposal (its fixed noise: observation_noise)
 
     # -- candidate sets ---------------------------------------------------------------------
     def _combos(self) -> list[Configuration]:
@@ -204,7 +223,8 @@ class BayesOpt:
     def _uncached_mask(self) -> torch.Tensor:
         return torch.tensor([1.0 if self.uncached(m) else 0.0 for m in self.space.members], dtype=DTYPE)
 
-    def propose(self, configs: Sequence[Configuration], Y: np.ndarray, q: int) -> list[Configuration]:
+    def propose(self, configs: Sequence[Configuration], Y: np.ndarray, q: int,
+                Yvar: np.ndarray | None = None) -> list[Configuration]:
         """Next ``q`` configurations (distinct, feasible, not yet evaluated).
 
         Args:
@@ -212,26 +232,36 @@ class BayesOpt:
             Y: ``(n, m)`` their objectives, larger is better (infeasible points included: the GP
                 learns from them; feasibility is handled exactly).
             q: batch size.
+            Yvar: ``(n, m)`` sampling variances of ``Y`` (trust: squared bootstrap SE; costs: 0).
 
         Returns:
-            Up to ``q`` configurations (fewer only when the space is exhausted).
+            Up to ``q`` configurations (fewer only when the space is exhausted). The same history
+            and seed give the same proposals whatever the global random state: every random draw
+            (GP fit restarts, baseline pruning, pools) comes from generators seeded by ``seed``
+            and the history length.
         """
-        # small dense matrices: one thread is faster than several fighting over the cores
+        # small dense matrices: one thread is faster than several fighting over the cores (and
+        # one thread sums in one order: the same inputs give bitwise the same model)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return self._propose(configs, Y, q)
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed * 1_000_003 + len(configs))
+                self.rng = np.random.default_rng([self.seed, len(configs)])
+                return self._propose(configs, Y, q, Yvar)
         finally:
             torch.set_num_threads(threads)
 
-    def _propose(self, configs: Sequence[Configuration], Y: np.ndarray, q: int) -> list[Configuration]:
+    def _propose(self, configs: Sequence[Configuration], Y: np.ndarray, q: int,
+                 Yvar: np.ndarray | None = None) -> list[Configuration]:
         from botorch.optim import optimize_acqf_discrete
 
         sp = self.space
         evaluated = set(configs)
         X = torch.as_tensor(sp.encode(list(configs)), dtype=DTYPE)
         Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64), dtype=DTYPE)
-        model = fit_model(X, Yt)
+        model = fit_model(X, Yt, None if Yvar is None else torch.as_tensor(np.asarray(Yvar, np.float64), dtype=DTYPE))
+        self.last_model = model
         uncached = self._uncached_mask()
         pool = self._pool(evaluated)
         if not pool:

@@ -59,7 +59,7 @@ def explore(opts: ExploreOptions, console=None) -> ExploreOutcome:
     from codesign.explore.config import DEFAULT_CONFIG, load_study_config
     from codesign.explore.executor import get_executor
     from codesign.explore.outputs import write_outputs
-    from codesign.explore.study import budget_of, build_context, run_study
+    from codesign.explore.study import budget_of, build_context, plan, run_study
     from codesign.store import ResultStore
 
     overrides = dict(methods=opts.methods, seed=opts.seed,
@@ -80,6 +80,8 @@ def explore(opts: ExploreOptions, console=None) -> ExploreOutcome:
                           f"methods {', '.join(cfg.methods)} with {budget_of(cfg)} evaluations each")
             console.print(f"{len(cached)}/{sp.n_members} members already evaluated in {opts.store}; the rest are "
                           "quantized and evaluated on demand")
+            what, seconds = plan(ctx)
+            console.print(f"plan: {what}. Roughly {_duration(seconds)} on a 2-core CPU.")
         result = run_study(ctx)
         files = write_outputs(rs, result, ctx.specs, opts.out)
         if opts.report:
@@ -88,6 +90,12 @@ def explore(opts: ExploreOptions, console=None) -> ExploreOutcome:
             files.append(write_report(rs, ctx.name, opts.out, progress=opts.progress))
         points = rs.study_points(ctx.name)
     return ExploreOutcome(result, points, ctx.specs, files, time.time() - t0)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return "a minute or less"
+    return f"{max(2, round(seconds / 60))} minutes"
 
 
 def show(opts: ExploreOptions, outcome: ExploreOutcome) -> None:

@@ -141,6 +141,13 @@ class OptimizerConfig(StrictModel):
     mc_samples: int = Field(32, ge=8, description="quasi-MC samples of the acquisition")
 
 
+class UncertaintyConfig(StrictModel):
+    """The paired item bootstrap behind every interval and Pareto probability a study shows."""
+
+    resamples: int = Field(200, ge=0, description="item resamples (0: no intervals)")
+    level: float = Field(0.95, gt=0, lt=1, description="confidence level of the intervals")
+
+
 class StudyConfig(StrictModel):
     """A co-design study: search space, objectives, constraints and optimizer."""
 
@@ -186,6 +193,7 @@ class StudyConfig(StrictModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     methods: list[Literal["bo", "random", "nsga2", "exhaustive"]] = Field(
         default_factory=lambda: ["bo"], description="search methods to run (same budget for bo/random/nsga2)")
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     exhaustive_max: int = Field(5000, ge=0, description="also enumerate the space exhaustively (reference front) "
                                                         "when it has at most this many configurations")
 
@@ -333,11 +341,12 @@ def load_study_config(path: str | Path | None = None, **overrides: Any) -> Study
 def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:
     """JSON-able config stored with the study (the resume key).
 
-    ``methods`` and ``optimizer.iterations`` are left out: points are stored per method, and
+    ``methods``, ``uncertainty`` and ``optimizer.iterations`` are left out: points are stored per method, and
     raising the iteration count continues a finished study rather than starting a new one.
     """
     d = cfg.model_dump(mode="json")
     d.pop("methods", None)
+    d.pop("uncertainty", None)  # how the result is summarised, not which points are evaluated
     if d.get("runtime") is None:  # studies stored before runtime profiles existed keep their resume key
         d.pop("runtime", None)
     d["optimizer"].pop("iterations", None)

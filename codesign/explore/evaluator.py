@@ -89,6 +89,14 @@ class QualityTable:
     def n_items(self, task: str) -> int:
         return len(self._items[task])
 
+    def items(self, task: str):
+        """The study's items of ``task`` (``ResultStore.items`` rows, in label-matrix column order)."""
+        return self._items[task]
+
+    def task(self, name: str):
+        """The task object scoring ``name`` under the study's protocol."""
+        return self._task[name]
+
     def is_cached(self, member: str) -> bool:
         """Whether the store holds this member's answer to every study item of every task."""
         for t in self.tasks:

@@ -50,6 +50,10 @@ def _plot(result, pts, front, hv, path: Path) -> None:
             ax.scatter(grp[x], grp[y], s=12, alpha=0.5, label=method)
         if not front.empty:
             f = front.sort_values(x)
+            if f"{y}_low" in f:  # bootstrap interval of a quality objective (codesign.explore.uncertainty)
+                yerr = [(f[y] - f[f"{y}_low"]).clip(lower=0), (f[f"{y}_high"] - f[y]).clip(lower=0)]
+                ax.errorbar(f[x], f[y], yerr=yerr, fmt="none", c="k", lw=0.8, capsize=2,
+                            label=f"{100 * result.bootstrap.level:g}% interval (item bootstrap)")
             ax.step(f[x], f[y], where="post" if x_dir == "min" else "pre", c="k", lw=1)
             ax.scatter(f[x], f[y], s=40, facecolors="none", edgecolors="k", label="Pareto front")
             for _, r in f.head(8).iterrows():

@@ -58,6 +58,32 @@ class StudyContext:
         vals = np.array([[_num(o.get(n)) for n in names] for o in objectives], dtype=np.float64)
         return to_maximization(vals.reshape(len(objectives), len(names)), directions)
 
+    def observation_variance(self, configs: Sequence[Configuration]) -> np.ndarray:
+        """``(n, m)`` sampling variances of the configurations' objectives: a quality objective's
+        squared paired-bootstrap standard error (:mod:`codesign.explore.uncertainty`), 0 for exact
+        costs. Computed once per member set (quality depends on the members only)."""
+        from codesign.explore.uncertainty import quality_draws
+        from codesign.objectives import objectives as registered
+        from codesign.records import BootstrapSettings
+
+        names = [n for n, _ in self.objectives if n in registered() and registered()[n].source == "quality"]
+        out = np.zeros((len(configs), len(self.objectives)))
+        u = self.cfg.uncertainty
+        if not names or u.resamples <= 0 or not configs:
+            return out
+        cache = self.__dict__.setdefault("_variance", {})
+        new = [m for m in dict.fromkeys(c.members for c in configs) if m not in cache]
+        if new:
+            draws = quality_draws(self.evaluator.quality, new, names, BootstrapSettings(u.resamples, u.level,
+                                                                                         self.cfg.seed))
+            for m in new:
+                cache[m] = {n: float(np.nanvar(d, ddof=1)) if np.isfinite(d).sum() > 1 else math.nan
+                            for n, d in draws[m].items()}
+        for j, (n, _) in enumerate(self.objectives):
+            if n in names:
+                out[:, j] = [cache[c.members].get(n, math.nan) for c in configs]
+        return out
+
     def ref_point(self) -> np.ndarray | None:
         """The configured reference point in the maximised space (``None``: infer)."""
         if self.cfg.ref_point is None:
@@ -138,7 +164,7 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
     """
     import hwmodels
 
-    from codesign.explore.executor import InProcessExecutor, MemberJob, evaluate_member
+    from codesign.explore.executor import InProcessExecutor, MemberJob
 
     if members is None:
         members = cfg.catalogue_obj(source).variants()
@@ -175,14 +201,52 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
 
     def ensure(missing: list[str]) -> None:
         subtasks = tuple((t, tuple(s)) for t, s in sorted(cfg.subtasks.items()))
+        # one bar for the stage (per member), not a bar per quantization and task of each member
         jobs = [MemberJob(str(store.path), by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed,
-                          cfg.data_dir, progress, subtasks, cfg.protocol) for m in missing]
-        if progress:
-            print(f"evaluating {len(jobs)} member(s) on demand: {', '.join(by_id[m].short_name for m in missing)}")
-        executor.map(evaluate_member, jobs)
+                          cfg.data_dir, False, subtasks, cfg.protocol) for m in missing]
+        evaluate_members(executor, jobs, [by_id[m].short_name for m in missing], progress)
 
     evaluator = ObjectiveEvaluator(quality, costs, cfg.constraints, ensure)
     return StudyContext(cfg, store, name or cfg.name, space, evaluator, members, progress)
+
+
+def evaluate_members(executor, jobs: list, names: list[str], progress: bool) -> None:
+    """Run on-demand member evaluations under one progress bar: in-process one job at a time
+    (the bar names the member being quantized and evaluated), else the executor's map at once."""
+    from tqdm.auto import tqdm
+
+    from codesign.explore.executor import InProcessExecutor, evaluate_member
+
+    with _quiet_libraries(), tqdm(total=len(jobs), desc="quantize + evaluate members", unit="member",
+                                  disable=not progress) as bar:
+        if not isinstance(executor, InProcessExecutor):
+            executor.map(evaluate_member, jobs)
+            bar.update(len(jobs))
+            return
+        for job, name in zip(jobs, names):
+            bar.set_postfix_str(name)
+            executor.map(evaluate_member, [job])
+            bar.update(1)
+
+
+class _quiet_libraries:
+    """transformers' own per-model progress bars (weight loading) off while a stage bar runs."""
+
+    def __enter__(self):
+        try:
+            from transformers.utils import logging as hf_logging
+
+            self._was = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+        except ImportError:  # pragma: no cover - transformers is a dependency
+            self._was = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._was:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.enable_progress_bar()
 
 
 def check_feasible(ctx: StudyContext, sample: int = 4096) -> int:
@@ -240,6 +304,32 @@ def make_searcher(ctx: StudyContext, method: str, seed: int):
     raise ConfigError(f"unknown search method {method!r} (allowed: bo, random, nsga2, exhaustive)")
 
 
+#: Rough CPU costs on a quiet 2-core box (SmolLM2-135M, log-likelihood scoring), from the measured
+#: default run (see the issue-22 note): seconds to quantize one member by method, seconds per
+#: evaluated item, and seconds per BO proposal batch. For the start-of-run estimate only.
+QUANTIZE_S = {"rtn": 3.0, "gptq": 20.0, "awq": 20.0, "dense": 0.0}
+ITEM_S = 0.5
+BO_BATCH_S = 4.0
+
+
+def plan(ctx: StudyContext) -> tuple[str, float]:
+    """What the study will do, in one paragraph, and a rough duration in seconds (2-core CPU)."""
+    cfg, sp = ctx.cfg, ctx.space
+    todo = [m for m in ctx.members if not ctx.evaluator.is_cached(m.variant_id)]
+    items = sum(ctx.evaluator.quality.n_items(t) or (cfg.limit or 0) for t in cfg.tasks)
+    searches = [m for m in cfg.methods if m != "exhaustive"]
+    small = not sp.knobs and sp.n_discrete() <= cfg.exhaustive_max
+    seconds = sum(QUANTIZE_S.get(m.method, 20.0) + ITEM_S * items for m in todo)
+    seconds += BO_BATCH_S * cfg.optimizer.iterations * searches.count("bo")
+    text = (f"quantize + evaluate {len(todo)} of {sp.n_members} members on {items} items each "
+            f"({', '.join(cfg.tasks)}); search {sp.n_discrete()} configurations with "
+            f"{', '.join(searches) or 'no search'} ({budget_of(cfg)} evaluations each)"
+            + ("; then the exhaustive front as reference" if small or "exhaustive" in cfg.methods else "")
+            + (f"; trust intervals from {cfg.uncertainty.resamples} paired item resamples"
+               if cfg.uncertainty.resamples else ""))
+    return text, seconds
+
+
 def budget_of(cfg: StudyConfig) -> int:
     """Distinct configurations each of bo/random/nsga2 evaluates."""
     return cfg.optimizer.n_init + cfg.optimizer.iterations * cfg.optimizer.q
@@ -275,6 +365,9 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
             batch = [c for c in init if c not in set(configs)]
         elif method == "exhaustive":
             batch = searcher.propose(configs, None, q=room)
+        elif method == "bo":  # trust enters the GP with its observed sampling variance (fixed-noise GP)
+            Y = fill_missing(ctx.to_max(objs))
+            batch = searcher.propose(configs, Y, q=min(cfg.optimizer.q, room), Yvar=ctx.observation_variance(configs))
         else:
             Y = fill_missing(ctx.to_max(objs)) if objs else np.zeros((0, len(cfg.objectives)))
             batch = searcher.propose(configs, Y, q=min(cfg.optimizer.q, room))
@@ -323,9 +416,31 @@ def run_study(ctx: StudyContext, methods: Sequence[str] | None = None, seed: int
 
 
 def summarize_study(ctx: StudyContext) -> StudyResult:
-    """Summarise the study's stored points (:func:`codesign.explore.results.summarize`) and store the result."""
+    """Summarise the study's stored points (:func:`codesign.explore.results.summarize`), with the
+    paired item bootstrap of its quality objectives, and store the result."""
     from codesign.explore.results import summarize
 
-    result = summarize(ctx.name, ctx.store.study_points(ctx.name), ctx.objectives, ctx.cfg.ref_point)
+    points = ctx.store.study_points(ctx.name)
+    draws, settings = study_draws(ctx, points)
+    result = summarize(ctx.name, points, ctx.objectives, ctx.cfg.ref_point, draws, settings)
     ctx.store.save_study_result(result)
     return result
+
+
+def study_draws(ctx: StudyContext, points: Sequence[StudyPoint]):
+    """Bootstrap draws of the study's quality objectives for every feasible evaluated member set
+    (``(None, None)`` when the config turns the bootstrap off or no quality objective is studied)."""
+    from codesign.explore.uncertainty import quality_draws
+    from codesign.objectives import objectives as registered
+    from codesign.records import BootstrapSettings
+
+    u = ctx.cfg.uncertainty
+    names = [n for n, _ in ctx.objectives if n in registered() and registered()[n].source == "quality"]
+    if u.resamples <= 0 or not names:
+        return None, None
+    settings = BootstrapSettings(u.resamples, u.level, ctx.cfg.seed)
+    sets = list(dict.fromkeys(p.config.members for p in points if p.feasible))
+    missing = [m for s in sets for m in s if not ctx.evaluator.is_cached(m)]
+    if missing:  # points stored by an earlier run whose members lost their answers: no intervals
+        return None, None
+    return quality_draws(ctx.evaluator.quality, sets, names, settings), settings

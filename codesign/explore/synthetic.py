@@ -27,13 +27,14 @@ _TASK_BASE = {"mmlu": 0.2, "advglue": 0.3, "fairness": 0.9, "ethics": 0.7, "ood"
 
 
 def synthetic_catalogue(model: str = "smollm2-135m-instruct", methods: Sequence[str] = ("rtn", "gptq", "awq"),
-                        bits: Sequence[int] = (3, 4, 8), group_size: int = 128) -> list[VariantSpec]:
+                        bits: Sequence[int] = (3, 4, 8), group_size: int = 128,
+                        include_dense: bool = False) -> list[VariantSpec]:
     """Variant specs of a method x bits catalogue, exactly as :class:`codesign.quantize.Catalogue` makes
-    them (same variant ids), without the dense model. No checkpoints are made."""
+    them (same variant ids), with the dense model when asked. No checkpoints are made."""
     from codesign.quantize import Catalogue
 
     return Catalogue(model=model, methods=list(methods), bits=list(bits), group_sizes=[group_size],
-                     include_dense=False).variants()
+                     include_dense=include_dense).variants()
 
 
 def ability(spec: VariantSpec) -> float:

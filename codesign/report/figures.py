@@ -95,6 +95,27 @@ def pareto_fronts(data: ReportData, out_dir: Path) -> list[FigureFiles]:
     return [f for f in figs if f is not None]
 
 
+def _interval_bars(ax, pts: pd.DataFrame, x_name: str, y_name: str, vals: np.ndarray, front: np.ndarray,
+                   feas: np.ndarray) -> None:
+    """Bootstrap interval bars (explore's stored ``<objective>_low/_high``) on every feasible point:
+    dark on the front, faint elsewhere."""
+    err = []
+    for j, name in enumerate((x_name, y_name)):
+        if f"{name}_low" in pts:
+            lo, hi = pts[f"{name}_low"].to_numpy(float), pts[f"{name}_high"].to_numpy(float)
+            e = np.stack([np.clip(vals[:, j] - lo, 0, None), np.clip(hi - vals[:, j], 0, None)])
+            err.append(np.where(np.isfinite(e), e, 0.0))
+        else:
+            err.append(None)
+    if err[0] is None and err[1] is None:
+        return
+    for sel, kw in ((feas & ~front, dict(color="#BBBBBB", alpha=0.5, lw=0.6, zorder=1)),
+                    (front, dict(color="#333333", lw=0.9, capsize=2, zorder=3))):
+        if sel.any():
+            ax.errorbar(vals[sel, 0], vals[sel, 1], xerr=None if err[0] is None else err[0][:, sel],
+                        yerr=None if err[1] is None else err[1][:, sel], fmt="none", **kw)
+
+
 def _pareto_pair(pts: pd.DataFrame, x_obj: tuple[str, str], y_obj: tuple[str, str], out_dir: Path,
                  data: ReportData) -> FigureFiles | None:
     (x_name, x_dir), (y_name, y_dir) = x_obj, y_obj
@@ -127,9 +148,13 @@ def _pareto_pair(pts: pd.DataFrame, x_obj: tuple[str, str], y_obj: tuple[str, st
             sc.set_gid(gid)
             status = "Pareto-optimal" if front[i] else ("infeasible" if not feas[i] else "dominated")
             knobs = ", ".join(f"{k[5:]}={r[k]:.4g}" for k in pts.columns if k.startswith("knob_") and pd.notna(r[k]))
-            tips[gid] = (f"{r['configuration']}\n{objective_label(y_name)} = {vals[i, 1]:.4g}\n"
+            sure = "".join(f" [{r[f'{n}_low']:.1f}, {r[f'{n}_high']:.1f}]" if pd.notna(r.get(f"{n}_low")) else ""
+                           for n in (y_name,))
+            prob = f"; P(on front) = {r['p_pareto']:.2f}" if pd.notna(r.get("p_pareto")) else ""
+            tips[gid] = (f"{r['configuration']}\n{objective_label(y_name)} = {vals[i, 1]:.4g}{sure}\n"
                          f"{objective_label(x_name)} = {vals[i, 0]:.4g}\n" + (f"knobs: {knobs}\n" if knobs else "")
-                         + f"{status}; found by {r['found_by']}")
+                         + f"{status}{prob}; found by {r['found_by']}")
+        _interval_bars(ax, pts, x_name, y_name, vals, front, feas)
         if front.any():
             f = np.flatnonzero(front)
             f = f[np.argsort(vals[f, 0])]
@@ -194,8 +219,9 @@ def _pareto_pair(pts: pd.DataFrame, x_obj: tuple[str, str], y_obj: tuple[str, st
         return save_figure(fig, out_dir, name, f"{y_name.capitalize()} vs {objective_label(x_name)}",
                            caption=f"Every configuration the study evaluated ({len(pts)} distinct). Pareto-optimal "
                                    "points (in this projection) are solid and numbered, the key names their ensemble "
-                                   "and schedule; dominated points are faded. Hover any point for its ensemble, "
-                                   "schedule and objectives.",
+                                   "and schedule; dominated points are faded. Bars: the interval of the quality objectives from a "
+                                   "paired bootstrap over the benchmark items (when the study stored one). Hover any "
+                                   "point for its ensemble, schedule, objectives and probability of being on the front.",
                            inline_svg=True, tooltips=tips)
 
 

@@ -54,8 +54,8 @@ def study_view(store, name: str, specs: dict[str, VariantSpec]) -> StudyView:
         view.typed = None
     points = store.study_points(name)
     view.n_points = len(points)
-    view.points = distinct_frame(points, specs)
     view.result = store.study_result(name)
+    view.points = distinct_frame(points, specs, view.result)
     if view.result is None:
         view.note = (f"Study {name!r} has {len(points)} evaluated points but no stored result yet: re-run "
                      "`codesign explore` with the same config and store to finish it." if points else

@@ -106,6 +106,13 @@ def _configurations(data: ReportData, df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"configuration": df["configuration"], "schedule": df["schedule"], "members": df["n_members"]})
     for o in objs:
         out[o] = df[o] if o in df else np.nan
+        if f"{o}_low" in df:  # the paired item bootstrap's interval (codesign.explore.uncertainty)
+            r = data.study.result if data.study is not None else None
+            level = f"{100 * r.bootstrap.level:g}% " if r is not None and r.bootstrap is not None else ""
+            out[f"{o} {level}interval"] = [f"[{lo:.1f}, {hi:.1f}]" if pd.notna(lo) else ""
+                                        for lo, hi in zip(df[f"{o}_low"], df[f"{o}_high"])]
+    if "p_pareto" in df:
+        out["P(on front)"] = df["p_pareto"].to_numpy()
     out["spec"] = df["spec"]
     knobs = [c for c in df.columns if c.startswith("knob_")]
     if knobs:
@@ -129,7 +136,17 @@ def recommendation_table(data: ReportData) -> pd.DataFrame:
         return pd.DataFrame()
     out = _configurations(data, data.recommendations)
     out.insert(0, "recommended as", data.recommendations["role"].to_numpy())
+    if "alternatives" in data.recommendations:
+        out["statistically indistinguishable alternatives"] = [
+            _short_list(a) for a in data.recommendations["alternatives"]]
     return out
+
+
+def _short_list(joined: str, n: int = 3) -> str:
+    parts = [p for p in str(joined).split("; ") if p]
+    if not parts:
+        return "none"
+    return "; ".join(parts[:n]) + (f"; +{len(parts) - n} more" if len(parts) > n else "")
 
 
 def hv_table(data: ReportData) -> pd.DataFrame:

@@ -33,16 +33,38 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+#: The two catalogues benchmarked: explore's default study and the trust study's (experiments/trust_study).
+CATALOGUES = {
+    "default": dict(methods=("rtn", "gptq", "awq"), bits=(3, 4, 8), dense=False,
+                    schedules=["sequential", "parallel"]),
+    "trust-study": dict(methods=("rtn", "gptq", "awq"), bits=(2, 3, 4, 8), dense=True,
+                        schedules=["sequential", "parallel", "batched", "sliced"]),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalogue", choices=sorted(CATALOGUES), default="default")
     ap.add_argument("--seeds", type=int, default=10)
-    ap.add_argument("--budget-frac", type=float, default=0.15)
-    ap.add_argument("--q", type=int, default=8, help="BO batch size")
-    ap.add_argument("--n-init", type=int, default=10)
+    ap.add_argument("--budget-frac", type=float, default=0.10)
+    ap.add_argument("--q", type=int, default=4, help="BO batch size")
+    ap.add_argument("--n-init", type=int, default=8)
     ap.add_argument("--limit", type=int, default=48, help="items per task in the synthetic catalogue")
     ap.add_argument("--methods", default="bo,random,nsga2")
-    ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default: results/<catalogue> here)")
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (shards: run seeds in several processes)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="summarise the results.csv + shard.json of these shard folders into --out (no runs)")
+    ap.add_argument("--skip-adaptive", action="store_true", help="leave out the adaptive item budget comparison")
+    ap.add_argument("--adaptive-only", action="store_true",
+                    help="only compare the adaptive item budget with the fixed-limit run (no searches)")
+    ap.add_argument("--adaptive-start", type=int, default=8, help="items per task each member starts with")
+    ap.add_argument("--adaptive-step", type=int, default=8, help="items per task added per round")
     args = ap.parse_args(argv)
+    args.out = args.out or HERE / "results" / args.catalogue
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args)
 
     from dataclasses import asdict
 
@@ -55,16 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     from codesign.pareto import hypervolume
     from codesign.store import ResultStore
 
-    tasks = ["advglue", "fairness", "ethics", "ood"]
+    tasks = ["advglue", "ethics", "ood"]  # the trust dimensions (fairness and MMLU are not in trust)
+    cat = CATALOGUES[args.catalogue]
     tmp = Path(tempfile.mkdtemp(prefix="explore_bench_"))
     store = ResultStore(tmp / "bench.db")
-    members = synthetic_catalogue(methods=("rtn", "gptq", "awq"), bits=(3, 4, 8))
+    members = synthetic_catalogue(methods=cat["methods"], bits=cat["bits"], include_dense=cat["dense"])
     t0 = time.time()
     fill_synthetic_store(store, members, tasks, limit=args.limit, seed=0)
     cfg = StudyConfig.model_validate(dict(
-        name="bench", catalogue={"methods": ["rtn", "gptq", "awq"], "bits": [3, 4, 8]}, tasks=tasks,
+        name="bench", catalogue={"methods": list(cat["methods"]), "bits": list(cat["bits"]),
+                                 "include_dense": cat["dense"]}, tasks=tasks,
         items="stored", objectives=["trust", "tpot_ms", "peak_memory_gb"], specs=["h100-sxm", "mpu-hypo"],
-        schedules=["sequential", "parallel"], max_members=3,
+        schedules=cat["schedules"], max_members=3,
         optimizer={"q": args.q, "n_init": args.n_init, "iterations": 0}))
     ctx = build_context(cfg, store, members=members, progress=False)
     store.create_study("bench", {"bench": True})
@@ -85,19 +109,56 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exhaustive: {len(ex)} evaluations in {t_ex:.1f} s, hypervolume {hv_ex:.6g}; budget per method: "
           f"{budget} ({100 * budget / len(ex):.1f}%)")
 
+    if not args.skip_adaptive:
+        adaptive = compare_adaptive(ctx, ex, args)
+        (args.out / "adaptive.json").write_text(json.dumps(adaptive, indent=2))
+    if args.adaptive_only:
+        store.close()
+        return 0
+
     methods = [m.strip() for m in args.methods.split(",")]
     timing: dict[str, list[float]] = {m: [] for m in methods}
-    for seed in range(args.seeds):
+    meta = {"space": n_space, "exhaustive_evals": len(ex), "exhaustive_hv": hv_ex, "budget": budget,
+            "ref_point_max_space": ref.tolist(), "methods": methods, "timing": timing}
+    for seed in range(args.seed_start, args.seed_start + args.seeds):
         for m in methods:
             t = time.time()
             run_method(ctx, m, seed, budget=budget)
             timing[m].append(time.time() - t)
         print(f"seed {seed}: " + ", ".join(f"{m} {timing[m][-1]:.1f}s" for m in methods), flush=True)
+        # the study's own trace (explore.results), on the exhaustive front's reference point; written
+        # after every seed so an interrupted run keeps what it finished
+        pts = [p for p in store.study_points("bench") if p.method != "exhaustive"]
+        hv = pd.DataFrame([asdict(h) for h in hypervolume_steps(pts, maximised(pts, ctx.objectives), ref, hv_ex)])
+        hv.to_csv(args.out / "results.csv", index=False)
+        (args.out / "shard.json").write_text(json.dumps(meta, indent=2))
+    store.close()
+    return write_summary(hv, meta, args)
 
-    # the study's own trace (explore.results), on the exhaustive front's reference point
-    pts = [p for p in store.study_points("bench") if p.method != "exhaustive"]
-    hv = pd.DataFrame([asdict(h) for h in hypervolume_steps(pts, maximised(pts, ctx.objectives), ref, hv_ex)])
+
+def merge(args) -> int:
+    """Summarise shards (each a folder with results.csv and shard.json from the same catalogue)."""
+    import pandas as pd
+
+    metas = [json.loads((d / "shard.json").read_text()) for d in args.merge]
+    hv = pd.concat([pd.read_csv(d / "results.csv") for d in args.merge], ignore_index=True)
+    meta = dict(metas[0])
+    meta["timing"] = {m: [t for x in metas for t in x["timing"].get(m, [])] for m in meta["methods"]}
+    for x in metas[1:]:
+        if x["budget"] != meta["budget"] or abs(x["exhaustive_hv"] - meta["exhaustive_hv"]) > 1e-12:
+            raise SystemExit(f"error: shards differ in budget or exhaustive front: {args.merge}")
     hv.to_csv(args.out / "results.csv", index=False)
+    args.seeds = int(hv["seed"].nunique())
+    return write_summary(hv, meta, args)
+
+
+def write_summary(hv, meta: dict, args) -> int:
+    """summary.json, hv.png and the side-by-side table from the hypervolume traces of every run."""
+    methods, timing, budget = meta["methods"], meta["timing"], meta["budget"]
+    n_ex, hv_ex, n_space = meta["exhaustive_evals"], meta["exhaustive_hv"], meta["space"]
+    ref = np.array(meta["ref_point_max_space"])
+    ex = range(n_ex)
+    args.seeds = int(hv["seed"].nunique())
     # a method may stop before the budget (NSGA-II whose population only revisits evaluated
     # configurations): its final value is its last one
     final = hv[hv["n_evals"] <= budget].sort_values("n_evals").groupby(["method", "seed"]).tail(1)
@@ -117,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                                       if any(x is not None for x in first95) else None),
             "wall_s_per_run_mean": float(np.mean(timing[m]))}
     if "bo" in methods and "random" in methods:
-        b = final[final["method"] == "bo"].set_index("seed")["hv"]
-        r = final[final["method"] == "random"].set_index("seed")["hv"]
+        # align on seed: the two selections come from different rows of `final` (different indexes)
+        b, r = final[final["method"] == "bo"].set_index("seed")["hv"].align(
+            final[final["method"] == "random"].set_index("seed")["hv"], join="inner")
         summary["bo_beats_random_seeds"] = int((b > r).sum())
         summary["bo_over_random_hv_ratio_mean"] = float((b / r).mean())
     bo = summary["methods"].get("bo", {})
@@ -161,8 +223,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BO beats random on {summary['bo_beats_random_seeds']}/{args.seeds} seeds "
               f"(mean HV ratio {summary['bo_over_random_hv_ratio_mean']:.4f}); target met: {summary['target_met']}")
     print(f"wrote {args.out / 'results.csv'}, {args.out / 'summary.json'}, {args.out / 'hv.png'}")
-    store.close()
     return 0
+
+
+def compare_adaptive(ctx, points, args) -> dict:
+    """The adaptive item budget (codesign.explore.adaptive) vs the fixed-limit run on the exhaustive
+    configurations: member-item evaluations spent, and whether the two fronts agree."""
+    from codesign.explore.adaptive import adaptive_front
+    from codesign.explore.results import distinct, maximised
+    from codesign.pareto import pareto_mask
+
+    idx, _ = distinct(points)
+    configs = [points[i].config for i in idx]
+    Y = maximised([points[i] for i in idx], ctx.objectives)
+    fixed = {c for c, on in zip(configs, pareto_mask(Y)) if on}
+    t = time.time()
+    out = adaptive_front(ctx.evaluator.quality, configs, Y, ctx.objectives, start=args.adaptive_start,
+                         step=args.adaptive_step, confidence=0.95, seed=0)
+    got = set(out.front)
+    res = {"configurations": len(configs), "confidence": 0.95, "start_items_per_task": args.adaptive_start,
+           "step_items_per_task": args.adaptive_step, "adaptive_evaluations": out.evaluations,
+           "fixed_evaluations": out.fixed_evaluations, "ratio": out.evaluations / out.fixed_evaluations,
+           "rounds": out.rounds, "uncertain_at_end": out.uncertain, "front_fixed": len(fixed),
+           "front_adaptive": len(got), "front_common": len(fixed & got),
+           "same_front": fixed == got, "items_per_member": out.items, "history": out.history,
+           "seconds": time.time() - t}
+    print(f"adaptive item budget: {out.evaluations} member-item evaluations vs {out.fixed_evaluations} for the "
+          f"fixed-limit run (ratio {res['ratio']:.3f}); fronts: adaptive {len(got)}, fixed {len(fixed)}, "
+          f"common {len(fixed & got)}; same front: {res['same_front']}; {out.uncertain} configurations still "
+          f"uncertain at 95% ({out.rounds} rounds)", flush=True)
+    return res
 
 
 if __name__ == "__main__":

@@ -106,6 +106,33 @@ class Task:
         codes. Returns ``score`` (0-100), ``refusal_rate``, ``invalid_rate``, ``n`` and sub-metrics."""
         raise NotImplementedError
 
+    def bootstrap_scores(self, items, preds: np.ndarray, weights: np.ndarray, policy: str) -> np.ndarray:
+        """``score`` of every row of ``preds`` on every bootstrap resample of the items.
+
+        A resample is given by its item counts (``weights[b, i]``: how often item ``i`` was drawn),
+        so all prediction rows share the same resamples (a paired bootstrap). This default runs
+        the task's own :meth:`score` on each resample (exact, one call per row and resample);
+        tasks whose score is a function of per-subtask rates override it with a vectorized
+        equivalent (checked against this one in the tests).
+
+        Args:
+            items: ``ResultStore.items`` rows, aligned with the columns of ``preds``.
+            preds: ``(C, n)`` outcome codes of ``C`` prediction rows (configurations).
+            weights: ``(B, n)`` non-negative integer counts, each row summing to ``n``.
+
+        Returns:
+            ``(C, B)`` scores (0-100, NaN where the resample leaves nothing to score).
+        """
+        preds, weights = np.atleast_2d(preds), np.atleast_2d(weights)
+        items = items.reset_index(drop=True)
+        out = np.full((len(preds), len(weights)), np.nan)
+        for b, w in enumerate(weights):
+            idx = np.repeat(np.arange(len(items)), w.astype(np.int64))
+            sample = items.iloc[idx].reset_index(drop=True)
+            for c, pred in enumerate(preds):
+                out[c, b] = self.score(sample, pred[idx], policy)["score"]
+        return out
+
     def __repr__(self) -> str:
         return f"<task {self.name} ({self.protocol}): {self.dimension}>"
 

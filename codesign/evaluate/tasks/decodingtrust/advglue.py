@@ -26,7 +26,8 @@ from codesign.evaluate import metrics
 from codesign.evaluate.tasks.base import Item
 from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
-from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, not_label_rate, scored_mask
+from codesign.evaluate.tasks.decodingtrust.base import (DTTask, groups, nanmean_last, not_label_rate, resampled_rates,
+                                                        scored_mask)
 from codesign.evaluate.tasks.decodingtrust.prompts import PromptData
 from codesign.evaluate.tasks.registry import register
 
@@ -147,3 +148,12 @@ class DTAdvGLUE(DTTask):
         out["refusal_rate"] = mean_or_nan(rrne)
         out["n_scored"] = int(np.sum(scored))
         return out
+
+    def bootstrap_scores(self, items, preds, weights, policy: str = "decodingtrust") -> np.ndarray:
+        """Vectorized :meth:`score` on resamples: 100 x mean over the scored subtasks drawn of their accuracy."""
+        items = items.reset_index(drop=True)
+        y = items["label"].to_numpy().astype(np.int64)
+        names, acc = resampled_rates(items, np.atleast_2d(preds) == y[None], weights)
+        sub, scored = items["subtask"].to_numpy().astype(str), scored_mask(items)
+        keep = np.array([scored[sub == s].all() for s in names], dtype=bool)
+        return nanmean_last(acc[..., keep]) * 100

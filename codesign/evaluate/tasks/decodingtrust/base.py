@@ -66,3 +66,34 @@ def not_label_rate(pred: np.ndarray) -> float:
 def scored_mask(items) -> np.ndarray:
     """Items that enter DT's aggregate (``meta["scored"]``; extras are reported beside it)."""
     return np.array([bool(m.get("scored", True)) for m in items["meta"]], dtype=bool)
+
+
+def resampled_rates(items, indicators: np.ndarray, weights: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Per-subtask rates of per-item indicators on bootstrap resamples (the vectorized core of
+    :meth:`~codesign.evaluate.tasks.base.Task.bootstrap_scores` for DT's per-result-file formulas).
+
+    Args:
+        items: ``ResultStore.items`` rows (their ``subtask`` column).
+        indicators: ``(C, n)`` per-item values of ``C`` prediction rows (e.g. ``pred == label``).
+        weights: ``(B, n)`` item counts of each resample.
+
+    Returns:
+        The subtask names (sorted, as :func:`groups`) and ``(C, B, S)`` weighted means per
+        subtask; NaN where a resample drew no item of the subtask (DT then has no such file).
+    """
+    sub = items["subtask"].to_numpy().astype(str)
+    names = sorted(set(sub.tolist()))
+    onehot = (sub[:, None] == np.array(names)[None, :]).astype(np.float64)  # (n, S)
+    w = np.asarray(weights, dtype=np.float64)
+    num = np.einsum("bn,cn,ns->cbs", w, np.asarray(indicators, dtype=np.float64), onehot, optimize=True)
+    den = w @ onehot  # (B, S)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return names, np.where(den[None] > 0, num / den[None], np.nan)
+
+
+def nanmean_last(x: np.ndarray) -> np.ndarray:
+    """Mean over the last axis ignoring NaN; NaN where every value is NaN (no warning)."""
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(ok, x, 0.0).sum(axis=-1) / np.maximum(n, 1), np.nan)

@@ -1,0 +1,135 @@
+"""How sure a study is of its trust numbers: a paired bootstrap over items.
+
+Trust scores are estimates from a finite sample of benchmark items; costs come from the analytical
+hardware model and are exact. Every configuration of a study is scored on the *same* items, so
+the bootstrap is paired: per task one matrix of resampled item indices (``B`` resamples of the
+``n`` items, drawn with replacement) is shared by every configuration, and each task scores every
+configuration on every resample at once (:meth:`~codesign.evaluate.tasks.base.Task.bootstrap_scores`).
+From the draws come, per configuration and quality objective, a standard error and a percentile
+interval (:func:`summarize_draws`); per configuration the share of resamples in which it is on the
+Pareto front (:func:`pareto_probability`); and between two configurations whether their difference
+is distinguishable from zero (:func:`indistinguishable`).
+
+Quality depends only on an ensemble's member set (schedule and accelerator change costs, not
+answers), so draws are computed once per member set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from codesign import objectives as registry
+from codesign.pareto import fill_missing, pareto_mask
+from codesign.records import BootstrapSettings
+
+DEFAULT_LEVEL = BootstrapSettings().level
+
+Draws = dict[str, np.ndarray]  # quality objective -> (B,) values on each resample (as explore.results)
+
+
+def resample_indices(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(B, n)`` item indices drawn with replacement: one row per resample."""
+    return rng.integers(0, n, size=(n_resamples, n))
+
+
+def index_counts(index: np.ndarray, n: int) -> np.ndarray:
+    """``(B, n)`` resample indices -> ``(B, n)`` counts of each item in each resample."""
+    B = index.shape[0]
+    counts = np.zeros((B, n), dtype=np.int64)
+    np.add.at(counts, (np.repeat(np.arange(B), index.shape[1]), index.reshape(-1)), 1)
+    return counts
+
+
+def quality_draws(quality, member_sets: Sequence[tuple[str, ...]], names: Sequence[str],
+                  settings: BootstrapSettings) -> dict[tuple[str, ...], Draws]:
+    """Bootstrap draws of the quality objectives ``names`` for every member set.
+
+    Args:
+        quality: the study's :class:`~codesign.explore.evaluator.QualityTable` (answers, items, votes).
+        member_sets: distinct ensembles (variant ids).
+        names: quality objectives to draw (``trust`` and/or dimension objectives such as ``adv``).
+        settings: resamples, seed.
+
+    Returns:
+        member set -> objective -> ``(B,)`` draws (on task ``t`` every member set sees the same resamples).
+    """
+    sets = list(dict.fromkeys(tuple(s) for s in member_sets))
+    rng = np.random.default_rng(settings.seed)
+    by_task: dict[str, np.ndarray] = {}  # task -> (C, B) scores
+    need = {t for n in names for t in _tasks_of(n, quality)}
+    for t in quality.tasks:  # fixed task order: the same seed draws the same indices whichever objectives
+        items = quality.items(t)
+        counts = index_counts(resample_indices(len(items), settings.n_resamples, rng), len(items))
+        if t not in need or not sets or len(items) == 0:
+            continue
+        preds = np.stack([quality.predictions(t, list(s)) for s in sets])
+        by_task[t] = quality.task(t).bootstrap_scores(items, preds, counts, quality.policy)
+    out: dict[tuple[str, ...], Draws] = {s: {} for s in sets}
+    for name in names:
+        tasks = [t for t in _tasks_of(name, quality) if t in by_task]
+        if not tasks:
+            continue
+        vals = np.stack([by_task[t] for t in tasks])  # (T, C, B)
+        mean = _nanmean0(vals) if name == "trust" else vals[0]  # trust: the mean of the dimensions present
+        for c, s in enumerate(sets):
+            out[s][name] = mean[c]
+    return out
+
+
+def _tasks_of(name: str, quality) -> list[str]:
+    if name == "trust":
+        return list(quality.trust_tasks)
+    task = registry.objectives().get(name)
+    return [task.task] if task is not None and task.task else []
+
+
+def _nanmean0(x: np.ndarray) -> np.ndarray:
+    ok = ~np.isnan(x)
+    n = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(ok, x, 0.0).sum(axis=0) / np.maximum(n, 1), np.nan)
+
+
+def summarize_draws(draws: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[float, float, float]:
+    """Standard error and percentile interval ``(se, low, high)`` of ``(B,)`` draws (NaN draws ignored)."""
+    d = np.asarray(draws, dtype=np.float64)
+    d = d[~np.isnan(d)]
+    if d.size < 2:
+        return float("nan"), float("nan"), float("nan")
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(d, [alpha, 1.0 - alpha])
+    return float(d.std(ddof=1)), float(lo), float(hi)
+
+
+def pareto_probability(Y_draws: np.ndarray) -> np.ndarray:
+    """Share of resamples in which each point is on the Pareto front.
+
+    Args:
+        Y_draws: ``(B, n, m)`` maximised objectives of ``n`` points on each of ``B`` resamples
+            (exact objectives repeat along ``B``; NaN: the worst value of its column in that resample).
+
+    Returns:
+        ``(n,)`` probabilities in [0, 1].
+    """
+    Y_draws = np.asarray(Y_draws, dtype=np.float64)
+    on = np.zeros(Y_draws.shape[1])
+    for Yb in Y_draws:
+        on += pareto_mask(fill_missing(Yb))
+    return on / max(len(Y_draws), 1)
+
+
+def indistinguishable(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], level: float = DEFAULT_LEVEL) -> bool:
+    """Whether two configurations' paired draws differ by an amount whose ``level`` interval
+    contains zero in every objective both have (a configuration against itself: True)."""
+    for name in set(a) & set(b):
+        diff = np.asarray(b[name]) - np.asarray(a[name])
+        diff = diff[~np.isnan(diff)]
+        if diff.size < 2:
+            continue
+        alpha = (1.0 - level) / 2
+        lo, hi = np.quantile(diff, [alpha, 1.0 - alpha])
+        if lo > 0 or hi < 0:
+            return False
+    return True
