@@ -18,11 +18,12 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from codesign.paths import cache_dir
+
+if TYPE_CHECKING:  # torch only for annotations: reading markers and records must not import it
+    import torch
 
 FORMAT = "codesign-quant/1"
 MARKER = ".complete"

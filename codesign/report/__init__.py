@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codesign.report.data import ReportData, collect
+from typing import Any
 
 
 def write_report(store, study: str | None, out_dir: str | Path, spec: str | None = None, *,
@@ -52,6 +52,8 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     try:
+        from codesign.report.data import collect  # pandas & co. only when a report is written
+
         data = collect(store, study, spec, mode=mode, policy=policy, protocol=protocol, n_boot=n_boot, seed=seed)
     finally:
         if own:
@@ -77,3 +79,11 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
 
 
 __all__ = ["ReportData", "collect", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ReportData", "collect"):
+        from codesign.report import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'codesign.report' has no attribute {name!r}")
