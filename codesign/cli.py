@@ -42,12 +42,45 @@ for _mod in STAGES:
 
 
 def main() -> None:
-    """Console entry point: user errors print one readable message and exit 2, no traceback."""
+    """Console entry point: user errors print one readable message and exit 2, no traceback.
+
+    typer runs outside its standalone mode so that its own usage errors (a flag that does not
+    parse, an unknown option) take the same ``error:`` form as codesign's checks."""
+    try:  # typer >= 0.20 vendors click
+        from typer._click.exceptions import NoArgsIsHelpError, UsageError
+    except ImportError:  # pragma: no cover - older typer on click
+        from click.exceptions import NoArgsIsHelpError, UsageError
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except NoArgsIsHelpError as exc:  # bare `codesign`: the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        cmd = exc.ctx.command_path if exc.ctx is not None else "codesign"
+        _fail(f"{exc.format_message()}{_given(exc)} (see `{cmd} --help`)")
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _given(exc: BaseException) -> str:
+    """The value typer could not parse (its message leaves it out), e.g. ``: got 'abc'``."""
+    errors = getattr(exc.__cause__, "errors", None)
+    if callable(errors):
+        try:
+            return "".join(f": got {e['input']!r}" for e in errors()[:1] if "input" in e)
+        except Exception:  # noqa: BLE001 - only a nicer message is at stake
+            return ""
+    return ""
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
