@@ -307,6 +307,11 @@ class ResultStore:
         else:
             self.conn.execute("COMMIT")
 
+    def is_empty(self) -> bool:
+        """Whether no stage has stored anything yet (no variant, answer, measurement or study)."""
+        return not any(self.conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+                       for t in ("variants", "outputs", "measurements", "studies", "eval_runs"))
+
     def frame(self, table: str, where: str = "", params: Sequence[Any] = ()):
         """A whole table (optionally filtered by a SQL ``where`` clause) as a pandas DataFrame."""
         import pandas as pd

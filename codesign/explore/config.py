@@ -115,9 +115,10 @@ class KnobRange(StrictModel):
 class Workload(StrictModel):
     """Inference workload the cost model is evaluated on."""
 
-    batch: int = Field(1, ge=1)
-    prompt_len: int = Field(512, ge=1)
-    gen_len: int = Field(128, ge=1)
+    # upper bounds: far beyond any deployment (the hw command's own flags use the same)
+    batch: int = Field(1, ge=1, le=1_000_000)
+    prompt_len: int = Field(512, ge=1, le=100_000_000)
+    gen_len: int = Field(128, ge=1, le=100_000_000)
     abits: int = Field(16, ge=2, le=32)
     kvbits: int = Field(16, ge=2, le=32)
 

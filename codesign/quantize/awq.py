@@ -165,6 +165,8 @@ class AWQ(QuantMethod):
     # block_topk 8 / block_tokens 4096: see experiments/quantize_bench (held-out layer error vs cost).
     defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True, "block_loss": True,
                 "block_tokens": 4096, "block_topk": 8}
+    ranges = {"n_grid": (1, 10_000), "max_shrink": (0.0, 1.0), "block_tokens": (1, 10_000_000),
+              "block_topk": (1, 1_000_000)}
 
     @property
     def block_tokens(self) -> int:

@@ -33,17 +33,26 @@ class Catalogue(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     sym: bool = False
     calib: str = Field("default", description="calibration source: 'default', a text file or data-set path")
-    n_samples: int = Field(32, ge=1, description="calibration samples")
-    seq_len: int = Field(256, ge=2, description="tokens per calibration sample")
+    n_samples: int = Field(32, ge=1, le=1_000_000, description="calibration samples")
+    seq_len: int = Field(256, ge=2, le=1_000_000, description="tokens per calibration sample")
     include_dense: bool = True
     options: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per-method options, e.g. {gptq: {act_order: true}}")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from codesign.models.loading import check_model_name
+
+        return check_model_name(v)
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v: list[str]) -> list[str]:
         from codesign.quantize.registry import method_names
 
+        if not v:
+            raise ValueError(f"no methods given: nothing to quantize (allowed: one or more of {method_names()})")
         bad = [m for m in v if m not in method_names()]
         if bad:
             raise ValueError(f"unknown method(s) {bad} (allowed: {method_names()})")

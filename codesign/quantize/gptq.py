@@ -158,6 +158,7 @@ class GPTQ(QuantMethod):
     # error by a quarter at both (bench.py), so it is on at every width.
     defaults = {"damp": 0.05, "act_order": True, "group_aware": True, "block_size": 128, "true_sequential": True,
                 "mse": 2.0, "hessian_range": True}
+    ranges = {"damp": (0.0, 1.0), "block_size": (1, 1 << 16), "mse": (0.0, 100.0)}
 
     def __init__(self, **options):
         super().__init__(**options)

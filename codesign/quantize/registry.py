@@ -59,14 +59,20 @@ class QuantMethod:
 
     name: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = True
-    #: Options a user may set (through ``VariantSpec.extra``) and their defaults.
+    #: Options a user may set (through ``VariantSpec.extra``) and their defaults; an option's type
+    #: is its default's (bool, int or float).
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Inclusive range of each numeric option (checked with the type, before any work).
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.defaults) - {"n_samples", "seq_len"})
         if unknown:
             raise ConfigError(f"method {self.name!r}: unknown option(s) {unknown} "
                               f"(allowed: {sorted(self.defaults) + ['n_samples', 'seq_len']})")
+        for key, value in options.items():
+            if key in self.defaults:
+                check_option(self.name, key, value, self.defaults[key], self.ranges.get(key))
         self.options = {**self.defaults, **options}
 
     @property
@@ -83,6 +89,26 @@ class QuantMethod:
 
     def quantize_layer(self, layer, stats: dict[str, GroupStats] | None, cfg: QuantConfig) -> LayerResult:
         raise NotImplementedError
+
+
+def check_option(method: str, key: str, value: Any, default: Any, bounds: tuple[float, float] | None) -> None:
+    """``value`` has the type of the option's default (a whole number for an int option; int or float
+    for a float option) and lies in ``bounds``; else one error naming method, option, value, allowed."""
+    import math
+
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        kind = "a finite number"
+    else:
+        return
+    in_range = ok and (bounds is None or isinstance(value, bool) or bounds[0] <= value <= bounds[1])
+    if not (ok and in_range):
+        rng = f" from {bounds[0]:g} to {bounds[1]:g}" if bounds is not None else ""
+        raise ConfigError(f"method {method!r}: option {key} = {value!r} is not allowed (allowed: {kind}{rng})")
 
 
 def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:

@@ -49,15 +49,18 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     own = not isinstance(store, ResultStore)
     if own:
         store = ResultStore(store, read_only=True)  # a report never writes to the store
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        if store.is_empty():
+            raise ConfigError(f"--store: {store.path} is empty: nothing to report (allowed: a store that "
+                              "codesign eval, measure or explore has written to)")
         from codesign.report.data import collect  # pandas & co. only when a report is written
 
         data = collect(store, study, spec, mode=mode, policy=policy, protocol=protocol, n_boot=n_boot, seed=seed)
     finally:
         if own:
             store.close()
+    out = Path(out_dir)  # created only once the store is known to hold something to report
+    out.mkdir(parents=True, exist_ok=True)
 
     steps = [("pareto", F.pareto_fronts), ("pareto", F.pairwise_projections), ("variants", F.dimension_scores),
              ("ensembles", F.ensemble_vs_single), ("hardware", F.roofline), ("hardware", F.latency_check),
