@@ -31,6 +31,7 @@ added), which live in its connection only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -88,6 +89,11 @@ CREATE TABLE IF NOT EXISTS study_points (
     feasible INTEGER NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (study, method, seed, point_id)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    variant_id TEXT NOT NULL, protocol TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL, item_id TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (variant_id, protocol, task, mode, item_id)
+);
 CREATE TABLE IF NOT EXISTS study_results (
     study TEXT PRIMARY KEY, objectives_json TEXT NOT NULL, ref_point_json TEXT NOT NULL, reference_hv REAL,
     n_points INTEGER NOT NULL, created REAL NOT NULL
@@ -120,6 +126,24 @@ _V1_TABLES = {
     "eval_runs": "variant_id, task, mode, device, n_items, prompt_tokens, gen_tokens, prompt_tok_s, gen_tok_s, "
                  "tpot_ms, peak_mem_bytes, wall_s, created",
 }
+
+
+#: A claim by a process on another host is trusted this long (its liveness cannot be checked).
+CLAIM_TTL_S = 900.0
+
+
+def _claim_live(host: str, pid: int, created: float, me_host: str, me_pid: int, now: float) -> bool:
+    if host == me_host:
+        if pid == me_pid:
+            return False  # our own (an earlier batch of this run): take it again
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return now - created < CLAIM_TTL_S
 
 
 #: Every table a codesign store has had (version 1's included): any other table means a foreign file.
@@ -358,6 +382,44 @@ class ResultStore:
             c.executemany("INSERT OR IGNORE INTO outputs (variant_id, protocol, task, item_id, mode, raw_text, label, "
                           "outcome, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?)", data)
             return c.total_changes - before
+
+    def claim_items(self, variant_id: str, task: str, mode: str, protocol: str,
+                    item_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Claim ``item_ids`` for this process before answering them, so that two processes
+        evaluating the same variant split the work instead of both doing it. In one transaction:
+        items already answered are left out; an item another live process claimed is left to it.
+        Returns ``(claimed, held)``: the items this process now answers, and those another process
+        is answering. A claim of a dead process (same host, its pid gone) or an old one (another
+        host, older than :data:`CLAIM_TTL_S`) is taken over, so a killed run never blocks a resume."""
+        import socket
+
+        me_host, me_pid, now = socket.gethostname(), os.getpid(), time.time()
+        ids = list(dict.fromkeys(item_ids))
+        claimed, held = set(), set()
+        with self.transaction() as c:
+            marks = ",".join("?" * len(ids))
+            key = (variant_id, protocol, task, mode)
+            done = {r[0] for r in c.execute(f"SELECT item_id FROM outputs WHERE variant_id=? AND protocol=? AND "
+                                             f"task=? AND mode=? AND item_id IN ({marks})", (*key, *ids))}
+            claims = {r[0]: r[1:] for r in c.execute(f"SELECT item_id, host, pid, created FROM claims WHERE "
+                                                      f"variant_id=? AND protocol=? AND task=? AND mode=? AND "
+                                                      f"item_id IN ({marks})", (*key, *ids))}
+            for iid in ids:
+                if iid in done:
+                    continue
+                if iid in claims and _claim_live(*claims[iid], me_host, me_pid, now):
+                    held.add(iid)
+                    continue
+                claimed.add(iid)
+            c.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?)",
+                          [(*key, iid, me_host, me_pid, now) for iid in claimed])
+        return claimed, held
+
+    def release_claims(self, variant_id: str, task: str, mode: str, protocol: str, item_ids: Sequence[str]) -> None:
+        """Drop this process's claims on ``item_ids`` (after their answers are stored)."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM claims WHERE variant_id=? AND protocol=? AND task=? AND mode=? AND item_id=? "
+                          "AND pid=?", [(variant_id, protocol, task, mode, iid, os.getpid()) for iid in item_ids])
 
     def done_item_ids(self, variant_id: str, task: str, mode: str = "generate",
                       protocol: str = DEFAULT_PROTOCOL) -> set[str]:
