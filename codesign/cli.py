@@ -15,15 +15,6 @@ import typer
 
 from codesign.config import ConfigError
 
-app = typer.Typer(
-    name="codesign",
-    help="Hardware-software co-design for trustworthy low-precision LLM inference: "
-         "data -> quantize -> eval -> vote -> measure/hw -> explore -> report -> export.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
 # Pipeline order; the order of --help's command list follows it.
 STAGES = [
     "codesign.data.cli",
@@ -36,9 +27,45 @@ STAGES = [
     "codesign.report.cli",
     "codesign.export.cli",
 ]
+#: The stage module of each command: ``codesign <command> ...`` imports only that stage, so a
+#: command (and an error in its arguments) does not pay for importing every other stage.
+COMMANDS = {"data": "codesign.data.cli", "quantize": "codesign.quantize.cli", "eval": "codesign.evaluate.cli",
+            "vote": "codesign.vote.cli", "hw": "codesign.cost.hw_cli", "probe": "codesign.cost.cli",
+            "measure": "codesign.cost.cli", "calibrate": "codesign.cost.cli", "explore": "codesign.explore.cli",
+            "report": "codesign.report.cli", "export": "codesign.export.cli"}
 
-for _mod in STAGES:
-    importlib.import_module(_mod).register(app)
+
+def make_app(stages: list[str] = STAGES) -> typer.Typer:
+    """The typer app with the commands of ``stages`` (default: every stage)."""
+    application = typer.Typer(
+        name="codesign",
+        help="Hardware-software co-design for trustworthy low-precision LLM inference: "
+             "data -> quantize -> eval -> vote -> measure/hw -> explore -> report -> export.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+
+    @application.callback()
+    def _group() -> None:
+        """A group even with one stage loaded (typer would otherwise run a lone command directly)."""
+
+    for mod in stages:
+        importlib.import_module(mod).register(application)
+    return application
+
+
+def __getattr__(name: str):
+    # ``from codesign.cli import app``: the app with every command, built on first use
+    if name == "app":
+        globals()["app"] = make_app()
+        return globals()["app"]
+    raise AttributeError(f"module 'codesign.cli' has no attribute {name!r}")
+
+
+def _app_for(argv: list[str]) -> typer.Typer:
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return make_app([COMMANDS[command]]) if command in COMMANDS else make_app()
 
 
 def main() -> None:
@@ -52,7 +79,7 @@ def main() -> None:
         from click.exceptions import NoArgsIsHelpError, UsageError
 
     try:
-        code = app(standalone_mode=False)
+        code = _app_for(sys.argv[1:])(standalone_mode=False)
     except ConfigError as exc:
         _fail(str(exc))
     except NoArgsIsHelpError as exc:  # bare `codesign`: the help, as before

@@ -50,6 +50,13 @@ def _digest_tree(root: Path) -> dict[str, str]:
     return out
 
 
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _run(case: dict, corpus: Path, work: Path, env: dict[str, str]) -> Outcome:
     cwd = work / case["id"]
     cwd.mkdir()
@@ -80,11 +87,12 @@ def corpus_run(tmp_path_factory, data_dir):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "CODESIGN_CACHE": str(base / "cache"), "CODESIGN_DATA": str(data_dir), "HF_HUB_OFFLINE": "1",
            "COLUMNS": "100", "NO_COLOR": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _children_cpu()
     with ThreadPoolExecutor(WORKERS) as pool:
         outcomes = dict(zip([c["id"] for c in CASES], pool.map(lambda c: _run(c, corpus, work, env), CASES)))
-    wall = time.perf_counter() - t0
-    print(f"\nbad-input corpus: {len(CASES)} cases in {wall:.1f} s wall ({WORKERS} at a time)")
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+    print(f"\nbad-input corpus: {len(CASES)} cases in {wall:.1f} s wall, {cpu:.1f} s CPU of the subprocesses "
+          f"({WORKERS} at a time)")
     return {"outcomes": outcomes, "before": before, "after": _digest_tree(corpus), "corpus": corpus,
             "marker": corpus / generate.PWNED}
 

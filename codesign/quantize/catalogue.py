@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from codesign.config import StrictModel, load_config
 from codesign.models import DEFAULT_MODEL
-from codesign.quantize.packing import SUPPORTED_BITS
+from codesign.quantize.options import SUPPORTED_BITS
 from codesign.records import VariantSpec
 
 
@@ -77,12 +77,12 @@ class Catalogue(StrictModel):
     @field_validator("options")
     @classmethod
     def _options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from codesign.quantize.registry import get_method, method_names
+        from codesign.quantize.registry import check_method, method_names
 
         for m, opts in v.items():
             if m not in method_names():
                 raise ValueError(f"options for unknown method {m!r} (allowed: {method_names()})")
-            get_method(m, **opts)  # unknown option names raise with the allowed ones
+            check_method(m, opts)  # names, types and ranges, torch-free
         return v
 
     @classmethod
@@ -91,12 +91,12 @@ class Catalogue(StrictModel):
 
     def variants(self) -> list[VariantSpec]:
         """Every variant of the catalogue, dense first."""
-        from codesign.quantize.registry import get_method
+        from codesign.quantize.registry import method_options
         from codesign.quantize.variant import DEFAULT_N_SAMPLES, DEFAULT_SEQ_LEN
 
         out = [VariantSpec(model=self.model)] if self.include_dense else []
         for method in self.methods:
-            m = get_method(method)
+            m = method_options(method)
             calibrated = m.needs_calibration
             # Every option is recorded resolved (defaults filled in): the id is the same whether a
             # default is spelled out or not, and changes if a default ever changes, so a cached

@@ -10,13 +10,15 @@ changed (AWQ folds scales into norms) and per-linear errors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from codesign.config import ConfigError
-from codesign.quantize.grid import QuantizedWeight
-from codesign.quantize.packing import SUPPORTED_BITS
+from codesign.quantize.options import BUILTIN, SUPPORTED_BITS, MethodOptions, check_options
+
+if TYPE_CHECKING:  # annotations only: the registry and option checks work without torch
+    import torch
+
+    from codesign.quantize.grid import QuantizedWeight
 
 _METHODS: dict[str, type["QuantMethod"]] = {}
 
@@ -66,13 +68,7 @@ class QuantMethod:
     ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.defaults) - {"n_samples", "seq_len"})
-        if unknown:
-            raise ConfigError(f"method {self.name!r}: unknown option(s) {unknown} "
-                              f"(allowed: {sorted(self.defaults) + ['n_samples', 'seq_len']})")
-        for key, value in options.items():
-            if key in self.defaults:
-                check_option(self.name, key, value, self.defaults[key], self.ranges.get(key))
+        check_options(self.name, MethodOptions(self.defaults, self.ranges), options)
         self.options = {**self.defaults, **options}
 
     @property
@@ -91,34 +87,30 @@ class QuantMethod:
         raise NotImplementedError
 
 
-def check_option(method: str, key: str, value: Any, default: Any, bounds: tuple[float, float] | None) -> None:
-    """``value`` has the type of the option's default (a whole number for an int option; int or float
-    for a float option) and lies in ``bounds``; else one error naming method, option, value, allowed."""
-    import math
-
-    if isinstance(default, bool):
-        ok, kind = isinstance(value, bool), "true or false"
-    elif isinstance(default, int):
-        ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        kind = "a finite number"
-    else:
-        return
-    in_range = ok and (bounds is None or isinstance(value, bool) or bounds[0] <= value <= bounds[1])
-    if not (ok and in_range):
-        rng = f" from {bounds[0]:g} to {bounds[1]:g}" if bounds is not None else ""
-        raise ConfigError(f"method {method!r}: option {key} = {value!r} is not allowed (allowed: {kind}{rng})")
-
-
 def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
     _METHODS[cls.name] = cls
     return cls
 
 
 def method_names() -> list[str]:
-    _load_builtins()
-    return sorted(_METHODS)
+    """Registered method names (the built-ins without importing them, so without torch)."""
+    return sorted(set(BUILTIN) | set(_METHODS))
+
+
+def method_options(name: str) -> MethodOptions:
+    """A method's options and whether it calibrates, torch-free for the built-ins."""
+    if name in BUILTIN and name not in _METHODS:
+        return BUILTIN[name]
+    m = get_method(name)
+    return MethodOptions(dict(m.defaults), dict(m.ranges), m.needs_calibration)
+
+
+def check_method(name: str, options: dict[str, Any] | None = None) -> None:
+    """A known method name with valid options, checked without building the method (no torch for
+    the built-ins); errors name the method, the option, the value and what is allowed."""
+    if name not in method_names():
+        raise ConfigError(f"unknown quantization method {name!r} (allowed: {method_names()})")
+    check_options(name, method_options(name), options or {})
 
 
 def get_method(name: str, **options: Any) -> QuantMethod:

@@ -104,6 +104,9 @@ def _stores(out: Path) -> None:
     con.close()
     with ResultStore(out / "store_empty.db"):
         pass
+    with ResultStore(out / "store_with_study.db") as s:
+        s.create_study("real-study", {"name": "real-study"})
+    _checkpoint(out / "store_with_study.db")
     with ResultStore(out / "store_newer.db") as s:
         s.conn.execute("PRAGMA user_version=99")
     _checkpoint(out / "store_newer.db")
