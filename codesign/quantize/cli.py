@@ -133,7 +133,11 @@ def quantize(opts: QuantizeOptions) -> QuantizeResult:
         specs = [s for s in catalogue_of(opts).variants() if not s.is_dense]
         check_calib(opts.calib)
         for s in specs:  # every check that can fail runs before the first variant starts
-            validate_spec(s, check_model=True)
+            try:
+                validate_spec(s, check_model=True)
+            except ConfigError as exc:
+                where = opts.catalogue if opts.catalogue is not None else "the command-line flags"
+                raise ConfigError(f"{where}: variant {s.short_name}: {exc}") from None
         if opts.list_only:
             res.planned = [(s.variant_id, bool(cache.lookup(s.variant_id, opts.out))) for s in specs]
             return res

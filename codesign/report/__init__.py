@@ -32,12 +32,7 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     Returns:
         Path of ``report.html``.
     """
-    from tqdm.auto import tqdm
-
     from codesign.config import ConfigError
-    from codesign.report import figures as F
-    from codesign.report.html import render_html
-    from codesign.report.tables import ALL_TABLES, write_table
     from codesign.store import ResultStore
 
     if policy is not None or protocol is not None:
@@ -61,6 +56,11 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
             store.close()
     out = Path(out_dir)  # created only once the store is known to hold something to report
     out.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm  # matplotlib & co.: only once there is a report to draw
+
+    from codesign.report import figures as F
+    from codesign.report.html import render_html
+    from codesign.report.tables import ALL_TABLES, write_table
 
     steps = [("pareto", F.pareto_fronts), ("pareto", F.pairwise_projections), ("variants", F.dimension_scores),
              ("ensembles", F.ensemble_vs_single), ("hardware", F.roofline), ("hardware", F.latency_check),
