@@ -4,6 +4,7 @@ before answering it (ResultStore.claim_items), so no item is answered twice and 
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -60,3 +61,30 @@ def _wait_for_answers(store: Path, proc: subprocess.Popen, timeout: float = 300)
                 pass
         time.sleep(0.2)
     pytest.fail("the first eval stored no answer in time")
+
+
+@pytest.mark.slow
+def test_kill_9_mid_eval_then_resume_takes_over_its_claims(tmp_path, data_dir):
+    """A run killed with SIGKILL leaves claims of a dead process: the next run takes them over and
+    answers every item exactly once."""
+    store = tmp_path / "results.db"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CODESIGN_DATA": str(data_dir), "OMP_NUM_THREADS": "1",
+           "CODESIGN_CACHE": os.environ.get("CODESIGN_CACHE", str(tmp_path / "cache"))}
+    cmd = [sys.executable, "-m", "codesign", "eval", "--model", "tiny-llama", "--tasks", "mmlu", "--protocol",
+           "codesign", "--limit", "40", "--mode", "generate", "--batch-size", "2", "--store", str(store),
+           "--no-progress"]
+    victim = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_answers(store, victim)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    con = sqlite3.connect(store)
+    stored_before = con.execute("SELECT COUNT(*) FROM outputs").fetchone()[0]
+    con.close()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    con = sqlite3.connect(store)
+    n_out, n_distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT item_id) FROM outputs").fetchone()
+    n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    left = con.execute("SELECT COUNT(*) FROM claims").fetchone()[0]
+    con.close()
+    assert 0 < stored_before <= n_items and n_out == n_distinct == n_items and left == 0
