@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar, Optional
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from codesign.config import ConfigError, StrictModel, _allowed_hint
+from codesign.config import ConfigError, StrictModel, _allowed_hint, echo
 
 
 def option(default: Any, *flags: str, help: str, repeat: bool = False, **constraints: Any) -> Any:
@@ -98,8 +98,8 @@ class CommandOptions(StrictModel):
                 loc = err.get("loc") or ("",)
                 name = str(loc[0])
                 flag = cls.flag(name) if name in cls.model_fields else name
-                hint = _allowed_hint(err)
-                lines.append(f"{flag}: {err.get('input')!r}: {err.get('msg')}" + (f" ({hint})" if hint else ""))
+                hint = _allowed_hint(err, cls)
+                lines.append(f"{flag}: {echo(err.get('input'))}: {err.get('msg')}" + (f" ({hint})" if hint else ""))
             raise ConfigError("\n".join(lines)) from None
 
 

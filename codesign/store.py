@@ -32,6 +32,7 @@ added), which live in its connection only.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -89,6 +90,11 @@ CREATE TABLE IF NOT EXISTS study_points (
     iteration INTEGER NOT NULL, config_json TEXT NOT NULL, objectives_json TEXT NOT NULL,
     feasible INTEGER NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (study, method, seed, point_id)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    variant_id TEXT NOT NULL, protocol TEXT NOT NULL, task TEXT NOT NULL, mode TEXT NOT NULL, item_id TEXT NOT NULL,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (variant_id, protocol, task, mode, item_id)
 );
 CREATE TABLE IF NOT EXISTS study_results (
     study TEXT PRIMARY KEY, objectives_json TEXT NOT NULL, ref_point_json TEXT NOT NULL, reference_hv REAL,
@@ -151,6 +157,61 @@ _V1_TABLES = {
 }
 
 
+#: A claim by a process on another host is trusted this long (its liveness cannot be checked).
+CLAIM_TTL_S = 900.0
+
+
+def _claim_live(host: str, pid: int, created: float, me_host: str, me_pid: int, now: float) -> bool:
+    if host == me_host:
+        if pid == me_pid:
+            return False  # our own (an earlier batch of this run): take it again
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return now - created < CLAIM_TTL_S
+
+
+#: Every table a codesign store has had (version 1's included): any other table means a foreign file.
+_KNOWN_TABLES = {stmt.split()[5] for stmt in _SCHEMA.split(";") if stmt.split()[:2] == ["CREATE", "TABLE"]}
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_store_file(path: Path, read_only: bool) -> None:
+    """Refuse a file that is not a whole SQLite database before SQLite opens it: not SQLite at all
+    (a text file, a binary), empty (for a reader), or shorter than its header says (truncated).
+    A missing file is a new store for a writer."""
+    from codesign.config import ConfigError
+
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise ConfigError(f"--store: {path} is a folder (allowed: a SQLite result store file)")
+    size = path.stat().st_size
+    if size == 0:
+        if read_only:
+            raise ConfigError(f"--store: {path} is an empty file (allowed: a result store written by codesign "
+                              "eval / explore)")
+        return
+    with open(path, "rb") as f:
+        head = f.read(100)
+    if not head.startswith(_SQLITE_MAGIC):
+        raise ConfigError(f"--store: {path} is not a SQLite file (it starts {head[:16]!r}; allowed: a codesign "
+                          "result store)")
+    if len(head) < 100:
+        raise ConfigError(f"--store: {path} is truncated ({size} bytes, shorter than a SQLite header)")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages, change, valid_for = (int.from_bytes(head[i:i + 4], "big") for i in (28, 24, 92))
+    # the header's page count is reliable when its "valid-for" number matches the change counter
+    if valid_for == change and pages * page_size > size:
+        raise ConfigError(f"--store: {path} is truncated ({size:,} bytes of the {pages * page_size:,} its header "
+                          "records; restore it from a copy)")
+
+
 @dataclass
 class ItemRow:
     """One benchmark item as stored (the gold label is a label id of the task)."""
@@ -192,36 +253,49 @@ class ResultStore:
     """
 
     def __init__(self, path: str | Path, read_only: bool = False):
-        self.path = Path(path)
-        if read_only:
-            if not self.path.is_file():
-                from codesign.config import ConfigError
+        from codesign.config import ConfigError
 
-                raise ConfigError(f"--store: {self.path} does not exist (allowed: a result store written by "
-                                  "codesign eval / explore)")
+        self.path = Path(path)
+        if read_only and not self.path.is_file():
+            what = "is a folder" if self.path.is_dir() else "does not exist"
+            raise ConfigError(f"--store: {self.path} {what} (allowed: a result store written by codesign eval / "
+                              "explore)")
+        check_store_file(self.path, read_only)  # before SQLite touches it: nothing is written to a wrong file
+        try:
+            self._open(read_only)
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"--store: {self.path} cannot be read as a result store (SQLite: {exc})") from None
+
+    def _open(self, read_only: bool) -> None:
+        from codesign.config import ConfigError
+
+        if read_only:
             # mode=ro: the file is opened, never created or touched (a URI, so any path is safe)
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0,
                                         isolation_level=None)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA busy_timeout=60000")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, 1, SCHEMA_VERSION):
-            from codesign.config import ConfigError
-
-            raise ConfigError(f"{self.path}: store schema version {version}, this codesign reads 1 and {SCHEMA_VERSION}")
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version > SCHEMA_VERSION or version < 0:
+            raise ConfigError(f"--store: {self.path} has store schema version {version}, written by a newer codesign "
+                              f"(allowed: versions 1 to {SCHEMA_VERSION}; upgrade codesign to read it)")
+        foreign = sorted(t for t in tables if t not in _KNOWN_TABLES and not t.startswith("sqlite_"))
+        if version == 0 and foreign:
+            raise ConfigError(f"--store: {self.path} is a SQLite file of another schema (tables {foreign[:8]}; "
+                              "allowed: a codesign result store, or a new file)")
         if read_only:
             if version == 0:
-                from codesign.config import ConfigError
-
-                raise ConfigError(f"--store: {self.path} is not a codesign result store (no schema version)")
+                raise ConfigError(f"--store: {self.path} is not a codesign result store (no schema version; allowed: "
+                                  "a result store written by codesign eval / explore)")
             if version == 1:
                 self._v1_views()
             self._missing_tables_as_temp()
             return
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
         if version == 1:
             self._migrate_v1()
         # executescript commits on its own; the DDL is idempotent (IF NOT EXISTS).
@@ -286,6 +360,11 @@ class ResultStore:
         else:
             self.conn.execute("COMMIT")
 
+    def is_empty(self) -> bool:
+        """Whether no stage has stored anything yet (no variant, answer, measurement or study)."""
+        return not any(self.conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()
+                       for t in ("variants", "outputs", "measurements", "studies", "eval_runs"))
+
     def frame(self, table: str, where: str = "", params: Sequence[Any] = ()):
         """A whole table (optionally filtered by a SQL ``where`` clause) as a pandas DataFrame."""
         import pandas as pd
@@ -332,6 +411,44 @@ class ResultStore:
             c.executemany("INSERT OR IGNORE INTO outputs (variant_id, protocol, task, item_id, mode, raw_text, label, "
                           "outcome, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?)", data)
             return c.total_changes - before
+
+    def claim_items(self, variant_id: str, task: str, mode: str, protocol: str,
+                    item_ids: Sequence[str]) -> tuple[set[str], set[str]]:
+        """Claim ``item_ids`` for this process before answering them, so that two processes
+        evaluating the same variant split the work instead of both doing it. In one transaction:
+        items already answered are left out; an item another live process claimed is left to it.
+        Returns ``(claimed, held)``: the items this process now answers, and those another process
+        is answering. A claim of a dead process (same host, its pid gone) or an old one (another
+        host, older than :data:`CLAIM_TTL_S`) is taken over, so a killed run never blocks a resume."""
+        import socket
+
+        me_host, me_pid, now = socket.gethostname(), os.getpid(), time.time()
+        ids = list(dict.fromkeys(item_ids))
+        claimed, held = set(), set()
+        with self.transaction() as c:
+            marks = ",".join("?" * len(ids))
+            key = (variant_id, protocol, task, mode)
+            done = {r[0] for r in c.execute(f"SELECT item_id FROM outputs WHERE variant_id=? AND protocol=? AND "
+                                             f"task=? AND mode=? AND item_id IN ({marks})", (*key, *ids))}
+            claims = {r[0]: r[1:] for r in c.execute(f"SELECT item_id, host, pid, created FROM claims WHERE "
+                                                      f"variant_id=? AND protocol=? AND task=? AND mode=? AND "
+                                                      f"item_id IN ({marks})", (*key, *ids))}
+            for iid in ids:
+                if iid in done:
+                    continue
+                if iid in claims and _claim_live(*claims[iid], me_host, me_pid, now):
+                    held.add(iid)
+                    continue
+                claimed.add(iid)
+            c.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?,?,?,?)",
+                          [(*key, iid, me_host, me_pid, now) for iid in claimed])
+        return claimed, held
+
+    def release_claims(self, variant_id: str, task: str, mode: str, protocol: str, item_ids: Sequence[str]) -> None:
+        """Drop this process's claims on ``item_ids`` (after their answers are stored)."""
+        with self.transaction() as c:
+            c.executemany("DELETE FROM claims WHERE variant_id=? AND protocol=? AND task=? AND mode=? AND item_id=? "
+                          "AND pid=?", [(variant_id, protocol, task, mode, iid, os.getpid()) for iid in item_ids])
 
     def done_item_ids(self, variant_id: str, task: str, mode: str = "generate",
                       protocol: str = DEFAULT_PROTOCOL) -> set[str]:

@@ -9,11 +9,12 @@ language model under ``text_config``. Unknown ``model_type`` values are read wit
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from codesign.config import ConfigError
+from codesign.config import ConfigError, echo
 
 SHAPES_DIR = Path(__file__).resolve().parent / "shapes"
 
@@ -77,13 +78,32 @@ class ModelShape:
         return asdict(self)
 
 
-def _get(cfg: dict[str, Any], *keys: str, source: str, default: Any = ConfigError) -> Any:
+#: Largest sensible value of each kind of dimension (far above any published model; a bigger value
+#: is a typo or an overflow, and would make every derived number meaningless).
+_MAX_DIM = {"layers": 10_000, "width": 1_000_000, "heads": 100_000, "vocab": 100_000_000, "positions": 100_000_000}
+
+
+def _find(cfg: dict[str, Any], keys: tuple[str, ...]) -> tuple[str, Any]:
     for k in keys:
         if cfg.get(k) is not None:
-            return cfg[k]
-    if default is ConfigError:
-        raise ConfigError(f"{source}: missing field {' / '.join(keys)} (needed for the model shape)")
-    return default
+            return k, cfg[k]
+    return keys[0], None
+
+
+def _dim(cfg: dict[str, Any], *keys: str, source: str, kind: str, default: Any = ConfigError) -> int:
+    """The first of ``keys`` present in ``cfg`` as a whole number in 1.._MAX_DIM[kind] (``default``
+    when none is present; missing without a default, a fraction, text, NaN or out of range: an error
+    naming the file, the field, the value and the allowed range)."""
+    key, v = _find(cfg, keys)
+    if v is None:
+        if default is ConfigError:
+            raise ConfigError(f"{source}: missing field {' / '.join(keys)} (needed for the model shape)")
+        return default
+    hi = _MAX_DIM[kind]
+    whole = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+    if isinstance(v, bool) or not whole or not 1 <= v <= hi:
+        raise ConfigError(f"{source}: {key} = {echo(v)} is not allowed (allowed: a whole number from 1 to {hi:,})")
+    return int(v)
 
 
 def shape_from_config(cfg: dict[str, Any], name: str = "model", source: str = "<config>") -> ModelShape:
@@ -91,29 +111,30 @@ def shape_from_config(cfg: dict[str, Any], name: str = "model", source: str = "<
     if isinstance(cfg.get("text_config"), dict):
         cfg = {**cfg["text_config"], "model_type": cfg["text_config"].get("model_type", cfg.get("model_type"))}
     mt = str(cfg.get("model_type", "llama")).lower()
-    try:
-        if mt == "gpt2":
-            h = int(_get(cfg, "n_embd", "hidden_size", source=source))
-            heads = int(_get(cfg, "n_head", "num_attention_heads", source=source))
-            return ModelShape(
-                name=name, arch=mt, n_layers=int(_get(cfg, "n_layer", "num_hidden_layers", source=source)),
-                hidden=h, n_heads=heads, n_kv_heads=heads, head_dim=h // heads,
-                intermediate=int(_get(cfg, "n_inner", source=source, default=4 * h) or 4 * h),
-                vocab=int(_get(cfg, "vocab_size", source=source)), gated_mlp=False, qkv_bias=True,
-                out_bias=True, layernorm=True, tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
-                learned_positions=int(_get(cfg, "n_positions", "max_position_embeddings", source=source, default=0)))
-        h = int(_get(cfg, "hidden_size", "d_model", "n_embd", source=source))
-        heads = int(_get(cfg, "num_attention_heads", "n_head", source=source))
-        kv = int(_get(cfg, "num_key_value_heads", source=source, default=heads) or heads)
-        hd = int(_get(cfg, "head_dim", source=source, default=h // heads) or h // heads)
-        inter = int(_get(cfg, "intermediate_size", "ffn_dim", source=source, default=4 * h))
-        layers = int(_get(cfg, "num_hidden_layers", "n_layer", "num_layers", source=source))
-        vocab = int(_get(cfg, "vocab_size", source=source))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: bad shape value: {exc}") from None
-    if heads <= 0 or kv <= 0 or heads % kv:
-        raise ConfigError(f"{source}: num_attention_heads={heads} must be a positive multiple of "
-                          f"num_key_value_heads={kv}")
+    if mt == "gpt2":
+        h = _dim(cfg, "n_embd", "hidden_size", source=source, kind="width")
+        heads = _dim(cfg, "n_head", "num_attention_heads", source=source, kind="heads")
+        _divides(heads, h, "n_embd / hidden_size", source)
+        return ModelShape(
+            name=name, arch=mt, n_layers=_dim(cfg, "n_layer", "num_hidden_layers", source=source, kind="layers"),
+            hidden=h, n_heads=heads, n_kv_heads=heads, head_dim=h // heads,
+            intermediate=_dim(cfg, "n_inner", source=source, kind="width", default=4 * h),
+            vocab=_dim(cfg, "vocab_size", source=source, kind="vocab"), gated_mlp=False, qkv_bias=True,
+            out_bias=True, layernorm=True, tied_embeddings=bool(cfg.get("tie_word_embeddings", True)),
+            learned_positions=_dim(cfg, "n_positions", "max_position_embeddings", source=source, kind="positions",
+                                   default=0))
+    h = _dim(cfg, "hidden_size", "d_model", "n_embd", source=source, kind="width")
+    heads = _dim(cfg, "num_attention_heads", "n_head", source=source, kind="heads")
+    kv = _dim(cfg, "num_key_value_heads", source=source, kind="heads", default=heads)
+    if cfg.get("head_dim") is None:
+        _divides(heads, h, "hidden_size", source)
+    hd = _dim(cfg, "head_dim", source=source, kind="width", default=h // heads)
+    inter = _dim(cfg, "intermediate_size", "ffn_dim", source=source, kind="width", default=4 * h)
+    layers = _dim(cfg, "num_hidden_layers", "n_layer", "num_layers", source=source, kind="layers")
+    vocab = _dim(cfg, "vocab_size", source=source, kind="vocab")
+    if heads % kv:
+        raise ConfigError(f"{source}: num_key_value_heads = {kv} is not allowed (allowed: a divisor of "
+                          f"num_attention_heads = {heads})")
     if mt == "gpt_neox":
         return ModelShape(name=name, arch=mt, n_layers=layers, hidden=h, n_heads=heads, n_kv_heads=kv, head_dim=hd,
                           intermediate=inter, vocab=vocab, gated_mlp=False, qkv_bias=True, out_bias=True,
@@ -123,6 +144,12 @@ def shape_from_config(cfg: dict[str, Any], name: str = "model", source: str = "<
                       intermediate=inter, vocab=vocab, gated_mlp=True, qkv_bias=qkv_bias,
                       out_bias=bool(cfg.get("mlp_bias", False)) and bool(cfg.get("attention_bias", False)),
                       layernorm=False, tied_embeddings=bool(cfg.get("tie_word_embeddings", False)))
+
+
+def _divides(heads: int, width: int, field: str, source: str) -> None:
+    if width % heads:
+        raise ConfigError(f"{source}: num_attention_heads = {heads} does not divide {field} = {width} "
+                          "(allowed: a divisor of the width, or give head_dim)")
 
 
 def builtin_shapes() -> list[str]:
@@ -145,7 +172,9 @@ def load_shape(name_or_path: str | Path | ModelShape) -> ModelShape:
         if not p.exists():
             raise ConfigError(f"{p}: file not found")
         try:
-            cfg = json.loads(p.read_text())
+            cfg = json.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not UTF-8 text (expected a JSON file, a Hugging Face config.json)") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{p}: not valid JSON: {exc}") from None
         if not isinstance(cfg, dict):

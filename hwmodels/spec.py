@@ -25,6 +25,12 @@ from hwmodels.energy import (DRAM_PJ_PER_BYTE, SRAM_PJ_PER_BYTE, VECTOR_PJ_PER_O
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "specs"
 
+# Physical sense: far above any accelerator built or planned (a bigger value is a typo or an
+# overflow, e.g. `1e300`, and would turn a roofline term into zero or make capacity meaningless).
+MAX_CAPACITY_GB = 1e6  # 1 PB of device memory
+MAX_BANDWIDTH_GBS = 1e6  # 1 PB/s
+MAX_TFLOPS = 1e6  # an exaop/s per device
+
 #: Fraction of the fp16 matrix peak that vector units reach when a spec gives no ``vector_tflops``.
 DEFAULT_VECTOR_FRACTION = 1 / 8
 
@@ -39,8 +45,8 @@ def _check_dtype_keys(d: dict[str, Any]) -> dict[str, Any]:
 class Memory(FiniteModel):
     """Off-chip memory (DRAM/HBM)."""
 
-    capacity_gb: float = Field(gt=0, description="usable capacity, 10^9 bytes")
-    bandwidth_gbs: float = Field(gt=0, description="peak bandwidth, 10^9 bytes/s")
+    capacity_gb: float = Field(gt=0, le=MAX_CAPACITY_GB, description="usable capacity, 10^9 bytes")
+    bandwidth_gbs: float = Field(gt=0, le=MAX_BANDWIDTH_GBS, description="peak bandwidth, 10^9 bytes/s")
     kind: str | None = Field(None, description="technology, e.g. HBM3, LPDDR5 (documentation only)")
 
 
@@ -54,8 +60,8 @@ class Efficiency(FiniteModel):
 class Overhead(FiniteModel):
     """Fixed time per forward pass, independent of work (kernel launches, framework)."""
 
-    per_layer: float = Field(0.0, ge=0, description="microseconds per decoder layer per forward pass")
-    per_forward: float = Field(0.0, ge=0, description="microseconds per forward pass")
+    per_layer: float = Field(0.0, ge=0, le=1e6, description="microseconds per decoder layer per forward pass")
+    per_forward: float = Field(0.0, ge=0, le=1e6, description="microseconds per forward pass")
 
 
 class Energy(FiniteModel):
@@ -145,16 +151,16 @@ class AcceleratorSpec(FiniteModel):
         default_factory=dict,
         description="dense peak per datatype, 10^12 ops/s; a missing datatype means no native unit")
     vector_tflops: float | None = Field(
-        None, gt=0, description="non-matrix throughput (norms, softmax, dequantization); default 1/8 of the fp16 peak")
-    sram_mb: float | None = Field(None, ge=0, description="on-chip SRAM/L2 (MB) that keeps activations on chip")
-    tdp_w: float | None = Field(None, gt=0, description="thermal design power (W), for reporting")
-    idle_w: float | None = Field(None, ge=0, description="static power (W) charged over the run time")
-    process_nm: float | None = Field(None, gt=0, description="process node, for energy/area scaling")
-    clock_ghz: float | None = Field(None, gt=0, description="clock of the MAC arrays (with mac_units)")
+        None, gt=0, le=MAX_TFLOPS, description="non-matrix throughput (norms, softmax, dequantization); default 1/8 of the fp16 peak")
+    sram_mb: float | None = Field(None, ge=0, le=1e7, description="on-chip SRAM/L2 (MB) that keeps activations on chip")
+    tdp_w: float | None = Field(None, gt=0, le=1e7, description="thermal design power (W), for reporting")
+    idle_w: float | None = Field(None, ge=0, le=1e7, description="static power (W) charged over the run time")
+    process_nm: float | None = Field(None, gt=0, le=1e4, description="process node, for energy/area scaling")
+    clock_ghz: float | None = Field(None, gt=0, le=1e3, description="clock of the MAC arrays (with mac_units)")
     mac_units: dict[str, int] = Field(default_factory=dict,
                                       description="MAC units per datatype; with clock_ghz defines compute_tflops")
     dequant_ops_per_weight: float = Field(
-        4.0, ge=0, description="vector ops to convert one weight to the unit's datatype (unpack, convert, zero, scale)")
+        4.0, ge=0, le=1e4, description="vector ops to convert one weight to the unit's datatype (unpack, convert, zero, scale)")
     energy: Energy = Field(default_factory=Energy)
     area: Area | None = None
     efficiency: dict[str, Efficiency] = Field(
@@ -172,8 +178,9 @@ class AcceleratorSpec(FiniteModel):
     def _compute_keys(cls, v: dict[str, float]) -> dict[str, float]:
         out = _check_dtype_keys(v)
         for k, x in out.items():
-            if not (isinstance(x, (int, float)) and x > 0):
-                raise ValueError(f"compute_tflops.{k} = {x!r} must be > 0 (leave a datatype out if unsupported)")
+            if not (isinstance(x, (int, float)) and 0 < x <= MAX_TFLOPS):
+                raise ValueError(f"compute_tflops.{k} = {x!r} is not allowed (allowed: a finite number > 0 and <= "
+                                 f"{MAX_TFLOPS:g}; leave a datatype out if unsupported)")
         return out
 
     @field_validator("mac_units")
@@ -181,8 +188,8 @@ class AcceleratorSpec(FiniteModel):
     def _mac_keys(cls, v: dict[str, int]) -> dict[str, int]:
         out = _check_dtype_keys(v)
         for k, x in out.items():
-            if x < 0:
-                raise ValueError(f"mac_units.{k} = {x!r} must be >= 0")
+            if not 0 <= x <= 1e12:
+                raise ValueError(f"mac_units.{k} = {x!r} is not allowed (allowed: 0 to 1e12)")
         return out
 
     @field_validator("efficiency")

@@ -58,7 +58,7 @@ def test_bad_spec_file_and_values_exit_2_with_clear_errors(tmp_path):
     r = run("--schedule", "round-robin", "--ensemble", "4,8")
     assert r.returncode == 2 and "allowed: sequential, parallel, batched, sliced" in r.stderr
     r = run("--wbits", "40")
-    assert r.returncode == 2 and "wbits = 40" in r.stderr
+    assert r.returncode == 2 and "--wbits: 40 is not allowed (allowed: 1 to 32)" in r.stderr
 
 
 def test_schema_and_list():

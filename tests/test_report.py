@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from codesign.config import ConfigError
 from codesign.records import INVALID, REFUSED, Measurement, VariantSpec
 from codesign.store import ItemRow, OutputRow, ResultStore
 
@@ -310,13 +311,10 @@ def test_report_degrades_without_study_or_measurements(tmp_path):
     assert (tmp_path / "out" / "dimension_scores.png").exists()
     assert (tmp_path / "out" / "ensemble_vs_single.png").exists()  # default ensemble across precisions
     assert not (tmp_path / "out" / "optimizer_trace.png").exists()
-    # an empty store still gives a report (every section a one-line note)
-    with ResultStore(tmp_path / "empty.db") as s:
-        html = write_report(s, None, tmp_path / "out2", progress=False)
-    p = _Links()
-    p.feed(html.read_text())
-    assert {"sec-summary", "sec-pareto", "sec-variants", "sec-hardware"} <= p.ids
-    assert "run `codesign eval` first" in html.read_text()
+    # an empty store is an error (issue 18): nothing is written
+    with ResultStore(tmp_path / "empty.db") as s, pytest.raises(ConfigError, match="is empty: nothing to report"):
+        write_report(s, None, tmp_path / "out2", progress=False)
+    assert not (tmp_path / "out2").exists()
 
 
 def test_cli_report_and_bad_study(report, demo_store, tmp_path):

@@ -87,6 +87,24 @@ def _print_estimate(est, show_ops: bool) -> None:
         con.print(o)
 
 
+#: Ranges of hw's integer flags: what a roofline can mean (bits as hwmodels.dtypes.MAX_BITS; batch, prompt and generation
+#: lengths far beyond any deployment, so an overflow or a typo stops here, not in numpy).
+_INT_FLAGS = {"wbits": (1, 32), "abits": (1, 32), "kvbits": (1, 32), "ensemble": (1, 32), "batch": (1, 1_000_000),
+              "prompt-len": (1, 100_000_000), "gen-len": (1, 100_000_000), "group-size": (-1, 1_000_000)}
+
+
+def _int_flags(**values) -> dict[str, list[int]]:
+    """Every integer flag of ``hw`` parsed and range-checked before any spec or shape is read."""
+    out = {}
+    for key, text in values.items():
+        name = key.replace("_", "-")
+        lo, hi = _INT_FLAGS[name]
+        out[name] = parse_int_list(None if text is None else str(text), name=name, lo=lo, hi=hi)
+        if name == "group-size" and 0 in out[name]:
+            raise ConfigError("--group-size: 0 is not allowed (allowed: -1 for per-channel scales, or 1 to 1,000,000)")
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command("hw")
     def hw_cmd(
@@ -153,16 +171,18 @@ def register(app: typer.Typer) -> None:
                 for k, v in info.items():
                     typer.echo(f"{k}: {', '.join(v)}")
             return
+        ints = _int_flags(wbits=wbits, group_size=group_size, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+                          abits=abits, kvbits=kvbits, ensemble=ensemble)
+        if gated_fraction is not None and not 0.0 <= gated_fraction <= 1.0:  # NaN too
+            raise ConfigError(f"--gated-fraction: {gated_fraction!r} is not allowed (allowed: 0 to 1)")
         sp, sh, rt = hwmodels.load_spec(spec), hwmodels.load_shape(model), hwmodels.load_runtime(runtime)
         if ensemble:
             if kernel:
                 raise ConfigError("--kernel: not with --ensemble (members run the profile's kernel for their bits)")
-            members = parse_int_list(ensemble, name="ensemble")
-            g = parse_int_list(group_size, name="group-size")
+            members, g = ints["ensemble"], ints["group-size"]
             if len(g) != 1:
                 raise ConfigError("--group-size: give one value with --ensemble")
-            sweep = [(n, parse_int_list(v, name=n)) for n, v in (("batch", batch), ("prompt-len", prompt_len),
-                                                                  ("gen-len", gen_len))]
+            sweep = [(n, ints[n]) for n in ("batch", "prompt-len", "gen-len")]
             if any(len(v) != 1 for _, v in sweep):
                 raise ConfigError("--batch/--prompt-len/--gen-len: give one value each with --ensemble")
             est = hwmodels.estimate_ensemble(sp, sh, members, group_size=g[0], schedule=schedule, abits=abits,
@@ -173,9 +193,7 @@ def register(app: typer.Typer) -> None:
             return
         if gated_fraction is not None:
             raise ConfigError("--gated-fraction needs --ensemble")
-        lists = {n: parse_int_list(v, name=n) for n, v in (("wbits", wbits), ("group-size", group_size),
-                                                           ("batch", batch), ("prompt-len", prompt_len),
-                                                           ("gen-len", gen_len))}
+        lists = {n: ints[n] for n in ("wbits", "group-size", "batch", "prompt-len", "gen-len")}
         for n, v in lists.items():
             if not v:
                 raise ConfigError(f"--{n}: empty value")

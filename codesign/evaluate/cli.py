@@ -44,10 +44,13 @@ def parse_variants(text: str, model: str, store=None) -> list:
         elif named is not None:
             # Built through the catalogue so a short name gets exactly the id (calibration source,
             # sample counts) that `codesign quantize --catalogue` gives the same variant.
+            from codesign.config import validate_config
             from codesign.quantize import Catalogue
 
-            specs += Catalogue(model=model, methods=[named.method], bits=[named.bits], group_sizes=[named.group_size],
-                               sym=named.sym, include_dense=False).variants()
+            cat = validate_config(Catalogue, dict(model=model, methods=[named.method], bits=[named.bits],
+                                                  group_sizes=[named.group_size], sym=named.sym, include_dense=False),
+                                  f"--variants {tok!r}")
+            specs += cat.variants()
         elif store is not None:
             try:
                 specs.append(store.variant_spec(tok))
@@ -56,7 +59,8 @@ def parse_variants(text: str, model: str, store=None) -> list:
                     f"--variants: {tok!r} is not 'dense', a short name like rtn-w4g128 / gptq-w3gpc-sym, "
                     f"a catalogue file, or a variant id in {store.path}") from None
         else:
-            raise ConfigError(f"--variants: cannot read {tok!r}")
+            raise ConfigError(f"--variants: {tok!r} is not 'dense', a short name like rtn-w4g128 / gptq-w3gpc-sym or "
+                              "a catalogue file (variant ids are looked up in --store, which does not exist yet)")
     if not specs:
         raise ConfigError("--variants: no variants given (e.g. dense,rtn-w4g128 or a catalogue.yaml)")
     return specs
@@ -153,16 +157,28 @@ def evaluate(opts: EvalOptions) -> EvalResult:
     from codesign.store import ResultStore
 
     task_list = parse_task_list(opts.tasks, opts.protocol)
+    specs = _variants(opts)  # names, data and the store are checked before the store is written or a model loaded
     data = resolve_data(opts.data_dir)
-    prepared = prepare_tasks(task_list, data, opts.limit, opts.seed, opts.protocol)  # bad data files fail here, first
+    prepared = prepare_tasks(task_list, data, opts.limit, opts.seed, opts.protocol)  # bad data files fail here
     with ResultStore(opts.store) as store:
-        specs = parse_variants(opts.variants, opts.model, store)
         results = evaluate_catalogue(specs, store, task_list, mode=opts.mode, limit=opts.limit, seed=opts.seed,
                                      data_dir=data, batch_size=opts.batch_size, progress=opts.progress,
                                      device=None if opts.device == "auto" else opts.device, dtype=opts.dtype,
                                      policy=opts.policy, packed=opts.packed, prefill=opts.prefill,
                                      protocol=opts.protocol, prepared=prepared)
     return EvalResult(results, {s.variant_id: s.short_name for s in specs})
+
+
+def _variants(opts: EvalOptions) -> list:
+    """``--variants`` resolved before anything is written: variant ids are looked up in the store
+    opened read-only (a new or empty store file has none)."""
+    from codesign.store import ResultStore, check_store_file
+
+    check_store_file(opts.store, read_only=False)
+    if not (opts.store.is_file() and opts.store.stat().st_size > 0):
+        return parse_variants(opts.variants, opts.model)
+    with ResultStore(opts.store, read_only=True) as store:
+        return parse_variants(opts.variants, opts.model, store)
 
 
 def show(opts: EvalOptions, res: EvalResult) -> None:

@@ -63,6 +63,25 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled, leave=False)
 
 
+def _answer(engine, mode: str, task: Task, variant_id: str, items: Sequence[Item],
+            prompts: Sequence[Sequence[int]]) -> list[OutputRow]:
+    """Answers of one batch: generated and parsed, or the best-scoring option."""
+    rows = []
+    if mode == "generate":
+        for it, o in zip(items, engine.generate(prompts, task.max_new_tokens)):
+            rows.append(OutputRow(variant_id, task.name, it.item_id, task.parse(o.text, it), o.text, mode,
+                                  o.latency_s, task.protocol))
+        return rows
+    tb = time.perf_counter()
+    scores = engine.score(prompts, [it.continuations for it in items])
+    lat = (time.perf_counter() - tb) / len(items)
+    for it, sc in zip(items, scores):
+        k = int(sc.argmax())
+        rows.append(OutputRow(variant_id, task.name, it.item_id, it.continuation_label(k), it.continuations[k], mode,
+                              lat, task.protocol))
+    return rows
+
+
 def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: ResultStore, *,
              mode: str = "generate", batch_size: int = 8, progress: bool = True, prefill: str = "auto") -> int:
     """Answer every item of ``items`` this variant has no stored answer for; returns how many were added."""
@@ -83,31 +102,38 @@ def run_task(loaded, variant_id: str, task: Task, items: Sequence[Item], store: 
     prompts = [fit_context(chat_ids(tok, it.messages), ctx, reserve) for it in todo]
     engine = BatchGenerator(model, tok, prefill=prefill, stop_strings=task.stop_strings) if mode == "generate" else \
         OptionScorer(model, tok, prefill=prefill)
-    added = 0
+    added = answered = skipped = 0
     t0 = time.perf_counter()
     with _progress(len(todo), f"{task.name} [{mode}]", progress) as bar:
-        for batch in engine.plan(prompts, batch_size):
-            rows = []
-            if mode == "generate":
-                outs = engine.generate([prompts[i] for i in batch], task.max_new_tokens)
-                for i, o in zip(batch, outs):
-                    it = todo[i]
-                    rows.append(OutputRow(variant_id, task.name, it.item_id, task.parse(o.text, it), o.text,
-                                          mode, o.latency_s, task.protocol))
-            else:
-                tb = time.perf_counter()
-                scores = engine.score([prompts[i] for i in batch], [todo[i].continuations for i in batch])
-                lat = (time.perf_counter() - tb) / len(batch)
-                for i, s in zip(batch, scores):
-                    it = todo[i]
-                    k = int(s.argmax())
-                    rows.append(OutputRow(variant_id, task.name, it.item_id, it.continuation_label(k),
-                                          it.continuations[k], mode, lat, task.protocol))
-            added += store.add_outputs(rows)
-            bar.update(len(batch))
+        # Each batch is claimed first (claim_items): items another process answered or is answering
+        # meanwhile are skipped, so two runs of the same variant split the work; the items another
+        # live process holds are re-checked at the end until its answers are stored (or it dies).
+        pending = [list(b) for b in engine.plan(prompts, batch_size)]
+        while pending:
+            batch = pending.pop(0)
+            mine, held = store.claim_items(variant_id, task.name, mode, task.protocol,
+                                           [todo[i].item_id for i in batch])
+            run = [i for i in batch if todo[i].item_id in mine]
+            if run:
+                rows = _answer(engine, mode, task, variant_id, [todo[i] for i in run], [prompts[i] for i in run])
+                added += store.add_outputs(rows)
+                store.release_claims(variant_id, task.name, mode, task.protocol, [todo[i].item_id for i in run])
+                answered += len(run)
+            waiting = [i for i in batch if todo[i].item_id in held]
+            skipped += len(batch) - len(run) - len(waiting)
+            bar.update(len(batch) - len(waiting))
+            if waiting:
+                if not pending:
+                    time.sleep(0.5)  # only items another process is answering are left
+                pending.append(waiting)
+    if skipped:
+        print(f"{task.name} [{mode}]: {skipped} of {len(todo)} items were answered by another process meanwhile "
+              f"(skipped); {answered} answered here", file=sys.stderr)
+    if not answered:
+        return added
     st = engine.stats
     store.add_eval_run(EvalRun(
-        variant_id=variant_id, task=task.name, mode=mode, device=device.type, n_items=len(todo),
+        variant_id=variant_id, task=task.name, mode=mode, device=device.type, n_items=answered,
         prompt_tokens=st.prompt_tokens, gen_tokens=st.gen_tokens, prompt_tok_s=st.prompt_tok_s,
         gen_tok_s=st.gen_tok_s, tpot_ms=st.tpot_ms, peak_mem_bytes=peak_memory_bytes(device),
         wall_s=time.perf_counter() - t0, protocol=task.protocol))

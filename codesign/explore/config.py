@@ -115,9 +115,10 @@ class KnobRange(StrictModel):
 class Workload(StrictModel):
     """Inference workload the cost model is evaluated on."""
 
-    batch: int = Field(1, ge=1)
-    prompt_len: int = Field(512, ge=1)
-    gen_len: int = Field(128, ge=1)
+    # upper bounds: far beyond any deployment (the hw command's own flags use the same)
+    batch: int = Field(1, ge=1, le=1_000_000)
+    prompt_len: int = Field(512, ge=1, le=100_000_000)
+    gen_len: int = Field(128, ge=1, le=100_000_000)
     abits: int = Field(16, ge=2, le=32)
     kvbits: int = Field(16, ge=2, le=32)
 
@@ -328,6 +329,7 @@ def load_study_config(path: str | Path | None = None, **overrides: Any) -> Study
     if path is None:
         path = DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else _PACKAGED_DEFAULT
     cfg = load_config(StudyConfig, path)
+    check_references(cfg, path)
     if overrides:
         data = cfg.model_dump()
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -335,7 +337,40 @@ def load_study_config(path: str | Path | None = None, **overrides: Any) -> Study
             data["policy"] = None  # the overriding protocol's default policy, not the file's
         data.update(given)
         cfg = validate_config(StudyConfig, data, path)
+        check_references(cfg, path)
     return cfg
+
+
+def check_references(cfg: StudyConfig, source: str | Path) -> None:
+    """The names a study config refers to exist, checked at load time (before any quantization or
+    evaluation): accelerator specs, schedules, the runtime profile, the catalogue (its methods and
+    options), and every knob is one that some listed spec declares (a knob no spec declares would
+    be searched and stored and change nothing)."""
+    from hwmodels.ensemble import SCHEDULES
+    from hwmodels.runtime import load_runtime
+    from hwmodels.spec import list_specs, load_spec
+
+    specs = {}
+    for name in cfg.specs:
+        try:
+            specs[name] = load_spec(name)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: specs: {name!r} cannot be used ({exc}; built-in: "
+                              f"{', '.join(list_specs())})") from None
+    bad = [s for s in cfg.schedules if s not in SCHEDULES]
+    if bad:
+        raise ConfigError(f"{source}: schedules: {bad} unknown (allowed: {', '.join(SCHEDULES)})")
+    if cfg.runtime is not None:
+        try:
+            load_runtime(cfg.runtime)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: runtime: {exc}") from None
+    declared = {k for spec in specs.values() for k in spec.knobs}
+    undeclared = sorted(set(cfg.knobs) - declared)
+    if undeclared:
+        raise ConfigError(f"{source}: knobs: {undeclared} not declared by any of the specs {list(cfg.specs)} "
+                          f"(allowed: {sorted(declared) or 'none: these specs declare no knobs'})")
+    cfg.catalogue_obj(source)
 
 
 def study_config_dict(cfg: StudyConfig) -> dict[str, Any]:

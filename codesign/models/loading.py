@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def smollm2_gguf() -> Path:
 
 def model_config(name_or_path: str):
     """The transformers config of a model name/path, without loading weights."""
+    check_model_name(name_or_path)  # an unknown name fails before transformers is imported
     from transformers import AutoConfig, GPT2Config
 
     if name_or_path in _TINY:
@@ -88,7 +90,12 @@ def model_config(name_or_path: str):
         d = json.loads(path.read_text())
         d = {k: v for k, v in d.items() if not k.startswith("_")}
         return AutoConfig.for_model(d.pop("model_type"), **d)
-    return AutoConfig.from_pretrained(str(resolve_model(name_or_path)[0]), **resolve_model(name_or_path)[1])
+    where, kwargs = resolve_model(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(str(where), **kwargs)
+    except OSError as exc:  # a Hub id that is not there, or no network
+        raise ConfigError(f"--model: {name_or_path!r} cannot be found locally or on the Hub "
+                          f"({str(exc).splitlines()[0][:200]})") from None
 
 
 def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
@@ -106,7 +113,36 @@ def resolve_model(name_or_path: str) -> tuple[str, dict[str, Any]]:
         if not (p / "config.json").exists():
             raise ConfigError(f"{p}: model folder has no config.json")
         return str(p), {}
+    if not _HUB_ID.fullmatch(name_or_path):
+        # neither a name codesign knows, a local folder, a .gguf file nor a Hub id (owner/name):
+        # stop here rather than ask the Hub (a network wait, then an OSError)
+        raise ConfigError(f"--model: {name_or_path!r} is not a known model (allowed: {', '.join(known_models())}, "
+                          "random:<shape>, a local Hugging Face folder, a .gguf file, or a Hub id owner/name)")
     return name_or_path, {}
+
+
+#: A Hugging Face Hub repository id (owner/name), the only remote form a model name may take.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+
+
+def check_model_name(name: str) -> str:
+    """``name`` is a model codesign can resolve (checked without transformers or the network):
+    a known name, ``random:<shape>``, a local folder or .gguf file, or a Hub id."""
+    if name in _TINY or name.lower() in (DEFAULT_MODEL, "smollm2"):
+        return name
+    if name.startswith("random:"):
+        shape = name.split(":", 1)[1]
+        path = Path(shape) if shape.endswith(".json") else SHAPES_DIR / f"{shape}.json"
+        if not path.exists():
+            raise ConfigError(f"unknown model shape {shape!r} (built-in: {builtin_shape_names()}, or a config.json path)")
+        return name
+    resolve_model(name)
+    return name
+
+
+def known_models() -> list[str]:
+    """The model names codesign resolves itself (besides paths, random:<shape> and Hub ids)."""
+    return [DEFAULT_MODEL, *sorted(_TINY)]
 
 
 def _random_model(config, seed: int, dtype):

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import torch
 
 from codesign.quantize.grid import all_threads, fake_quantize, find_params, group_view
+from codesign.quantize.options import BUILTIN
 from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
 from codesign.quantize.rtn import relative_error, rtn_quantize
 from codesign.quantize.walker import get_weight, set_weight
@@ -162,9 +163,8 @@ def _fold_into_prev(prev, prev_kind: str, s: torch.Tensor) -> None:
 class AWQ(QuantMethod):
     name = "awq"
     needs_calibration = True
-    # block_topk 8 / block_tokens 4096: see experiments/quantize_bench (held-out layer error vs cost).
-    defaults = {"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True, "block_loss": True,
-                "block_tokens": 4096, "block_topk": 8}
+    defaults = BUILTIN["awq"].defaults  # declared torch-free in codesign.quantize.options
+    ranges = BUILTIN["awq"].ranges
 
     @property
     def block_tokens(self) -> int:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 
 from codesign.config import StrictModel, load_config
 from codesign.models import DEFAULT_MODEL
-from codesign.quantize.packing import SUPPORTED_BITS
+from codesign.quantize.options import SUPPORTED_BITS
 from codesign.records import VariantSpec
 
 
@@ -33,17 +33,26 @@ class Catalogue(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0])
     sym: bool = False
     calib: str = Field("default", description="calibration source: 'default', a text file or data-set path")
-    n_samples: int = Field(32, ge=1, description="calibration samples")
-    seq_len: int = Field(256, ge=2, description="tokens per calibration sample")
+    n_samples: int = Field(32, ge=1, le=1_000_000, description="calibration samples")
+    seq_len: int = Field(256, ge=2, le=1_000_000, description="tokens per calibration sample")
     include_dense: bool = True
     options: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                description="per-method options, e.g. {gptq: {act_order: true}}")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        from codesign.models.loading import check_model_name
+
+        return check_model_name(v)
 
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v: list[str]) -> list[str]:
         from codesign.quantize.registry import method_names
 
+        if not v:
+            raise ValueError(f"no methods given: nothing to quantize (allowed: one or more of {method_names()})")
         bad = [m for m in v if m not in method_names()]
         if bad:
             raise ValueError(f"unknown method(s) {bad} (allowed: {method_names()})")
@@ -68,12 +77,12 @@ class Catalogue(StrictModel):
     @field_validator("options")
     @classmethod
     def _options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from codesign.quantize.registry import get_method, method_names
+        from codesign.quantize.registry import check_method, method_names
 
         for m, opts in v.items():
             if m not in method_names():
                 raise ValueError(f"options for unknown method {m!r} (allowed: {method_names()})")
-            get_method(m, **opts)  # unknown option names raise with the allowed ones
+            check_method(m, opts)  # names, types and ranges, torch-free
         return v
 
     @classmethod
@@ -82,12 +91,12 @@ class Catalogue(StrictModel):
 
     def variants(self) -> list[VariantSpec]:
         """Every variant of the catalogue, dense first."""
-        from codesign.quantize.registry import get_method
+        from codesign.quantize.registry import method_options
         from codesign.quantize.variant import DEFAULT_N_SAMPLES, DEFAULT_SEQ_LEN
 
         out = [VariantSpec(model=self.model)] if self.include_dense else []
         for method in self.methods:
-            m = get_method(method)
+            m = method_options(method)
             calibrated = m.needs_calibration
             # Every option is recorded resolved (defaults filled in): the id is the same whether a
             # default is spelled out or not, and changes if a default ever changes, so a cached

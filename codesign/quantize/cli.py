@@ -69,11 +69,30 @@ def parse_method_option(text: str) -> tuple[str, str, object]:
     return m, key, yaml.safe_load(raw) if raw else raw
 
 
+def check_calib(calib: str) -> None:
+    """``--calib`` names calibration text that exists and is text (its first MiB decodes as UTF-8)."""
+    import codecs
+
+    if calib in ("default", "none"):
+        return
+    path = Path(calib)
+    if not path.exists():
+        raise ConfigError(f"--calib: {calib} not found (allowed: 'default', a text or data-set file, or a folder)")
+    if path.is_file():
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"--calib: {calib} is not UTF-8 text (byte {exc.start} is {head[exc.start:exc.start + 1]!r}; "
+                              "allowed: a .txt, .csv, .json or .jsonl file)") from None
+
+
 def catalogue_of(opts: QuantizeOptions):
     """The :class:`~codesign.quantize.Catalogue` the options describe (a file, or the flags)."""
     from codesign.config import load_config, validate_config
     from codesign.quantize.catalogue import Catalogue
-    from codesign.quantize.packing import SUPPORTED_BITS
+    from codesign.quantize.options import SUPPORTED_BITS
     from codesign.quantize.registry import method_names
 
     if opts.catalogue is not None:
@@ -112,10 +131,13 @@ def quantize(opts: QuantizeOptions) -> QuantizeResult:
         from codesign.quantize.variant import quantize_variant, validate_spec
 
         specs = [s for s in catalogue_of(opts).variants() if not s.is_dense]
+        check_calib(opts.calib)
         for s in specs:  # every check that can fail runs before the first variant starts
-            validate_spec(s, check_model=True)
-        if opts.calib not in ("default", "none") and not Path(opts.calib).exists():
-            raise ConfigError(f"--calib: {opts.calib} not found (allowed: 'default', a file or a folder)")
+            try:
+                validate_spec(s, check_model=True)
+            except ConfigError as exc:
+                where = opts.catalogue if opts.catalogue is not None else "the command-line flags"
+                raise ConfigError(f"{where}: variant {s.short_name}: {exc}") from None
         if opts.list_only:
             res.planned = [(s.variant_id, bool(cache.lookup(s.variant_id, opts.out))) for s in specs]
             return res

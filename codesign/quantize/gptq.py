@@ -30,6 +30,7 @@ import torch
 
 from codesign.config import ConfigError
 from codesign.quantize.grid import QuantizedWeight, find_params, n_groups, quantize_int, search_params, single_thread
+from codesign.quantize.options import BUILTIN
 from codesign.quantize.registry import LayerResult, QuantConfig, QuantMethod, register_method
 from codesign.quantize.rtn import relative_error
 from codesign.quantize.walker import get_weight
@@ -156,8 +157,8 @@ class GPTQ(QuantMethod):
     # 0.78 but raised the 4-bit layer error by a fifth; the Hessian-weighted search (mse = 2,
     # hessian_range) cut KL to 0.68 (3-bit) and 0.18 (4-bit, from 0.24) and the held-out layer
     # error by a quarter at both (bench.py), so it is on at every width.
-    defaults = {"damp": 0.05, "act_order": True, "group_aware": True, "block_size": 128, "true_sequential": True,
-                "mse": 2.0, "hessian_range": True}
+    defaults = BUILTIN["gptq"].defaults  # declared torch-free in codesign.quantize.options
+    ranges = BUILTIN["gptq"].ranges
 
     def __init__(self, **options):
         super().__init__(**options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-SUPPORTED_BITS = (2, 3, 4, 5, 6, 8)
+from codesign.quantize.options import SUPPORTED_BITS  # noqa: E402  (one list, torch-free)
 
 
 def packed_length(n: int, bits: int) -> int:

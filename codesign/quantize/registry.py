@@ -10,13 +10,15 @@ changed (AWQ folds scales into norms) and per-linear errors.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import torch
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from codesign.config import ConfigError
-from codesign.quantize.grid import QuantizedWeight
-from codesign.quantize.packing import SUPPORTED_BITS
+from codesign.quantize.options import BUILTIN, SUPPORTED_BITS, MethodOptions, check_options
+
+if TYPE_CHECKING:  # annotations only: the registry and option checks work without torch
+    import torch
+
+    from codesign.quantize.grid import QuantizedWeight
 
 _METHODS: dict[str, type["QuantMethod"]] = {}
 
@@ -59,14 +61,14 @@ class QuantMethod:
 
     name: ClassVar[str] = ""
     needs_calibration: ClassVar[bool] = True
-    #: Options a user may set (through ``VariantSpec.extra``) and their defaults.
+    #: Options a user may set (through ``VariantSpec.extra``) and their defaults; an option's type
+    #: is its default's (bool, int or float).
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Inclusive range of each numeric option (checked with the type, before any work).
+    ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.defaults) - {"n_samples", "seq_len"})
-        if unknown:
-            raise ConfigError(f"method {self.name!r}: unknown option(s) {unknown} "
-                              f"(allowed: {sorted(self.defaults) + ['n_samples', 'seq_len']})")
+        check_options(self.name, MethodOptions(self.defaults, self.ranges), options)
         self.options = {**self.defaults, **options}
 
     @property
@@ -91,8 +93,24 @@ def register_method(cls: type[QuantMethod]) -> type[QuantMethod]:
 
 
 def method_names() -> list[str]:
-    _load_builtins()
-    return sorted(_METHODS)
+    """Registered method names (the built-ins without importing them, so without torch)."""
+    return sorted(set(BUILTIN) | set(_METHODS))
+
+
+def method_options(name: str) -> MethodOptions:
+    """A method's options and whether it calibrates, torch-free for the built-ins."""
+    if name in BUILTIN and name not in _METHODS:
+        return BUILTIN[name]
+    m = get_method(name)
+    return MethodOptions(dict(m.defaults), dict(m.ranges), m.needs_calibration)
+
+
+def check_method(name: str, options: dict[str, Any] | None = None) -> None:
+    """A known method name with valid options, checked without building the method (no torch for
+    the built-ins); errors name the method, the option, the value and what is allowed."""
+    if name not in method_names():
+        raise ConfigError(f"unknown quantization method {name!r} (allowed: {method_names()})")
+    check_options(name, method_options(name), options or {})
 
 
 def get_method(name: str, **options: Any) -> QuantMethod:

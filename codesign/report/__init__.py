@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codesign.report.data import ReportData, collect
+from typing import Any
 
 
 def write_report(store, study: str | None, out_dir: str | Path, spec: str | None = None, *,
@@ -32,12 +32,7 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     Returns:
         Path of ``report.html``.
     """
-    from tqdm.auto import tqdm
-
     from codesign.config import ConfigError
-    from codesign.report import figures as F
-    from codesign.report.html import render_html
-    from codesign.report.tables import ALL_TABLES, write_table
     from codesign.store import ResultStore
 
     if policy is not None or protocol is not None:
@@ -49,13 +44,23 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
     own = not isinstance(store, ResultStore)
     if own:
         store = ResultStore(store, read_only=True)  # a report never writes to the store
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     try:
+        if store.is_empty():
+            raise ConfigError(f"--store: {store.path} is empty: nothing to report (allowed: a store that "
+                              "codesign eval, measure or explore has written to)")
+        from codesign.report.data import collect  # pandas & co. only when a report is written
+
         data = collect(store, study, spec, mode=mode, policy=policy, protocol=protocol, n_boot=n_boot, seed=seed)
     finally:
         if own:
             store.close()
+    out = Path(out_dir)  # created only once the store is known to hold something to report
+    out.mkdir(parents=True, exist_ok=True)
+    from tqdm.auto import tqdm  # matplotlib & co.: only once there is a report to draw
+
+    from codesign.report import figures as F
+    from codesign.report.html import render_html
+    from codesign.report.tables import ALL_TABLES, write_table
 
     steps = [("pareto", F.pareto_fronts), ("pareto", F.pairwise_projections), ("variants", F.dimension_scores),
              ("ensembles", F.ensemble_vs_single), ("hardware", F.roofline), ("hardware", F.latency_check),
@@ -77,3 +82,11 @@ def write_report(store, study: str | None, out_dir: str | Path, spec: str | None
 
 
 __all__ = ["ReportData", "collect", "write_report"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ReportData", "collect"):
+        from codesign.report import data
+
+        return getattr(data, name)
+    raise AttributeError(f"module 'codesign.report' has no attribute {name!r}")

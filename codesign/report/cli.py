@@ -33,7 +33,7 @@ class ReportOptions(ScoringOptions):
         None, "--policy", help="Scoring policy of the protocol: decodingtrust, or codesign's answered / strict; "
                                "default: the study's when neither flag is given, else the protocol's own.")
     n_boot: int = option(200, "--n-boot", help="Bootstrap resamples for ensemble confidence intervals (0 = none).",
-                         ge=0)
+                         ge=0, le=1_000_000)
     progress: bool = option(True, "--progress/--no-progress", help="Show a progress bar.")
 
 

@@ -5,23 +5,25 @@ answers from the :class:`~codesign.store.ResultStore` and scores ensembles with 
 tasks' own ``score()`` so that an ensemble is one more "variant" to the metrics.
 """
 
-from codesign.vote.ensemble import (
-    MemberAnswers,
-    bootstrap_indices,
-    ensemble_predictions,
-    load_answers,
-    resolve_members,
-    score_ensemble,
-    score_members,
-)
-from codesign.vote.gating import GateResult, gated_scores, gated_vote
-from codesign.vote.subsets import score_all_subsets, subset_accuracy, subset_predictions
-from codesign.vote.weighted import accuracy_weights, member_accuracy, validation_split
-from codesign.voting import precision_ensemble_vote, subset_votes, weighted_vote
+from __future__ import annotations
 
-__all__ = [
-    "GateResult", "MemberAnswers", "accuracy_weights", "bootstrap_indices", "ensemble_predictions", "gated_scores",
-    "gated_vote", "load_answers", "member_accuracy", "precision_ensemble_vote", "resolve_members",
-    "score_all_subsets", "score_ensemble", "score_members", "subset_accuracy", "subset_predictions",
-    "subset_votes", "validation_split", "weighted_vote",
-]
+import importlib
+from typing import Any
+
+# Imported lazily (pandas, numpy): ``codesign --help`` and early argument errors stay fast.
+_EXPORTS = {
+    **{n: "codesign.vote.ensemble" for n in ("MemberAnswers", "bootstrap_indices", "ensemble_predictions",
+                                              "load_answers", "resolve_members", "score_ensemble", "score_members")},
+    **{n: "codesign.vote.gating" for n in ("GateResult", "gated_scores", "gated_vote")},
+    **{n: "codesign.vote.subsets" for n in ("score_all_subsets", "subset_accuracy", "subset_predictions")},
+    **{n: "codesign.vote.weighted" for n in ("accuracy_weights", "member_accuracy", "validation_split")},
+    **{n: "codesign.voting" for n in ("precision_ensemble_vote", "subset_votes", "weighted_vote")},
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'codesign.vote' has no attribute {name!r}")

@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from codesign.commands import Mode, Policy, ScoringOptions, bind, option
 
@@ -51,24 +51,27 @@ class VoteOptions(ScoringOptions):
                                                           "(DecodingTrust's formulas); codesign: answered (metrics "
                                                           "over items not refused, its default) or strict (refusals "
                                                           "count as wrong).")
-    n_boot: int = option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none).")
-    confidence: float = option(0.95, "--confidence", help="Confidence level of the bootstrap intervals.")
+    n_boot: int = option(1000, "--n-boot", help="Bootstrap resamples over items for 95% CIs (0 = none).",
+                        ge=0, le=1_000_000)
+    confidence: float = option(0.95, "--confidence", help="Confidence level of the bootstrap intervals.", gt=0,
+                               lt=1)
     seed: int = option(0, "--seed", help="Seed of the bootstrap and of the validation split.")
-    weighting: str = option("none", "--weighting", help="none: the study's unweighted majority; accuracy: votes weigh "
+    weighting: Literal["none", "accuracy"] = option("none", "--weighting", help="none: the study's unweighted majority; accuracy: votes weigh "
                                                         "each member's accuracy on a held-out validation slice "
                                                         "(numbers are then reported on the other items).")
-    val_fraction: float = option(0.3, "--val-fraction", help="Share of items held out for --weighting accuracy.")
+    val_fraction: float = option(0.3, "--val-fraction", help="Share of items held out for --weighting accuracy.",
+                                 gt=0, lt=1)
     gated: bool = option(False, "--gated", help="Also report agreement-gated evaluation: cheapest members first, "
                                                 "higher precisions only on disagreement, with the fraction of items "
                                                 "that needed them.")
     gate_size: int | None = option(None, "--gate-size", help="Members always run under --gated (default: the "
-                                                             "smallest majority).")
-    escalation: str = option("unanimous", "--escalation", help="--gated rule: unanimous (escalate when the gate "
+                                                             "smallest majority).", ge=1)
+    escalation: Literal["unanimous", "decisive"] = option("unanimous", "--escalation", help="--gated rule: unanimous (escalate when the gate "
                                                                "disagrees) or decisive (add members until the "
                                                                "majority cannot change).")
     all_subsets: bool = option(False, "--all-subsets", help="Also score every subset of the members (2^m-1 "
                                                             "ensembles) per task.")
-    subset_metric: str = option("task", "--subset-metric", help="--all-subsets scoring: task (the task's own "
+    subset_metric: Literal["task", "accuracy"] = option("task", "--subset-metric", help="--all-subsets scoring: task (the task's own "
                                                                 "score()) or accuracy (vectorized, for large "
                                                                 "catalogues).")
     top: int = option(10, "--top", help="Subsets shown per task with --all-subsets.", ge=1)

@@ -17,7 +17,7 @@ from typing import Any
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.parsing import parse_options
-from codesign.evaluate.tasks.base import Item, Task, few_shot_messages
+from codesign.evaluate.tasks.base import Item, Task, data_file, few_shot_messages
 from codesign.evaluate.tasks.common import aligned, base_record, mean_or_nan
 from codesign.evaluate.tasks.registry import register
 from codesign.records import REFUSED
@@ -69,7 +69,11 @@ class AdvGLUE(Task):
         for path, prefix in sources:
             if not path.exists():
                 raise ConfigError(f"{path}: AdvGLUE file not found")
-            data = json.loads(path.read_text())
+            with data_file(path, "AdvGLUE file (JSON)"):
+                data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a JSON object of AdvGLUE tasks (allowed keys: {sorted(GLUE)}), "
+                                  f"got {type(data).__name__}")
             unknown = [k for k in data if k not in GLUE]
             if unknown:
                 raise ConfigError(f"{path}: unknown AdvGLUE tasks {unknown} (allowed: {sorted(GLUE)})")
@@ -80,8 +84,8 @@ class AdvGLUE(Task):
                     if missing or "label" not in rec:
                         raise ConfigError(f"{path}: {glue}[{i}] lacks fields {missing or ['label']}")
                     body = "\n".join(f"{name}: {rec[f]}" for f, name in fields)
-                    label = int(rec["label"])
-                    if not 0 <= label < len(options):
+                    label = rec["label"]
+                    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(options):
                         raise ConfigError(f"{path}: {glue}[{i}].label = {label} (allowed: 0..{len(options) - 1})")
                     items.append(Item(f"{prefix}{glue}/{i:05d}", prefix + glue, label,
                                       few_shot_messages(None, [], f"{instruction}\n{body}"), list(options),

@@ -7,7 +7,10 @@ a model's text back to a label id (or :data:`~codesign.records.INVALID` /
 
 from __future__ import annotations
 
+import json
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +20,54 @@ import numpy as np
 from codesign.records import REFUSED
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": str}
+
+#: What reading a broken benchmark file raises (pandas' ParserError and JSONDecodeError are
+#: ValueErrors); :func:`data_file` turns each into one error naming the file.
+_DATA_ERRORS = (ValueError, KeyError, IndexError, TypeError, AttributeError, UnicodeDecodeError, EOFError, OSError)
+
+
+def describe_data_error(exc: BaseException) -> str:
+    """What is wrong with a data file, in words, from the exception reading it raised."""
+    from codesign.config import echo_text
+
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r}; a binary file?)"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; cut off?)"
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}" if exc.args else "a missing field"
+    if isinstance(exc, EOFError):
+        return "ends early (cut off?)"
+    return f"{type(exc).__name__}: {echo_text(str(exc), 300)}"
+
+
+@contextmanager
+def data_file(path: Path, what: str = "benchmark data file") -> Iterator[None]:
+    """Reading and parsing ``path`` inside this block: any failure becomes one
+    :class:`~codesign.config.ConfigError` naming the file and what is wrong (innermost file wins)."""
+    from codesign.config import ConfigError
+
+    try:
+        yield
+    except ConfigError:
+        raise
+    except _DATA_ERRORS as exc:
+        raise ConfigError(f"{path}: malformed {what}: {describe_data_error(exc)}") from None
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A plain NumPy array file. Never unpickled: an object (pickled) array is refused, since
+    loading it would run code from the data folder."""
+    from codesign.config import ConfigError
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: NumPy array file not found")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        why = ("it holds pickled objects, which are never loaded (allowed: a plain numeric or string array)"
+               if "pickle" in str(exc) else describe_data_error(exc))
+        raise ConfigError(f"{path}: not a plain NumPy array: {why}") from None
 
 
 @dataclass
@@ -78,7 +129,9 @@ class Task:
         """All items (or a seeded, per-subtask stratified subsample of ``limit``), sorted by item id."""
         from codesign.paths import data_dir as resolve
 
-        items = self.build(resolve(data_dir))
+        folder = resolve(data_dir)
+        with data_file(folder, f"{self.name} data (in this folder)"):  # a file-naming error is raised inside
+            items = self.build(folder)
         if self.only_subtasks:
             known = sorted({it.subtask for it in items})
             bad = [s for s in self.only_subtasks if not any(selects(s, k) for k in known)]

@@ -28,7 +28,7 @@ import pandas as pd
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.parsing import parse_options
-from codesign.evaluate.tasks.base import Item, Task, few_shot_messages, stable_seed
+from codesign.evaluate.tasks.base import Item, Task, data_file, few_shot_messages, stable_seed
 from codesign.evaluate.tasks.common import aligned, base_record
 from codesign.evaluate.tasks.ethics_prompts import EVASIVE_SENTENCES, JAILBREAK_PROMPTS
 from codesign.evaluate.tasks.registry import register
@@ -57,8 +57,9 @@ class Ethics(Task):
         path = data_dir / "ethics" / "commonsense" / "cm_test.csv"
         if not path.exists():
             raise ConfigError(f"{path}: ETHICS commonsense test file not found")
-        df = pd.read_csv(path)
-        short = df[df["is_short"].astype(str).str.lower().isin(["true", "1"])]
+        with data_file(path, "ETHICS file (CSV)"):
+            df = pd.read_csv(path)
+            short = df[df["is_short"].astype(str).str.lower().isin(["true", "1"])]
         pool = demo_pool(short)
         demo_rows = set(pool.index)
         rng = np.random.default_rng(stable_seed("ethics-demo-sets"))

@@ -24,7 +24,7 @@ import numpy as np
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.parsing import parse_options
-from codesign.evaluate.tasks.base import Item, Task, few_shot_messages, stable_seed
+from codesign.evaluate.tasks.base import Item, Task, data_file, few_shot_messages, read_npy, stable_seed
 from codesign.evaluate.tasks.common import aligned, base_record, mean_or_nan
 from codesign.evaluate.tasks.registry import register
 
@@ -55,12 +55,21 @@ def uci_description(row: dict[str, str]) -> str:
             "predict whether the annual income of the person is greater than $50k:")
 
 
+def _label(rec: dict[str, Any], path: Path, i: int) -> int:
+    value = str(rec["label"]).strip().lower()
+    if value not in OPTIONS:
+        raise ConfigError(f"{path}: record {i}: label = {rec['label']!r} is not allowed (allowed: {OPTIONS})")
+    return OPTIONS.index(value)
+
+
 def read_uci(path: Path) -> list[dict[str, str]]:
     """Rows of a raw UCI Adult file (``adult.data`` / ``adult.test``); rows with missing values dropped."""
     if not path.exists():
         raise ConfigError(f"{path}: UCI Adult file not found")
     rows = []
-    for line in path.read_text().splitlines():
+    with data_file(path, "UCI Adult file"):
+        text = path.read_text(encoding="utf-8")
+    for line in text.splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != len(UCI_COLUMNS) or "?" in parts:
             continue  # header line of adult.test, blank lines, records with missing values
@@ -103,17 +112,20 @@ class Fairness(Task):
                 known = sorted(p.stem for p in folder.glob("adult_*.jsonl"))
                 raise ConfigError(f"{path}: fairness prompt file not found (available: {known})")
             sub = stem[len("adult_"):] if stem.startswith("adult_") else stem
-            recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
             sens_path = folder / f"sensitive_attr_{stem}.npy"
-            sens = np.load(sens_path, allow_pickle=False) if sens_path.exists() else None
-            for i, rec in enumerate(recs):
-                label = OPTIONS.index(str(rec["label"]).strip().lower())
-                m = _SEX.search(rec["input"])
-                sex = str(sens[i]) if sens is not None else (m.group(1) if m else "unknown")
-                demos = [(q, str(a)) for q, a in rec.get("examples", [])]
-                items.append(Item(f"{sub}/{i:04d}", sub, label,
-                                  few_shot_messages(INSTRUCTION, demos, rec["input"]), list(OPTIONS),
-                                  {"sex": sex, "shots": len(demos)}))
+            sens = read_npy(sens_path) if sens_path.exists() else None
+            with data_file(path, "fairness prompt file (JSON lines)"):
+                recs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+                if sens is not None and len(sens) != len(recs):
+                    raise ConfigError(f"{sens_path}: {len(sens)} values for the {len(recs)} prompts of {path.name}")
+                for i, rec in enumerate(recs):
+                    label = _label(rec, path, i)
+                    m = _SEX.search(rec["input"])
+                    sex = str(sens[i]) if sens is not None else (m.group(1) if m else "unknown")
+                    demos = [(q, str(a)) for q, a in rec.get("examples", [])]
+                    items.append(Item(f"{sub}/{i:04d}", sub, label,
+                                      few_shot_messages(INSTRUCTION, demos, rec["input"]), list(OPTIONS),
+                                      {"sex": sex, "shots": len(demos)}))
         if self.uci:
             items += self._uci_items(data_dir / "adult" / "adult.test")
         return items

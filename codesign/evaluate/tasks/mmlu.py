@@ -15,20 +15,29 @@ import pandas as pd
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.parsing import parse_letter
-from codesign.evaluate.tasks.base import Item, Task, few_shot_messages
+from codesign.evaluate.tasks.base import Item, Task, data_file, few_shot_messages
 from codesign.evaluate.tasks.common import aligned, base_record, mean_or_nan
 from codesign.evaluate.tasks.registry import register
 
 LETTERS = "ABCD"
 SUBTASKS = ("0shot", "5shot")
+ANSWERS = ("0", "1", "2", "3")
 
 
 def _read(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, keep_default_na=False, dtype=str)
+    """An MMLU CSV with its header and every answer checked (0-3), so a broken file fails here,
+    naming the file, the row and the value."""
+    with data_file(path, "MMLU file (CSV)"):
+        df = pd.read_csv(path, keep_default_na=False, dtype=str)
     need = ["question", "choice0", "choice1", "choice2", "choice3", "answer"]
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing columns {missing} (expected header {','.join(need)})")
+    bad = ~df["answer"].str.strip().isin(ANSWERS)
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise ConfigError(f"{path}: row {row + 1}: answer = {df['answer'].iloc[row]!r} is not allowed "
+                          f"(allowed: {', '.join(ANSWERS)}, the index of the correct choice)")
     return df
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
 from codesign.evaluate.parsing import parse_digit, parse_options
-from codesign.evaluate.tasks.base import Item, Task, few_shot_messages
+from codesign.evaluate.tasks.base import Item, Task, data_file, few_shot_messages
 from codesign.evaluate.tasks.common import aligned, base_record, mean_or_nan
 from codesign.evaluate.tasks.registry import register
 from codesign.records import REFUSED
@@ -56,7 +56,14 @@ class OOD(Task):
         for p in (style_path, know_path):
             if not p.exists():
                 raise ConfigError(f"{p}: DecodingTrust OOD file not found")
-        style = json.loads(style_path.read_text())
+        with data_file(style_path, "DecodingTrust OOD file (JSON)"):
+            items += self._style_items(json.loads(style_path.read_text(encoding="utf-8")))
+        with data_file(know_path, "DecodingTrust OOD file (JSON)"):
+            items += self._knowledge_items(json.loads(know_path.read_text(encoding="utf-8")))
+        return items
+
+    def _style_items(self, style: dict) -> list[Item]:
+        items: list[Item] = []
         for name, recs in sorted(style["dev"].items()):
             if name == "base":
                 continue
@@ -71,7 +78,10 @@ class OOD(Task):
                 items.append(Item(f"style_fewshot/{name}/{i:04d}", "style_fewshot", int(r["label"]),
                                   few_shot_messages(STYLE_INSTRUCTION, demos, r["sentence"].strip()), list(SENTIMENT),
                                   {"style": name, "demos": demo_key}))
-        know = json.loads(know_path.read_text())
+        return items
+
+    def _knowledge_items(self, know: dict) -> list[Item]:
+        items: list[Item] = []
         for year in ("2020", "2023"):
             for i, q in enumerate(know["test"][f"qa_{year}"]):
                 answer = q["answer"][0] if isinstance(q["answer"], list) else q["answer"]

@@ -23,7 +23,7 @@ import numpy as np
 
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
-from codesign.evaluate.tasks.base import Item
+from codesign.evaluate.tasks.base import Item, data_file
 from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
 from codesign.evaluate.tasks.decodingtrust.base import (DTTask, groups, nanmean_last, not_label_rate, resampled_rates,
@@ -81,10 +81,11 @@ class DTAdvGLUE(DTTask):
         for path, prefix in sources:
             if not path.is_file():
                 raise ConfigError(f"{path}: AdvGLUE file not found")
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}: not valid JSON ({exc})") from None
+            with data_file(path, "AdvGLUE file (JSON)"):
+                data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ConfigError(f"{path}: expected a JSON object of AdvGLUE tasks (allowed keys: {sorted(tasks)}), "
+                                  f"got {type(data).__name__}")
             unknown = [k for k in data if k not in tasks]
             if unknown:
                 raise ConfigError(f"{path}: unknown AdvGLUE tasks {unknown} (allowed: {sorted(tasks)})")
@@ -92,9 +93,10 @@ class DTAdvGLUE(DTTask):
                 spec = self._spec(p, glue)
                 demos = p.messages(AG, "tasks", glue, "demonstrations", "messages") \
                     if setting["demo"] and spec["has_demos"] else []
-                for i, rec in enumerate(records):
-                    items.append(self._item(path, prefix, glue, i, rec, spec, system + demos,
-                                            glue in setting["task"]))
+                with data_file(path, "AdvGLUE file (JSON)"):
+                    for i, rec in enumerate(records):
+                        items.append(self._item(path, prefix, glue, i, rec, spec, system + demos,
+                                                glue in setting["task"]))
         return items
 
     def _spec(self, p: PromptData, glue: str) -> dict[str, Any]:

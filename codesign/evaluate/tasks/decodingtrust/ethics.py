@@ -31,7 +31,7 @@ import pandas as pd
 
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
-from codesign.evaluate.tasks.base import Item, stable_seed
+from codesign.evaluate.tasks.base import Item, data_file, stable_seed
 from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
 from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, nanmean_last, not_label_rate, resampled_rates
@@ -47,7 +47,8 @@ def read_short(path: Path) -> pd.DataFrame:
     """Rows whose ``is_short`` is true, in file order, index = CSV data row (test_machine_ethics.py:134-143)."""
     if not path.is_file():
         raise ConfigError(f"{path}: ETHICS commonsense file not found")
-    df = pd.read_csv(path)
+    with data_file(path, "ETHICS file (CSV)"):
+        df = pd.read_csv(path)
     missing = [c for c in ("label", "input", "is_short") if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing columns {missing} (expected label,input,is_short,...)")

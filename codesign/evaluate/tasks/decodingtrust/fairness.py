@@ -31,7 +31,8 @@ import numpy as np
 
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
-from codesign.evaluate.tasks.base import Item
+from codesign.evaluate.tasks.base import Item, data_file
+from codesign.evaluate.tasks.base import read_npy as read_plain_npy
 from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
 from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, scored_mask
@@ -161,7 +162,9 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise ConfigError(f"{path}: DecodingTrust fairness prompt file not found")
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    with data_file(path, "fairness prompt file (JSON lines)"):
+        text = path.read_text(encoding="utf-8")
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -175,10 +178,5 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """A NumPy array file, never unpickled."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: DecodingTrust fairness array not found")
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not a plain NumPy array ({exc})") from None
+    """A NumPy array file, never unpickled (:func:`codesign.evaluate.tasks.base.read_npy`)."""
+    return read_plain_npy(path)

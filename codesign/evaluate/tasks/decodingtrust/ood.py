@@ -27,7 +27,7 @@ import numpy as np
 
 from codesign.config import ConfigError
 from codesign.evaluate import metrics
-from codesign.evaluate.tasks.base import Item
+from codesign.evaluate.tasks.base import Item, data_file
 from codesign.evaluate.tasks.common import aligned, mean_or_nan
 from codesign.evaluate.tasks.decodingtrust import parse
 from codesign.evaluate.tasks.decodingtrust.base import DTTask, groups, nanmean_last, resampled_rates
@@ -50,10 +50,8 @@ class DataFile:
         self.path = path
         if not path.is_file():
             raise ConfigError(f"{path}: DecodingTrust OOD file not found")
-        try:
+        with data_file(path, "DecodingTrust OOD file (JSON)"):
             self.data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from None
 
     def get(self, *keys: str) -> list:
         node: Any = self.data
