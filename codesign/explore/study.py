@@ -138,7 +138,7 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
     """
     import hwmodels
 
-    from codesign.explore.executor import InProcessExecutor, MemberJob, evaluate_member
+    from codesign.explore.executor import InProcessExecutor, MemberJob
 
     if members is None:
         members = cfg.catalogue_obj(source).variants()
@@ -175,11 +175,11 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
 
     def ensure(missing: list[str]) -> None:
         subtasks = tuple((t, tuple(s)) for t, s in sorted(cfg.subtasks.items()))
-        jobs = [MemberJob(str(store.path), by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed,
-                          cfg.data_dir, progress, subtasks, cfg.protocol) for m in missing]
+        jobs = [MemberJob(by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed, cfg.data_dir,
+                          progress, subtasks, cfg.protocol) for m in missing]
         if progress:
             print(f"evaluating {len(jobs)} member(s) on demand: {', '.join(by_id[m].short_name for m in missing)}")
-        executor.map(evaluate_member, jobs)
+        executor.run(jobs, store)
 
     evaluator = ObjectiveEvaluator(quality, costs, cfg.constraints, ensure)
     return StudyContext(cfg, store, name or cfg.name, space, evaluator, members, progress)
