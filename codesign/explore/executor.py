@@ -113,13 +113,28 @@ def evaluate_member(job: MemberJob, store) -> dict[str, Any]:
                             prefill=job.prefill)
 
 
-_SQLITE_OPENED: list[str] = []  # SQLite databases this process opened (recorded in Ray workers)
-_HOOKED = False
+_SQLITE_OPENED: list[str] = []  # SQLite databases this process opened, once watch_sqlite() was called
+_WATCHING = False
 
 
 def _record_sqlite(event: str, args: tuple) -> None:
     if event == "sqlite3.connect":
         _SQLITE_OPENED.append(str(args[0]))
+
+
+def watch_sqlite() -> int:
+    """Start recording the SQLite databases this process opens (a Python audit hook: it sees every
+    ``sqlite3.connect``, whoever calls it); returns a mark for :func:`sqlite_opened_since`."""
+    global _WATCHING
+    if not _WATCHING:  # audit hooks cannot be removed: one per process
+        sys.addaudithook(_record_sqlite)
+        _WATCHING = True
+    return len(_SQLITE_OPENED)
+
+
+def sqlite_opened_since(mark: int) -> list[str]:
+    """SQLite database files opened since ``mark`` (in-memory databases left out)."""
+    return [db for db in _SQLITE_OPENED[mark:] if db != ":memory:"]
 
 
 def member_rows(job: MemberJob) -> MemberRows:
@@ -129,11 +144,7 @@ def member_rows(job: MemberJob) -> MemberRows:
     from codesign.records import VariantSpec
     from codesign.store import ResultStore
 
-    global _HOOKED
-    if not _HOOKED:  # audit hooks cannot be removed: one per worker process
-        sys.addaudithook(_record_sqlite)
-        _HOOKED = True
-    first = len(_SQLITE_OPENED)
+    mark = watch_sqlite()
     spec = VariantSpec.from_dict(job.spec)
     loaded = _load(job, spec)
     done = {t: set(ids) for t, ids in job.done}
@@ -146,8 +157,7 @@ def member_rows(job: MemberJob) -> MemberRows:
             run_task(loaded, vid, task, todo, scratch, mode=job.mode, batch_size=job.batch_size,
                      progress=job.progress, prefill=job.prefill)
         rows = scratch.variant_rows(vid)
-    opened = [db for db in _SQLITE_OPENED[first:] if db != ":memory:"]
-    return MemberRows(rows, os.getpid(), socket.gethostname(), opened)
+    return MemberRows(rows, os.getpid(), socket.gethostname(), sqlite_opened_since(mark))
 
 
 def for_worker(job: MemberJob, store) -> MemberJob:
