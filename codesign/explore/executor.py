@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -78,6 +79,7 @@ class MemberRows:
     pid: int
     host: str
     sqlite_files: list[str] = field(default_factory=list)  # SQLite databases the worker opened (files only)
+    cpu_s: float = 0.0  # CPU time of the job in the worker (all its threads)
 
 
 def _tasks(job: MemberJob) -> list:
@@ -144,7 +146,7 @@ def member_rows(job: MemberJob) -> MemberRows:
     from codesign.records import VariantSpec
     from codesign.store import ResultStore
 
-    mark = watch_sqlite()
+    mark, cpu0 = watch_sqlite(), time.process_time()
     spec = VariantSpec.from_dict(job.spec)
     loaded = _load(job, spec)
     done = {t: set(ids) for t, ids in job.done}
@@ -157,7 +159,7 @@ def member_rows(job: MemberJob) -> MemberRows:
             run_task(loaded, vid, task, todo, scratch, mode=job.mode, batch_size=job.batch_size,
                      progress=job.progress, prefill=job.prefill)
         rows = scratch.variant_rows(vid)
-    return MemberRows(rows, os.getpid(), socket.gethostname(), sqlite_opened_since(mark))
+    return MemberRows(rows, os.getpid(), socket.gethostname(), sqlite_opened_since(mark), time.process_time() - cpu0)
 
 
 def for_worker(job: MemberJob, store) -> MemberJob:
