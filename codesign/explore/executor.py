@@ -207,15 +207,11 @@ class RayExecutor:
             import logging
 
             ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
-        self.num_cpus = num_cpus
-        self.max_retries = max_retries
+        self.remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(member_rows)
 
     def submit(self, job: MemberJob):
         """One Ray task for ``job`` (a GPU job reserves a GPU)."""
-        gpus = 1 if job.device == "cuda" else 0
-        remote = self.ray.remote(num_cpus=self.num_cpus, num_gpus=gpus, max_retries=self.max_retries,
-                                 retry_exceptions=False)(member_rows)
-        return remote.remote(job)
+        return self.remote.options(num_gpus=1 if job.device == "cuda" else 0).remote(job)
 
     def run(self, jobs: Sequence[MemberJob], store) -> list[MemberRows]:
         """Submit every job, write each member's rows as its task finishes; the first failed task

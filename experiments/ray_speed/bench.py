@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     args = ap.parse_args()
 
+    import torch
+
     from codesign.evaluate.cli import parse_variants
     from codesign.explore.executor import InProcessExecutor, MemberJob
     from codesign.paths import data_dir
@@ -100,7 +102,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-        ray.get([ray.remote(num_cpus=1)(_warm).remote() for _ in range(args.workers)])  # start + import in workers
+        threads = ray.get([ray.remote(num_cpus=1)(_warm).remote() for _ in range(args.workers)])  # start workers
         startup_s = time.perf_counter() - t0
         ray_s, ray_cpu, ray_rows = run_arm(RayExecutor(), jobs, tmp / "ray.db")
         ray.shutdown()
@@ -110,6 +112,7 @@ def main() -> None:
                inprocess_s=round(local_s, 2), ray_s=round(ray_s, 2), ray_startup_s=round(startup_s, 2),
                inprocess_cpu_s=round(local_cpu, 2), ray_workers_cpu_s=round(ray_cpu, 2),
                speedup=round(local_s / ray_s, 3), speedup_with_startup=round(local_s / (ray_s + startup_s), 3),
+               inprocess_torch_threads=torch.get_num_threads(), ray_worker_torch_threads=threads,
                answers=len(local_rows), answers_agree=agree, cpus=os.cpu_count(), load_before=load_before,
                load_after=load_after, python=platform.python_version(), ray=ray.__version__)
     print(f"{'arm':<14}{'wall s':>9}{'CPU s':>9}")
@@ -125,11 +128,13 @@ def main() -> None:
 
 
 def _warm() -> int:
-    import torch  # noqa: F401  (what a member job imports first)
+    """A worker's first imports (what a member job needs first); its torch thread count."""
+    import importlib
 
-    import codesign.evaluate  # noqa: F401
+    import torch
 
-    return os.getpid()
+    importlib.import_module("codesign.evaluate")
+    return torch.get_num_threads()
 
 
 if __name__ == "__main__":
