@@ -166,3 +166,11 @@ def test_cli_eval_and_explore_with_ray_executor(ray_address, tmp_path, data_dir)
         runs = s.frame("eval_runs")
         assert runs["variant_id"].nunique() == 3 and len(runs) == 3  # rtn-w8g32 evaluated on Ray; the others reused
         assert s.study_points("ray")
+
+
+def test_unknown_executor_is_a_config_error():
+    from codesign.config import ConfigError
+    from codesign.explore.executor import get_executor
+
+    with pytest.raises(ConfigError, match="allowed: inprocess, ray"):
+        get_executor("dask")
