@@ -78,21 +78,25 @@ def test_worker_sqlite_watch_sees_a_file_store(ray_address, tmp_path):
     assert ray.get(open_store.remote(path)) == [path]
 
 
+def _task_title(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode().strip()
+    except OSError:
+        return ""
+
+
 def _kill_first_worker_running(title: str, killed: list, stop: threading.Event) -> None:
-    """SIGKILL the first process whose title is ``title`` (Ray names a worker ``ray::<task>``
-    while it runs that task): a real worker killed mid-task."""
+    """SIGKILL the first process still titled ``title`` (Ray names a worker ``ray::<task>`` while
+    it runs that task) 0.2 s after it took the task: a real worker killed mid-task."""
     while not stop.is_set():
         for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().split(b"\0")[0].decode()
-            except OSError:
-                continue
-            if cmd.strip() == title:
-                time.sleep(0.5)  # well inside the task (loading, quantizing or evaluating)
-                os.kill(int(pid), signal.SIGKILL)
-                killed.append(int(pid))
-                return
+            if _task_title(pid) == title:
+                time.sleep(0.2)  # inside the task: loading, quantizing or evaluating
+                if _task_title(pid) == title:
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
         time.sleep(0.02)
 
 
