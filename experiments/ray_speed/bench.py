@@ -17,7 +17,8 @@ jobs) so a difference in work shows. On a shared machine the load (``uptime``) i
 recorded: when the load exceeds the core count, the Ray arm's extra processes also win a larger
 share of the contended CPU, which inflates its wall-clock speed-up.
 
-    python experiments/ray_speed/bench.py --limit 16
+    python experiments/ray_speed/bench.py --limit 16 --out results_threads-default.json
+    python experiments/ray_speed/bench.py --limit 16 --inprocess-threads 1 --out results_threads-1.json
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def main() -> None:
     ap.add_argument("--mode", default="loglik")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2, help="Ray CPUs (one member per CPU)")
+    ap.add_argument("--inprocess-threads", type=int, default=None,
+                    help="torch threads of the in-process arm (default: torch's, one per core); 1 removes the "
+                         "cost of 2-thread torch on an oversubscribed CPU (spinning threads), like Ray's workers")
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default="results.json", help="file name under experiments/ray_speed/")
     args = ap.parse_args()
 
     import torch
@@ -81,6 +86,8 @@ def main() -> None:
     from codesign.explore.executor import InProcessExecutor, MemberJob
     from codesign.paths import data_dir
 
+    if args.inprocess_threads:
+        torch.set_num_threads(args.inprocess_threads)
     specs = parse_variants(args.members, args.model)
     data = str(data_dir(args.data_dir).resolve())
     jobs = [MemberJob(s.to_dict(), tuple(args.tasks.split(",")), args.mode, args.limit, 0, data, progress=False,
@@ -122,7 +129,7 @@ def main() -> None:
     print(f"speed-up ray/inprocess: {res['speedup']:.2f}x ({res['speedup_with_startup']:.2f}x with start-up); "
           f"answers agree {100 * agree:.1f}% of {len(local_rows)}")
     print(f"load after: {load_after}  (shared machine: other jobs ran meanwhile)")
-    out = HERE / "results.json"
+    out = HERE / args.out
     out.write_text(json.dumps(res, indent=1))
     print(f"wrote {out}")
 
