@@ -24,8 +24,9 @@ def ray_address():
     import logging
 
     started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    if started:  # a Ray of its own (not RAY_ADDRESS's): the kill test kills only this process's workers
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
@@ -86,12 +87,26 @@ def _task_title(pid: str) -> str:
         return ""
 
 
+def _descends_from(pid: str, ancestor: int) -> bool:
+    """Whether ``pid`` is a descendant of ``ancestor`` (its parent chain in /proc)."""
+    while pid not in ("0", "1"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = f.read().rsplit(")", 1)[1].split()[1]  # the field after the state: the parent's pid
+        except (OSError, IndexError):
+            return False
+        if pid == str(ancestor):
+            return True
+    return False
+
+
 def _kill_first_worker_running(title: str, killed: list, stop: threading.Event) -> None:
     """SIGKILL the first process still titled ``title`` (Ray names a worker ``ray::<task>`` while
-    it runs that task) 0.2 s after it took the task: a real worker killed mid-task."""
+    it runs that task) 0.2 s after it took the task: a real worker killed mid-task. Only workers of
+    this module's Ray (descendants of this process): other Rays on a shared machine are left alone."""
     while not stop.is_set():
         for pid in filter(str.isdigit, os.listdir("/proc")):
-            if _task_title(pid) == title:
+            if _task_title(pid) == title and _descends_from(pid, os.getpid()):
                 time.sleep(0.2)  # inside the task: loading, quantizing or evaluating
                 if _task_title(pid) == title:
                     os.kill(int(pid), signal.SIGKILL)
