@@ -244,12 +244,54 @@ class OutputRow:
         return outcome_name(self.label)
 
 
+@dataclass
+class VariantRows:
+    """One variant's evaluation as plain rows: what a Ray worker returns to the driver, which alone
+    writes them (:meth:`ResultStore.add_variant_rows`)."""
+
+    spec: VariantSpec
+    items: list[ItemRow]
+    outputs: list[OutputRow]
+    eval_runs: list[EvalRun]
+
+
+def _insert_variant(c: sqlite3.Connection, spec: VariantSpec) -> None:
+    c.execute("INSERT OR IGNORE INTO variants VALUES (?,?,?,?,?,?,?,?,?,?)",
+              (spec.variant_id, spec.model, spec.method, spec.bits, spec.group_size, int(spec.sym), spec.calib,
+               spec.seed, json.dumps(spec.to_dict(), sort_keys=True, default=str), time.time()))
+
+
+def _insert_items(c: sqlite3.Connection, rows: Iterable[ItemRow]) -> None:
+    c.executemany(
+        "INSERT OR IGNORE INTO items (protocol, task, item_id, subtask, label, meta_json) VALUES (?,?,?,?,?,?)",
+        [(r.protocol, r.task, r.item_id, r.subtask, int(r.label), json.dumps(r.meta, default=str)) for r in rows])
+
+
+def _insert_outputs(c: sqlite3.Connection, rows: Iterable[OutputRow]) -> int:
+    """INSERT OR IGNORE answers; returns how many were new."""
+    now = time.time()
+    data = [(r.variant_id, r.protocol, r.task, r.item_id, r.mode, r.raw_text, int(r.label), r.outcome,
+             r.latency_s, now) for r in rows]
+    before = c.total_changes
+    c.executemany("INSERT OR IGNORE INTO outputs (variant_id, protocol, task, item_id, mode, raw_text, label, "
+                  "outcome, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?)", data)
+    return c.total_changes - before
+
+
+def _insert_eval_run(c: sqlite3.Connection, run: EvalRun) -> None:
+    vals = [getattr(run, col) for col in _EVAL_RUN_COLUMNS] + [time.time()]
+    c.execute(f"INSERT INTO eval_runs ({','.join(_EVAL_RUN_COLUMNS)},created) VALUES ({','.join('?' * len(vals))})",
+              vals)
+
+
 class ResultStore:
     """A SQLite result store. Use as a context manager or call :meth:`close`.
 
     ``read_only=True`` opens an existing store without ever writing to it (commands that only
     read: voting, reports, exports); otherwise the store is created if missing and an older
     schema is migrated in place.
+    ``path=":memory:"`` is a private store in memory (a Ray worker's scratch store: its rows go
+    back to the driver, see :mod:`codesign.explore.executor`).
     """
 
     def __init__(self, path: str | Path, read_only: bool = False):
@@ -274,7 +316,8 @@ class ResultStore:
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0,
                                         isolation_level=None)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
         self.conn.execute("PRAGMA busy_timeout=60000")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -375,11 +418,7 @@ class ResultStore:
     # -- variants ---------------------------------------------------------------------------
     def add_variant(self, spec: VariantSpec) -> str:
         with self.transaction() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO variants VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (spec.variant_id, spec.model, spec.method, spec.bits, spec.group_size, int(spec.sym),
-                 spec.calib, spec.seed, json.dumps(spec.to_dict(), sort_keys=True, default=str), time.time()),
-            )
+            _insert_variant(c, spec)
         return spec.variant_id
 
     def variant_spec(self, variant_id: str) -> VariantSpec:
@@ -395,22 +434,12 @@ class ResultStore:
     # -- items and outputs ------------------------------------------------------------------
     def add_items(self, rows: Iterable[ItemRow]) -> None:
         with self.transaction() as c:
-            c.executemany(
-                "INSERT OR IGNORE INTO items (protocol, task, item_id, subtask, label, meta_json) VALUES (?,?,?,?,?,?)",
-                [(r.protocol, r.task, r.item_id, r.subtask, int(r.label), json.dumps(r.meta, default=str))
-                 for r in rows],
-            )
+            _insert_items(c, rows)
 
     def add_outputs(self, rows: Iterable[OutputRow]) -> int:
         """Insert answers; an answer already stored for the same key is kept (never duplicated)."""
-        now = time.time()
-        data = [(r.variant_id, r.protocol, r.task, r.item_id, r.mode, r.raw_text, int(r.label), r.outcome,
-                 r.latency_s, now) for r in rows]
         with self.transaction() as c:
-            before = c.total_changes
-            c.executemany("INSERT OR IGNORE INTO outputs (variant_id, protocol, task, item_id, mode, raw_text, label, "
-                          "outcome, latency_s, created) VALUES (?,?,?,?,?,?,?,?,?,?)", data)
-            return c.total_changes - before
+            return _insert_outputs(c, rows)
 
     def claim_items(self, variant_id: str, task: str, mode: str, protocol: str,
                     item_ids: Sequence[str]) -> tuple[set[str], set[str]]:
@@ -512,16 +541,38 @@ class ResultStore:
 
     # -- measured costs ---------------------------------------------------------------------
     def add_eval_run(self, run: EvalRun) -> None:
-        cols = _EVAL_RUN_COLUMNS
-        vals = [getattr(run, c) for c in cols] + [time.time()]
         with self.transaction() as c:
-            c.execute(f"INSERT INTO eval_runs ({','.join(cols)},created) VALUES ({','.join('?' * len(vals))})", vals)
+            _insert_eval_run(c, run)
 
     def eval_runs(self, variant_id: str | None = None) -> list[EvalRun]:
         """Stored evaluation costs (of one variant), oldest first."""
         sql = f"SELECT {','.join(_EVAL_RUN_COLUMNS)} FROM eval_runs" + (" WHERE variant_id=?" if variant_id else "")
         rows = self.conn.execute(sql + " ORDER BY created", (variant_id,) if variant_id else ())
         return [EvalRun(**dict(zip(_EVAL_RUN_COLUMNS, r))) for r in rows]
+
+    # -- one variant's evaluation as a unit (what a remote worker hands back) -----------------
+    def variant_rows(self, variant_id: str) -> VariantRows:
+        """Every row an evaluation of ``variant_id`` wrote: its spec, the items of the tasks it
+        answered, its answers and its eval runs (read from a worker's private in-memory store)."""
+        outputs = [OutputRow(v, t, i, lab, raw, m, lat, p) for v, p, t, i, m, raw, lab, lat in self.conn.execute(
+            "SELECT variant_id, protocol, task, item_id, mode, raw_text, label, latency_s FROM outputs "
+            "WHERE variant_id=? ORDER BY protocol, task, item_id, mode", (variant_id,))]
+        items = [ItemRow(t, i, sub, lab, json.loads(meta), p) for p, t, i, sub, lab, meta in self.conn.execute(
+            "SELECT protocol, task, item_id, subtask, label, meta_json FROM items WHERE (protocol, task) IN "
+            "(SELECT DISTINCT protocol, task FROM outputs WHERE variant_id=?) ORDER BY protocol, task, item_id",
+            (variant_id,))]
+        return VariantRows(self.variant_spec(variant_id), items, outputs, self.eval_runs(variant_id))
+
+    def add_variant_rows(self, rows: VariantRows) -> int:
+        """Write one variant's evaluation in a single transaction (all of it or, if interrupted,
+        none); answers already stored are kept. Returns how many answers were new."""
+        with self.transaction() as c:
+            _insert_variant(c, rows.spec)
+            _insert_items(c, rows.items)
+            added = _insert_outputs(c, rows.outputs)
+            for run in rows.eval_runs:
+                _insert_eval_run(c, run)
+        return added
 
     def add_measurement(self, m: Measurement) -> None:
         """Store one :class:`~codesign.records.Measurement` (a store from before the ``kernel``,

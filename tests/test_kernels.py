@@ -157,11 +157,11 @@ def test_replace_linears_on_a_forced_kernel():
 
 def test_eval_packed_runs_variants_on_kernels(store, data_dir):
     from codesign.evaluate import evaluate_catalogue
-    from codesign.evaluate.runner import _load
+    from codesign.evaluate.runner import load_for_eval
     from codesign.records import VariantSpec
 
     spec = VariantSpec("tiny-llama", "rtn", 4, 32)
-    kinds = {type(m).name for m in _load(spec, "cpu", "bfloat16", packed=True).model.modules()
+    kinds = {type(m).name for m in load_for_eval(spec, "cpu", "bfloat16", packed=True).model.modules()
              if hasattr(type(m), "op")}
     assert kinds == {"aten-int4pack-cpu"}
     res = evaluate_catalogue([spec], store, ["advglue"], limit=4, data_dir=data_dir, batch_size=4, progress=False,

@@ -132,6 +132,13 @@ class EvalOptions(ScoringOptions):
                                                                 "tinygemm/Marlin on CUDA; dequantize-per-call "
                                                                 "otherwise).")
     progress: bool = option(True, "--progress/--no-progress", help="Show a progress bar per task.")
+    executor: Literal["inprocess", "ray"] = option("inprocess", "--executor", help="Where variants without stored "
+                                                                                    "answers are evaluated: "
+                                                                                    "inprocess, or ray (one task "
+                                                                                    "per variant; this process "
+                                                                                    "alone writes the store).")
+    ray_address: str | None = option(None, "--ray-address", help="Ray cluster address for --executor ray "
+                                                                 "(default: start a local Ray).")
 
     @field_validator("prefill")
     @classmethod
@@ -161,6 +168,8 @@ def evaluate(opts: EvalOptions) -> EvalResult:
     data = resolve_data(opts.data_dir)
     prepared = prepare_tasks(task_list, data, opts.limit, opts.seed, opts.protocol)  # bad data files fail here
     with ResultStore(opts.store) as store:
+        if opts.executor != "inprocess":  # variants without stored answers first, then scored below
+            run_on_executor(opts, specs, store, prepared, data)
         results = evaluate_catalogue(specs, store, task_list, mode=opts.mode, limit=opts.limit, seed=opts.seed,
                                      data_dir=data, batch_size=opts.batch_size, progress=opts.progress,
                                      device=None if opts.device == "auto" else opts.device, dtype=opts.dtype,
@@ -179,6 +188,26 @@ def _variants(opts: EvalOptions) -> list:
         return parse_variants(opts.variants, opts.model)
     with ResultStore(opts.store, read_only=True) as store:
         return parse_variants(opts.variants, opts.model, store)
+
+
+def run_on_executor(opts: EvalOptions, specs: list, store, prepared: dict, data) -> None:
+    """Evaluate the variants that lack answers as jobs of ``--executor`` (workers return rows,
+    this process writes them: :mod:`codesign.explore.executor`)."""
+    from codesign.explore.executor import MemberJob, get_executor
+
+    missing = [s for s in specs if any({it.item_id for it in items} - store.done_item_ids(
+        s.variant_id, name, opts.mode, task.protocol) for name, (task, items) in prepared.items())]
+    if not missing:
+        return
+    device = opts.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    jobs = [MemberJob(s.to_dict(), tuple(prepared), opts.mode, opts.limit, opts.seed, str(data), opts.progress,
+                      (), opts.protocol, opts.batch_size, device, opts.dtype, opts.packed, opts.prefill)
+            for s in missing]
+    get_executor(opts.executor, opts.ray_address).run(jobs, store)
 
 
 def show(opts: EvalOptions, res: EvalResult) -> None:

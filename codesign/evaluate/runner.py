@@ -190,7 +190,7 @@ def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: 
         missing = any(set(it.item_id for it in items) - store.done_item_ids(vid, name, mode, task.protocol)
                       for name, (task, items) in prepared.items())
         if missing:
-            loaded = _load(spec, device, dtype, packed)
+            loaded = load_for_eval(spec, device, dtype, packed)
             out[vid] = evaluate_variant(loaded, spec, store, mode=mode, batch_size=batch_size,
                                         progress=progress, policy=policy, prepared=prepared, prefill=prefill)
             del loaded
@@ -201,7 +201,7 @@ def evaluate_catalogue(specs: Sequence[VariantSpec], store: ResultStore, tasks: 
     return out
 
 
-def _load(spec: VariantSpec, device: str, dtype: str, packed: bool):
+def load_for_eval(spec: VariantSpec, device: str, dtype: str, packed: bool):
     """The variant's model: ``codesign.quantize.load_variant`` (the dense base model needs only
     ``codesign.models``)."""
     try:

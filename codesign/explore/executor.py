@@ -1,27 +1,59 @@
 """Where on-demand member evaluations (quantize + evaluate) run: in-process, or on Ray.
 
-The expensive part of a study is evaluating a catalogue member that has no stored answers yet.
-An executor maps :func:`evaluate_member` over such members. Each job opens the result store by
-path and writes its answers there (SQLite WAL: several processes may write one file), so a Ray
-cluster needs the store on a shared filesystem.
+The expensive part of a study (and of ``codesign eval`` over a catalogue) is evaluating a member
+that has no stored answers yet. An executor runs :class:`MemberJob` s against one result store.
+
+**Single writer.** The SQLite store is written by the driver (the process that runs the
+command) and by nobody else. SQLite's WAL mode needs every writer on one host (its index lives in
+shared memory) and SQLite warns against network filesystems, so a store opened by workers on
+other machines would corrupt or lock. A Ray worker therefore never opens the store, nor learns
+its path: :func:`member_rows` evaluates into a private in-memory store and returns the member's
+rows (items, answers, eval-run costs) as a :class:`~codesign.store.VariantRows`; the driver
+writes each member's rows in one transaction as soon as its task finishes
+(:meth:`~codesign.store.ResultStore.add_variant_rows`). The worker reports every SQLite database
+it opened (an audit hook), so a test can check that this holds.
+
+**Checkpoints are re-made on the worker, not shipped.** A quantized checkpoint is a pure
+function of the variant's spec (base model, method, bits, group, calibration source, seed: the
+variant id hashes them), so a worker quantizes the member itself, or finds it in its node's
+checkpoint cache. We chose this over sending checkpoints through Ray's object store because
+(1) quantizing is a large share of a member's cost and is what we want spread over the cluster,
+whereas shipping means someone quantized it already (the driver, serially); (2) a retried task
+simply redoes the same work with the same seed, with nothing to keep alive in the object store;
+(3) a re-run on the same node is a cache hit. Determinism: RTN is exact; GPTQ/AWQ are seeded
+(calibration draw and ``torch.manual_seed``) and every Ray task runs with the same thread count
+(``num_cpus`` per task), so a retry reproduces the checkpoint bit for bit (tested); the driver,
+with another thread count, may differ in the last float bits of a GPTQ/AWQ reduction. Each node
+needs the base model and the benchmark data at the same paths (``CODESIGN_DATA``); a variant
+imported from an AutoGPTQ/AutoAWQ checkpoint cannot be re-made and must be in the node's cache.
+
+**Retries.** Tasks run with ``max_retries`` (Ray re-runs a task whose worker process died) and
+``retry_exceptions=False`` (a bug or bad input fails at once). A killed attempt wrote nothing,
+because only the driver writes and it receives exactly one result per task, so nothing is lost
+or written twice (tested by SIGKILLing a worker mid-task).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from codesign.config import ConfigError
 
 EXECUTORS = ("inprocess", "ray")
+#: Ray re-runs a task whose worker died this many times before the command fails.
+MAX_RETRIES = 3
 
 
 @dataclass(frozen=True)
 class MemberJob:
     """Everything one on-demand evaluation needs (plain data, so it pickles to Ray workers)."""
 
-    store_path: str
     spec: dict[str, Any]  # VariantSpec.to_dict()
     tasks: tuple[str, ...]
     mode: str
@@ -31,63 +63,178 @@ class MemberJob:
     progress: bool = True
     subtasks: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (task, selected subtasks) pairs
     protocol: str | None = None  # evaluation protocol (None: the default one)
+    batch_size: int = 8
+    device: str = "cpu"
+    dtype: str = "float32"
+    packed: bool = False
+    prefill: str = "auto"
+    done: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (task, item ids the store has answers for) pairs
 
 
-def evaluate_member(job: MemberJob) -> dict[str, Any]:
-    """Quantize (or reuse the cached checkpoint of) one variant and evaluate it into the store.
+@dataclass
+class MemberRows:
+    """What a worker hands back: the member's rows and where it ran."""
+
+    rows: Any  # codesign.store.VariantRows
+    pid: int
+    host: str
+    sqlite_files: list[str] = field(default_factory=list)  # SQLite databases the worker opened (files only)
+    cpu_s: float = 0.0  # CPU time of the job in the worker (all its threads)
+
+
+def _tasks(job: MemberJob) -> list:
+    from codesign.evaluate import get_task
+
+    selected = dict(job.subtasks)
+    return [get_task(t, subtasks=selected.get(t), protocol=job.protocol) for t in job.tasks]
+
+
+def _load(job: MemberJob, spec):
+    from codesign.evaluate.runner import load_for_eval
+    from codesign.quantize import quantize_variant
+
+    if not spec.is_dense:
+        quantize_variant(spec, progress=job.progress)
+    return load_for_eval(spec, job.device, job.dtype, job.packed)
+
+
+def evaluate_member(job: MemberJob, store) -> dict[str, Any]:
+    """Quantize (or reuse the cached checkpoint of) one variant and evaluate it into ``store``
+    (in-process: answers are committed batch by batch, so a killed run loses at most one batch).
 
     Returns:
         Task -> score dict, as :func:`codesign.evaluate.evaluate_variant` returns it.
     """
-    from codesign.evaluate import evaluate_variant, get_task
-    from codesign.quantize import load_variant, quantize_variant
+    from codesign.evaluate import evaluate_variant
+    from codesign.records import VariantSpec
+
+    spec = VariantSpec.from_dict(job.spec)
+    loaded = _load(job, spec)
+    return evaluate_variant(loaded, spec, store, tasks=_tasks(job), mode=job.mode, limit=job.limit, seed=job.seed,
+                            data_dir=job.data_dir, batch_size=job.batch_size, progress=job.progress,
+                            prefill=job.prefill)
+
+
+_SQLITE_OPENED: list[str] = []  # SQLite databases this process opened, once watch_sqlite() was called
+_WATCHING = False
+
+
+def _record_sqlite(event: str, args: tuple) -> None:
+    if event == "sqlite3.connect":
+        _SQLITE_OPENED.append(str(args[0]))
+
+
+def watch_sqlite() -> int:
+    """Start recording the SQLite databases this process opens (a Python audit hook: it sees every
+    ``sqlite3.connect``, whoever calls it); returns a mark for :func:`sqlite_opened_since`."""
+    global _WATCHING
+    if not _WATCHING:  # audit hooks cannot be removed: one per process
+        sys.addaudithook(_record_sqlite)
+        _WATCHING = True
+    return len(_SQLITE_OPENED)
+
+
+def sqlite_opened_since(mark: int) -> list[str]:
+    """SQLite database files opened since ``mark`` (in-memory databases left out)."""
+    return [db for db in _SQLITE_OPENED[mark:] if db != ":memory:"]
+
+
+def member_rows(job: MemberJob) -> MemberRows:
+    """A worker's job: quantize and evaluate one member into a private in-memory store and return
+    its rows (items the store lacks answers for, per ``job.done``). Never opens the result store."""
+    from codesign.evaluate.runner import prepare_tasks, run_task, store_items
     from codesign.records import VariantSpec
     from codesign.store import ResultStore
 
+    mark, cpu0 = watch_sqlite(), time.process_time()
     spec = VariantSpec.from_dict(job.spec)
-    if not spec.is_dense:
-        quantize_variant(spec, progress=job.progress)
-    loaded = load_variant(spec)
-    with ResultStore(job.store_path) as store:
-        store.add_variant(spec)
-        selected = dict(job.subtasks)
-        tasks = [get_task(t, subtasks=selected.get(t), protocol=job.protocol) for t in job.tasks]
-        return evaluate_variant(loaded, spec, store, tasks=tasks, mode=job.mode, limit=job.limit,
-                                seed=job.seed, data_dir=job.data_dir, progress=job.progress)
+    loaded = _load(job, spec)
+    done = {t: set(ids) for t, ids in job.done}
+    prepared = prepare_tasks(_tasks(job), job.data_dir, job.limit, job.seed)
+    with ResultStore(":memory:") as scratch:
+        vid = scratch.add_variant(spec)
+        for name, (task, items) in prepared.items():
+            store_items(scratch, task, items)
+            todo = [it for it in items if it.item_id not in done.get(name, ())]
+            run_task(loaded, vid, task, todo, scratch, mode=job.mode, batch_size=job.batch_size,
+                     progress=job.progress, prefill=job.prefill)
+        rows = scratch.variant_rows(vid)
+    return MemberRows(rows, os.getpid(), socket.gethostname(), sqlite_opened_since(mark), time.process_time() - cpu0)
+
+
+def for_worker(job: MemberJob, store) -> MemberJob:
+    """``job`` as a worker gets it: with the item ids ``store`` already has answers for (the
+    worker skips them), the data folder as this machine resolves it (each node needs it at that
+    path), and no progress bars (workers' logs do not reach the terminal)."""
+    from codesign.paths import data_dir
+    from codesign.records import VariantSpec
+
+    vid = VariantSpec.from_dict(job.spec).variant_id
+    done = tuple((t.name, tuple(sorted(store.done_item_ids(vid, t.name, job.mode, t.protocol))))
+                 for t in _tasks(job))
+    return replace(job, done=done, data_dir=str(data_dir(job.data_dir).resolve()), progress=False)
 
 
 class InProcessExecutor:
-    """Runs jobs one after another in this process (the default)."""
+    """Runs jobs one after another in this process (the default), straight into the store."""
 
     name = "inprocess"
 
-    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
-        return [fn(j) for j in jobs]
+    def run(self, jobs: Sequence[MemberJob], store) -> list:
+        return [evaluate_member(j, store) for j in jobs]
 
 
 class RayExecutor:
-    """Runs jobs as Ray tasks, locally or on a cluster (``address``), one CPU-set per job.
+    """Runs jobs as Ray tasks, locally or on a cluster (``address``); this process alone writes
+    the store (see the module docstring).
 
     Args:
-        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``) or ``None`` for a local Ray.
-        num_cpus: CPUs reserved per job.
+        address: Ray cluster address (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``) or
+            ``None`` for a local Ray (all this machine's CPUs, unless Ray is already initialized).
+        num_cpus: CPUs reserved per job (also its torch thread count: Ray sets OMP_NUM_THREADS).
+        max_retries: re-runs of a task whose worker process died.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, num_cpus: float = 1.0):
+    def __init__(self, address: str | None = None, num_cpus: float = 1.0, max_retries: int = MAX_RETRIES):
         try:
             import ray
         except ImportError:
             raise ConfigError("--executor ray needs Ray, which is not installed: pip install 'codesign[ray]'") from None
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        self.num_cpus = num_cpus
+            import logging
 
-    def map(self, fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
-        remote = self.ray.remote(num_cpus=self.num_cpus)(fn)
-        return self.ray.get([remote.remote(j) for j in jobs])
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        self.remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(member_rows)
+
+    def submit(self, job: MemberJob):
+        """One Ray task for ``job`` (a GPU job reserves a GPU)."""
+        return self.remote.options(num_gpus=1 if job.device == "cuda" else 0).remote(job)
+
+    def run(self, jobs: Sequence[MemberJob], store) -> list[MemberRows]:
+        """Submit every job, write each member's rows as its task finishes; the first failed task
+        cancels the rest (rows already written stay) and is raised."""
+        from tqdm.auto import tqdm
+
+        pending = {self.submit(for_worker(j, store)): j for j in jobs}
+        results = []
+        show = any(j.progress for j in jobs)
+        with tqdm(total=len(pending), desc="members (ray)", unit="member", disable=not show, leave=False) as bar:
+            while pending:
+                ready, _ = self.ray.wait(list(pending), num_returns=1)
+                pending.pop(ready[0])
+                try:
+                    res = self.ray.get(ready[0])
+                except BaseException:
+                    for ref in pending:
+                        self.ray.cancel(ref, force=True)
+                    raise
+                store.add_variant_rows(res.rows)
+                results.append(res)
+                bar.update(1)
+        return results
 
 
 def get_executor(name: str = "inprocess", address: str | None = None):

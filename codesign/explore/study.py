@@ -202,30 +202,30 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
     def ensure(missing: list[str]) -> None:
         subtasks = tuple((t, tuple(s)) for t, s in sorted(cfg.subtasks.items()))
         # one bar for the stage (per member), not a bar per quantization and task of each member
-        jobs = [MemberJob(str(store.path), by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed,
-                          cfg.data_dir, False, subtasks, cfg.protocol) for m in missing]
-        evaluate_members(executor, jobs, [by_id[m].short_name for m in missing], progress)
+        jobs = [MemberJob(by_id[m].to_dict(), tuple(cfg.tasks), cfg.mode, cfg.limit, cfg.seed, cfg.data_dir,
+                          False, subtasks, cfg.protocol) for m in missing]
+        evaluate_members(executor, jobs, [by_id[m].short_name for m in missing], store, progress)
 
     evaluator = ObjectiveEvaluator(quality, costs, cfg.constraints, ensure)
     return StudyContext(cfg, store, name or cfg.name, space, evaluator, members, progress)
 
 
-def evaluate_members(executor, jobs: list, names: list[str], progress: bool) -> None:
+def evaluate_members(executor, jobs: list, names: list[str], store, progress: bool) -> None:
     """Run on-demand member evaluations under one progress bar: in-process one job at a time
     (the bar names the member being quantized and evaluated), else the executor's map at once."""
     from tqdm.auto import tqdm
 
-    from codesign.explore.executor import InProcessExecutor, evaluate_member
+    from codesign.explore.executor import InProcessExecutor
 
     with _quiet_libraries(), tqdm(total=len(jobs), desc="quantize + evaluate members", unit="member",
                                   disable=not progress) as bar:
         if not isinstance(executor, InProcessExecutor):
-            executor.map(evaluate_member, jobs)
+            executor.run(jobs, store)  # workers return rows; this process alone writes them
             bar.update(len(jobs))
             return
         for job, name in zip(jobs, names):
             bar.set_postfix_str(name)
-            executor.map(evaluate_member, [job])
+            executor.run([job], store)
             bar.update(1)
 
 
