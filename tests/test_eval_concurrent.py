@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-N_ITEMS = 160
+N_ITEMS = 300
 
 
 @pytest.mark.slow
@@ -25,9 +25,9 @@ def test_two_evals_of_one_variant_split_the_items(tmp_path, data_dir):
     cmd = [sys.executable, "-m", "codesign", "eval", "--model", "tiny-llama", "--tasks", "mmlu", "--protocol",
            "codesign", "--limit", str(N_ITEMS), "--mode", "generate", "--batch-size", "2", "--store", str(store),
            "--no-progress"]
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_answers(store, first)  # the second starts while the first is answering
-    second = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # both start together: they load the model side by side, then claim batches from the same plan
+    first, second = (subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
     outs = [p.communicate(timeout=600) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
 

@@ -315,3 +315,31 @@ def test_cli_missing_store(tmp_path):
     res = _cli("--store", str(tmp_path / "none.db"))
     assert res.returncode == 2 and "does not exist" in res.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_cli_votes_on_a_read_only_store_and_leaves_it_unchanged(filled, tmp_path):
+    """vote only reads: a store file (and folder) without write permission works, and no byte of
+    the store changes (issue 18: readers once added tables to the store they read)."""
+    import hashlib
+    import shutil
+    import sqlite3
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = folder / "results.db"
+    con = sqlite3.connect(filled)  # a self-contained copy (the WAL folded in)
+    con.execute(f"VACUUM INTO '{store}'")
+    con.close()
+    digest = hashlib.sha256(store.read_bytes()).hexdigest()
+    store.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        res = _cli("--store", str(store), "--members", "dense,rtn-w4g128", "--task", "mmlu", "--n-boot", "0",
+                   "--json")
+        assert res.returncode == 0, res.stderr
+        assert hashlib.sha256(store.read_bytes()).hexdigest() == digest
+        assert sorted(p.name for p in folder.iterdir()) == ["results.db"]
+    finally:
+        folder.chmod(0o755)
+        store.chmod(0o644)
+        shutil.rmtree(folder)

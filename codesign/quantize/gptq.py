@@ -159,6 +159,7 @@ class GPTQ(QuantMethod):
     # error by a quarter at both (bench.py), so it is on at every width.
     defaults = BUILTIN["gptq"].defaults  # declared torch-free in codesign.quantize.options
     ranges = BUILTIN["gptq"].ranges
+    hints = BUILTIN["gptq"].hints
 
     def __init__(self, **options):
         super().__init__(**options)

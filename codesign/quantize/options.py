@@ -24,6 +24,8 @@ class MethodOptions:
     defaults: dict[str, Any] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     needs_calibration: bool = True
+    #: What is allowed, in words, where the type and range alone would not say it.
+    hints: dict[str, str] = field(default_factory=dict)
 
 
 BUILTIN = {
@@ -32,7 +34,8 @@ BUILTIN = {
     "gptq": MethodOptions(
         defaults={"damp": 0.05, "act_order": True, "group_aware": True, "block_size": 128, "true_sequential": True,
                   "mse": 2.0, "hessian_range": True},
-        ranges={"damp": (0.0, 1.0), "block_size": (1, 1 << 16), "mse": (0.0, 100.0)}),
+        ranges={"damp": (0.0, 1.0), "block_size": (1, 1 << 16), "mse": (0.0, 100.0)},
+        hints={"mse": "0 for min/max, or a norm > 0 such as 2 or 2.4"}),
     # block_topk 8 / block_tokens 4096: see experiments/quantize_bench (held-out layer error vs cost).
     "awq": MethodOptions(
         defaults={"n_grid": 20, "clip": True, "max_shrink": 0.5, "duo_scaling": True, "block_loss": True,
@@ -42,7 +45,8 @@ BUILTIN = {
 }
 
 
-def check_option(method: str, key: str, value: Any, default: Any, bounds: tuple[float, float] | None) -> None:
+def check_option(method: str, key: str, value: Any, default: Any, bounds: tuple[float, float] | None,
+                 hint: str | None = None) -> None:
     """``value`` has the type of the option's default (a whole number for an int option; int or float
     for a float option) and lies in ``bounds``; else one error naming method, option, value, allowed."""
     import math
@@ -61,7 +65,7 @@ def check_option(method: str, key: str, value: Any, default: Any, bounds: tuple[
     in_range = ok and (bounds is None or isinstance(value, bool) or bounds[0] <= value <= bounds[1])
     if not (ok and in_range):
         rng = f" from {bounds[0]:g} to {bounds[1]:g}" if bounds is not None else ""
-        raise ConfigError(f"method {method!r}: option {key} = {value!r} is not allowed (allowed: {kind}{rng})")
+        raise ConfigError(f"{method} option {key} = {value!r} is not allowed (allowed: {hint or kind + rng})")
 
 
 def check_options(method: str, spec: MethodOptions, options: dict[str, Any]) -> None:
@@ -74,4 +78,4 @@ def check_options(method: str, spec: MethodOptions, options: dict[str, Any]) -> 
                           f"(allowed: {sorted(spec.defaults) + list(CALIBRATION_OPTIONS)})")
     for key, value in options.items():
         if key in spec.defaults:
-            check_option(method, key, value, spec.defaults[key], spec.ranges.get(key))
+            check_option(method, key, value, spec.defaults[key], spec.ranges.get(key), spec.hints.get(key))

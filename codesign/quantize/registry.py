@@ -66,9 +66,12 @@ class QuantMethod:
     defaults: ClassVar[dict[str, Any]] = {}
     #: Inclusive range of each numeric option (checked with the type, before any work).
     ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: What is allowed, in words, for options whose type and range do not say it.
+    hints: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **options: Any):
-        check_options(self.name, MethodOptions(self.defaults, self.ranges), options)
+        check_options(self.name, MethodOptions(self.defaults, self.ranges, self.needs_calibration, self.hints),
+                      options)
         self.options = {**self.defaults, **options}
 
     @property
@@ -102,7 +105,7 @@ def method_options(name: str) -> MethodOptions:
     if name in BUILTIN and name not in _METHODS:
         return BUILTIN[name]
     m = get_method(name)
-    return MethodOptions(dict(m.defaults), dict(m.ranges), m.needs_calibration)
+    return MethodOptions(dict(m.defaults), dict(m.ranges), m.needs_calibration, dict(m.hints))
 
 
 def check_method(name: str, options: dict[str, Any] | None = None) -> None:
