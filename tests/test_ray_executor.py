@@ -193,3 +193,7 @@ def test_unknown_executor_is_a_config_error():
 
     with pytest.raises(ConfigError, match="allowed: inprocess, ray"):
         get_executor("dask")
+    with pytest.raises(ConfigError, match="nothing answers at '127.0.0.1:1'"):
+        get_executor("ray", "127.0.0.1:1")
+    with pytest.raises(ConfigError, match="is not an address"):
+        get_executor("ray", "head-node")

@@ -167,9 +167,14 @@ def evaluate(opts: EvalOptions) -> EvalResult:
     specs = _variants(opts)  # names, data and the store are checked before the store is written or a model loaded
     data = resolve_data(opts.data_dir)
     prepared = prepare_tasks(task_list, data, opts.limit, opts.seed, opts.protocol)  # bad data files fail here
+    executor = None
+    if opts.executor != "inprocess":  # a bad --ray-address fails before the store is created
+        from codesign.explore.executor import get_executor
+
+        executor = get_executor(opts.executor, opts.ray_address)
     with ResultStore(opts.store) as store:
-        if opts.executor != "inprocess":  # variants without stored answers first, then scored below
-            run_on_executor(opts, specs, store, prepared, data)
+        if executor is not None:  # variants without stored answers first, then scored below
+            run_on_executor(opts, executor, specs, store, prepared, data)
         results = evaluate_catalogue(specs, store, task_list, mode=opts.mode, limit=opts.limit, seed=opts.seed,
                                      data_dir=data, batch_size=opts.batch_size, progress=opts.progress,
                                      device=None if opts.device == "auto" else opts.device, dtype=opts.dtype,
@@ -190,10 +195,10 @@ def _variants(opts: EvalOptions) -> list:
         return parse_variants(opts.variants, opts.model, store)
 
 
-def run_on_executor(opts: EvalOptions, specs: list, store, prepared: dict, data) -> None:
-    """Evaluate the variants that lack answers as jobs of ``--executor`` (workers return rows,
-    this process writes them: :mod:`codesign.explore.executor`)."""
-    from codesign.explore.executor import MemberJob, get_executor
+def run_on_executor(opts: EvalOptions, executor, specs: list, store, prepared: dict, data) -> None:
+    """Evaluate the variants that lack answers as jobs of ``executor`` (Ray: workers return rows,
+    this process writes them, see :mod:`codesign.explore.executor`)."""
+    from codesign.explore.executor import MemberJob
 
     missing = [s for s in specs if any({it.item_id for it in items} - store.done_item_ids(
         s.variant_id, name, opts.mode, task.protocol) for name, (task, items) in prepared.items())]
@@ -207,7 +212,7 @@ def run_on_executor(opts: EvalOptions, specs: list, store, prepared: dict, data)
     jobs = [MemberJob(s.to_dict(), tuple(prepared), opts.mode, opts.limit, opts.seed, str(data), opts.progress,
                       (), opts.protocol, opts.batch_size, device, opts.dtype, opts.packed, opts.prefill)
             for s in missing]
-    get_executor(opts.executor, opts.ray_address).run(jobs, store)
+    executor.run(jobs, store)
 
 
 def show(opts: EvalOptions, res: EvalResult) -> None:

@@ -184,6 +184,22 @@ class InProcessExecutor:
         return [evaluate_member(j, store) for j in jobs]
 
 
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` / ``ray://host:port`` address nothing listens on (Ray itself
+    retries for minutes); ``None``, ``auto`` and ``local`` are left to Ray."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray-address: {address!r} is not an address (allowed: auto, host:port, "
+                          "ray://host:port, or none for a local Ray)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray-address: nothing answers at {address!r} ({exc}); start the cluster with "
+                          "`ray start --head` or leave --ray-address out for a local Ray") from None
+
+
 class RayExecutor:
     """Runs jobs as Ray tasks, locally or on a cluster (``address``); this process alone writes
     the store (see the module docstring).
@@ -203,10 +219,17 @@ class RayExecutor:
         except ImportError:
             raise ConfigError("--executor ray needs Ray, which is not installed: pip install 'codesign[ray]'") from None
         self.ray = ray
+        check_reachable(address)
         if not ray.is_initialized():
             import logging
 
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            except (ConnectionError, ValueError, RuntimeError) as exc:
+                where = f"at {address!r}" if address else "locally"
+                raise ConfigError(f"--ray-address: cannot start or reach Ray {where} ({exc}); allowed: a running "
+                                  "cluster's address (auto, host:6379, ray://host:10001) or none for a local "
+                                  "Ray") from None
         self.remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries, retry_exceptions=False)(member_rows)
 
     def submit(self, job: MemberJob):
