@@ -212,7 +212,7 @@ def build_context(cfg: StudyConfig, store, *, name: str | None = None, members: 
 
 def evaluate_members(executor, jobs: list, names: list[str], store, progress: bool) -> None:
     """Run on-demand member evaluations under one progress bar: in-process one job at a time
-    (the bar names the member being quantized and evaluated), else the executor's map at once."""
+    (the bar names the member being quantized and evaluated), else all jobs at once on the executor (Ray: in parallel)."""
     from tqdm.auto import tqdm
 
     from codesign.explore.executor import InProcessExecutor
