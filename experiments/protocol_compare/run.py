@@ -137,6 +137,8 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASK_ORDER), help="comma list, run in this order")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--table-only", action="store_true",
+                    help="only write the tables from the store (read-only; e.g. while a run is under way)")
     args = ap.parse_args()
 
     import torch
@@ -153,8 +155,12 @@ def main() -> None:
     spec = VariantSpec(model=args.model)
     meta = {"model": args.model, "limit": args.limit, "seed": args.seed, "threads": args.threads,
             "batch_size": args.batch_size}
-    args.store.parent.mkdir(parents=True, exist_ok=True)
     prepared = {p: prepare_tasks(tasks, data, args.limit, args.seed, p) for p, _ in PROTOCOLS}
+    if args.table_only:
+        with ResultStore(args.store, read_only=True) as store:
+            print(write(table(store, spec, prepared), args.out, meta))
+        return
+    args.store.parent.mkdir(parents=True, exist_ok=True)
     loaded = None
     with ResultStore(args.store) as store:
         for name in tasks:
