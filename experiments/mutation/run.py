@@ -172,6 +172,10 @@ EQUIVALENT: dict[str, str] = {
     "codesign.voting.x__vote_scores__mutmut_23": "as _11",
     "codesign.voting.x_vote_loop__mutmut_63": "np.array of Python ints defaults to int64",
     "codesign.voting.x_vote_loop__mutmut_65": "as _63",
+    "codesign.voting.x_subset_votes__mutmut_14": "0/1 integer masks vote exactly like boolean ones (tested)",
+    "codesign.voting.x_subset_votes__mutmut_16": "as _14",
+    "codesign.voting.x_subset_votes__mutmut_57": "n == 0 or no subsets: the vote loops run zero times and return the REFUSED-filled output of the same shape (tested)",
+    "codesign.voting.x_subset_votes__mutmut_60": "as _57 (masks.shape[1] = m >= 1)",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
