@@ -221,6 +221,15 @@ def test_quantized_weight_tensors_round_trip_and_grid_only():
     assert torch.equal(back.qint, q.qint) and torch.equal(back.zeros, q.zeros) and torch.equal(back.g_idx, q.g_idx)
     grid = QuantizedWeight.from_tensors(t, "l", 4, 32, False, ints=False)
     assert grid.shape == (3, 64) and not grid.qint.any() and torch.equal(grid.scales, q.scales)
+    assert t["l.qzeros_u8"].dtype == torch.uint8 and t["l.g_idx"].dtype == torch.int32
+    assert grid.qint.dtype == torch.int32 and back.qint.dtype == torch.int32
+    # a half-precision weight is rounded in float32, as the float32 copy is
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    w16 = w.half()
+    a = QuantizedWeight.from_weight(w16, q.scales[:, :1].expand(2, 4), q.zeros[:, :1].expand(2, 4), q.g_idx, 4, 32, False)
+    b = QuantizedWeight.from_weight(w16.float(), q.scales[:, :1].expand(2, 4), q.zeros[:, :1].expand(2, 4), q.g_idx, 4,
+                                    32, False)
+    assert torch.equal(a.qint, b.qint)
 
 
 def test_single_thread_blocks_nest_and_restore():

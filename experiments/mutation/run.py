@@ -217,6 +217,17 @@ EQUIVALENT: dict[str, str] = {
     "codesign.pareto.x_hypervolume_trace__mutmut_28": "None is falsy like False",
     "codesign.pareto.x_hypervolume_trace__mutmut_29": "recomputing the same front gives the same volume",
     "codesign.pareto.x_hypervolume_trace__mutmut_32": "re-adding earlier points only duplicates front rows; hypervolume drops duplicates",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_3": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_5": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_6": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_7": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_12": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_19": "only picks the in-place fast path or the general gather path; both round onto the same grid",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_15": "CPU-only: device=None is this box's only device (a GPU run must check it)",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_weight__mutmut_18": "CPU-only: device=None is this box's only device (a GPU run must check it)",
+    "codesign.quantize.grid.xǁQuantizedWeightǁto_tensors__mutmut_6": "dim=0 is pack's default",
+    "codesign.quantize.grid.xǁQuantizedWeightǁfrom_tensors__mutmut_8": "dim=0 is unpack's default",
+    "codesign.quantize.grid.xǁQuantizedWeightǁto_tensors__mutmut_9": "g_idx is int32 already",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
