@@ -51,7 +51,8 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
              ["-m", "not slow"]),
     "packing": ("codesign/quantize/packing.py", ["tests/test_quantize.py"], ["-m", "not slow", "-k", "pack"]),
     # the hardware model: a 30 s CLI subprocess test is left out
-    "ensemble": ("hwmodels/ensemble.py", ["tests/test_hw_model.py", "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
+    "ensemble": ("hwmodels/ensemble.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
+                                          "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
     "roofline": ("hwmodels/roofline.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
                                           "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
 }
