@@ -140,6 +140,9 @@ def _grid_hv(P: np.ndarray, ref: np.ndarray) -> float:
 def test_hypervolume_equals_cell_count_on_integer_points(d, n, seed):
     P = np.random.default_rng(seed).integers(1, 7, size=(n, d)).astype(float)
     assert hypervolume(P, np.zeros(d)) == pytest.approx(_grid_hv(P, np.zeros(d)))
+    ref = -np.arange(d, dtype=float)  # a different floor per objective: 0, -1, -2, ...
+    assert hypervolume(P, ref) == pytest.approx(_grid_hv(P, ref))
+    assert hypervolume(P, ref[None, :]) == pytest.approx(_grid_hv(P, ref))  # a (1, m) reference works too
 
 
 def test_pareto_helpers_edges():
@@ -152,11 +155,17 @@ def test_pareto_helpers_edges():
     assert pareto_mask(Y).tolist() == [True, True, False, True, False, True]  # equal rows kept, NaN never
     assert pareto_mask(Y, chunk=1).tolist() == pareto_mask(Y).tolist()
     assert pareto_mask(Y, maximize=False).tolist() == [False, False, True, False, False, True]
+    assert pareto_mask(np.array([[np.nan, 1.0], [np.nan, 2.0]])).tolist() == [False, False]  # only NaN rows
+    np.testing.assert_array_equal(pareto_front(Y, maximize=False), [[0.0, 3.0], [1.0, 1.0]])
     with pytest.raises(ValueError, match=r"Y must have shape \(n, m\)"):
         pareto_mask(np.zeros(3))
     np.testing.assert_array_equal(pareto_front(Y), [[0.0, 3.0], [1.0, 2.0], [2.0, 1.0]])  # duplicates removed
     assert pareto_front(np.zeros((0, 2))).shape == (0, 2)
-    filled = fill_missing(np.array([[np.nan, 1.0, np.nan], [2.0, np.nan, np.nan], [3.0, 0.5, np.nan]]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-NaN column is filled without a numpy warning
+        filled = fill_missing(np.array([[np.nan, 1.0, np.nan], [2.0, np.nan, np.nan], [3.0, 0.5, np.nan]]))
     np.testing.assert_array_equal(filled, [[2.0, 1.0, 0.0], [2.0, 0.5, 0.0], [3.0, 0.5, 0.0]])
     assert log_hv_difference(0.9, 1.9) == pytest.approx(0.0)
     assert log_hv_difference(5.0, 5.0) == pytest.approx(-12 + np.log10(5.0))  # floored, scaled by |hv_max|
@@ -178,6 +187,9 @@ def test_hypervolume_trace_skips_infeasible_points_and_reuses_the_front():
     np.testing.assert_allclose(trace, want)
     np.testing.assert_allclose(trace, [1.0, 1.0, 1.5, 2.0, 2.0])
     np.testing.assert_allclose(hypervolume_trace(Y, feasible, np.zeros(2), steps=[2, 4]), [1.0, 2.0])
+    # an infeasible point inside a step does not stop the points after it; nothing feasible yet: 0
+    np.testing.assert_allclose(hypervolume_trace(Y, feasible, np.zeros(2), steps=[3, 5]), [1.5, 2.0])
+    np.testing.assert_allclose(hypervolume_trace(Y[1:], feasible[1:], np.zeros(2)), [0.0, 1.0, 1.75, 1.91])
 
 
 # -- quantization grid records (edges found by mutation testing) --------------------------------
@@ -209,6 +221,15 @@ def test_quantized_weight_tensors_round_trip_and_grid_only():
     assert torch.equal(back.qint, q.qint) and torch.equal(back.zeros, q.zeros) and torch.equal(back.g_idx, q.g_idx)
     grid = QuantizedWeight.from_tensors(t, "l", 4, 32, False, ints=False)
     assert grid.shape == (3, 64) and not grid.qint.any() and torch.equal(grid.scales, q.scales)
+    assert t["l.qzeros_u8"].dtype == torch.uint8 and t["l.g_idx"].dtype == torch.int32
+    assert grid.qint.dtype == torch.int32 and back.qint.dtype == torch.int32
+    # a half-precision weight is rounded in float32, as the float32 copy is
+    w = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    w16 = w.half()
+    a = QuantizedWeight.from_weight(w16, q.scales[:, :1].expand(2, 4), q.zeros[:, :1].expand(2, 4), q.g_idx, 4, 32, False)
+    b = QuantizedWeight.from_weight(w16.float(), q.scales[:, :1].expand(2, 4), q.zeros[:, :1].expand(2, 4), q.g_idx, 4,
+                                    32, False)
+    assert torch.equal(a.qint, b.qint)
 
 
 def test_single_thread_blocks_nest_and_restore():

@@ -180,3 +180,49 @@ def test_area_counts_each_unit_once():
     # fp16 linears and head, int8 attention
     assert hwmodels.estimate(s, SHAPE, wbits=16, abits=8, kvbits=8).area_mm2 == pytest.approx(base + fp16 + int8)
     assert hwmodels.estimate(spec(), SHAPE).area_mm2 is None
+
+
+# -- ensembles: each schedule's combination of its members, by hand ---------------------------
+def test_ensemble_schedules_combine_member_estimates():
+    s, bits = spec(), [4, 8, 16]
+    one = {b: hwmodels.estimate(s, SHAPE, wbits=b, group_size=32, batch=B, prompt_len=P, gen_len=G) for b in bits}
+    dec_e = {b: one[b].extra["decode_energy_j"] for b in bits}
+    dyn_pre = {b: one[b].prefill_energy_j - IDLE_W * one[b].ttft_ms / 1e3 for b in bits}
+
+    def ens(schedule, **kw):
+        return hwmodels.estimate_ensemble(s, SHAPE, bits, group_size=32, schedule=schedule, batch=B, prompt_len=P,
+                                          gen_len=G, **kw)
+
+    seq, par, sl = ens("sequential"), ens("parallel"), ens("sliced")
+    ttft, tpot = sum(one[b].ttft_ms for b in bits), sum(one[b].tpot_ms for b in bits)
+    assert (seq.ttft_ms, seq.tpot_ms) == (pytest.approx(ttft), pytest.approx(tpot))
+    assert seq.e2e_ms == pytest.approx(ttft + (G - 1) * tpot) and seq.tokens_per_s == pytest.approx(B * 1e3 / tpot)
+    w, kv = sum(one[b].weight_bytes for b in bits), sum(one[b].kv_bytes for b in bits)
+    ws = max(one[b].extra["workspace_bytes"] for b in bits)
+    assert (seq.weight_bytes, seq.kv_bytes) == (pytest.approx(w), pytest.approx(kv))
+    assert seq.peak_memory_bytes == pytest.approx(w + kv + ws) and seq.n_devices == 1
+    e_tok = (sum(dec_e.values()) + IDLE_W * tpot / 1e3) / B
+    assert seq.energy_per_token_j == pytest.approx(e_tok)
+    assert seq.prefill_energy_j == pytest.approx(sum(dyn_pre.values()) + IDLE_W * ttft / 1e3)
+    assert seq.avg_power_w == pytest.approx(e_tok * B / tpot * 1e3)
+    assert seq.wbits == 16 and [m["bits"] for m in seq.members] == bits
+    # parallel: the slowest member, one device each (idle power of three devices)
+    pt = max(one[b].tpot_ms for b in bits)
+    assert par.tpot_ms == pytest.approx(pt) and par.ttft_ms == pytest.approx(max(one[b].ttft_ms for b in bits))
+    assert par.n_devices == 3 and par.peak_memory_bytes == pytest.approx(max(one[b].peak_memory_bytes for b in bits))
+    assert par.energy_per_token_j == pytest.approx((sum(dec_e.values()) + 3 * IDLE_W * pt / 1e3) / B)
+    assert par.avg_power_w == pytest.approx(par.energy_per_token_j * B / pt * 1e3 / 3)
+    # sliced: the widest member's weights plus the others' scales and zeros; time as sequential
+    sliced_w = one[16].weight_bytes + one[4].extra["weight_meta_bytes"] + one[8].extra["weight_meta_bytes"]
+    assert sl.weight_bytes == pytest.approx(sliced_w) and sl.tpot_ms == pytest.approx(tpot)
+    assert sl.peak_memory_bytes == pytest.approx(sliced_w + kv + ws)
+    # gated: the two lowest precisions always run, the 16-bit member on a quarter of the items
+    g = ens("sequential", gated_fraction=0.25)
+    q_tpot = one[4].tpot_ms + one[8].tpot_ms
+    assert g.tpot_ms == pytest.approx(0.75 * q_tpot + 0.25 * tpot)
+    assert g.ttft_ms == pytest.approx(0.75 * (one[4].ttft_ms + one[8].ttft_ms) + 0.25 * ttft)
+    assert [m["run_fraction"] for m in g.members] == [1.0, 1.0, 0.25]
+    assert [m["gated"] for m in g.members] == [False, False, True]
+    assert g.energy_per_token_j == pytest.approx((dec_e[4] + dec_e[8] + 0.25 * dec_e[16] + IDLE_W * g.tpot_ms / 1e3)
+                                                 / B)
+    assert g.peak_memory_bytes == pytest.approx(seq.peak_memory_bytes)  # memory still holds every member

@@ -400,3 +400,18 @@ def test_subset_votes_defaults_dtypes_and_shapes():
 
 def test_vote_loop_takes_one_member_and_scalar_bits():
     np.testing.assert_array_equal(vote_loop(np.array([0, 2, REFUSED]), 8), [0, 2, REFUSED])
+
+
+def test_large_catalogue_path_without_usable_votes():
+    # 18 members (matrix path), one item per chunk: no label at all, then a single label value
+    m = 18
+    no_labels = np.full((m, 3), INVALID)
+    no_labels[0, 1] = REFUSED  # item 1: a refusal among garbage -> REFUSED; items 0, 2: INVALID
+    masks = np.ones((2, m), dtype=bool)
+    masks[1, 0] = False  # the second subset lacks the refusing member
+    got = subset_votes(no_labels, [4] * m, masks, chunk_items=1)
+    assert got.tolist() == [[INVALID, REFUSED, INVALID], [INVALID, INVALID, INVALID]]
+    one_label = np.full((m, 2), INVALID)
+    one_label[3, 0] = 0
+    got = subset_votes(one_label, [4] * m, masks, chunk_items=1)
+    assert got.tolist() == [[0, INVALID], [0, INVALID]]
