@@ -208,7 +208,7 @@ def test_same_config_and_seed_evaluate_the_same_configurations(study_store, tmp_
         np.random.seed(100 + k)
         with ResultStore(tmp_path / f"r{k}.db") as s:
             c = build_context(ctx.cfg.model_copy(update={"optimizer": ctx.cfg.optimizer.model_copy(
-                update={"n_init": 4, "q": 2, "mc_samples": 16})}), s, name=f"repro", members=ctx.members, progress=False)
+                update={"n_init": 4, "q": 2, "mc_samples": 16})}), s, name="repro", members=ctx.members, progress=False)
             s.create_study("repro", {"repro": True})
             runs.append([p.config for p in run_method(c, "bo", seed=5, budget=10)])
     assert len(runs[0]) == 10 and runs[0] == runs[1]

@@ -304,11 +304,13 @@ def make_searcher(ctx: StudyContext, method: str, seed: int):
     raise ConfigError(f"unknown search method {method!r} (allowed: bo, random, nsga2, exhaustive)")
 
 
-#: Rough CPU costs on a quiet 2-core box (SmolLM2-135M, log-likelihood scoring), from the measured
-#: default run (see the issue-22 note): seconds to quantize one member by method, seconds per
-#: evaluated item, and seconds per BO proposal batch. For the start-of-run estimate only.
+#: Rough wall-clock costs on a quiet 2-core box (SmolLM2-135M, log-likelihood scoring), for the
+#: start-of-run estimate only: the issue-22 report timed the earlier default (9 members x 60 items,
+#: GPTQ/AWQ calibration) at 7 min 41 s from an empty cache, i.e. <= 0.85 s per member-item with
+#: quantization included; RTN needs no calibration. Seconds to quantize one member by method,
+#: seconds per evaluated item, seconds per BO proposal batch.
 QUANTIZE_S = {"rtn": 3.0, "gptq": 20.0, "awq": 20.0, "dense": 0.0}
-ITEM_S = 0.5
+ITEM_S = 0.8
 BO_BATCH_S = 4.0
 
 

@@ -174,7 +174,8 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32", dev
     path, kw = resolve_model(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(path, **kw)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kw)
+        with _quiet_gguf(progress="gguf_file" in kw and progress_bars()):
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kw)
     except OSError as exc:
         raise ConfigError(
             f"could not load model {name_or_path!r} from {path}: {exc}\n"
@@ -186,6 +187,36 @@ def load_model(name_or_path: str = DEFAULT_MODEL, *, dtype: str = "float32", dev
         tok.pad_token = tok.eos_token
     model = model.to(device).eval()
     return LoadedModel(model, tok, name_or_path, path)
+
+
+def progress_bars() -> bool:
+    """Whether transformers' own progress bars are on (a command showing one bar per stage turns them off)."""
+    from transformers.utils import logging as hf_logging
+
+    return hf_logging.is_progress_bar_enabled()
+
+
+class _quiet_gguf:
+    """transformers' GGUF conversion draws a raw tqdm bar that ignores its progress-bar switch:
+    while ``progress`` is False, that module's ``tqdm`` is a disabled one."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+
+    def __enter__(self):
+        if not self.progress:
+            import functools
+
+            import transformers.modeling_gguf_pytorch_utils as gguf
+            from tqdm.auto import tqdm
+
+            self._module, self._tqdm = gguf, gguf.tqdm
+            gguf.tqdm = functools.partial(tqdm, disable=True)
+        return self
+
+    def __exit__(self, *exc):
+        if not self.progress:
+            self._module.tqdm = self._tqdm
 
 
 def _cache_converted(model, tok) -> None:
