@@ -316,7 +316,7 @@ class ResultStore:
             self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60.0,
                                         isolation_level=None)
         else:
-            if str(path) != ":memory:":
+            if str(self.path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
         self.conn.execute("PRAGMA busy_timeout=60000")
