@@ -78,7 +78,7 @@ def test_not_yaml_and_not_a_mapping(tmp_path):
 def test_typos_and_bad_values_are_errors(tmp_path):
     cases = [({**GOOD, "bandwith_gbs": 3}, "bandwith_gbs"),
              ({**GOOD, "efficiency": {"default": {"compute": 1.5, "memory": 0.8}}}, "efficiency.default.compute = 1.5"),
-             ({**GOOD, "compute_tflops": {"fp16": 0}}, "must be > 0"),
+             ({**GOOD, "compute_tflops": {"fp16": 0}}, "fp16 = 0.0 is not allowed (allowed: a finite number > 0"),
              ({**GOOD, "compute_tflops": {}}, "compute_tflops is empty"),
              ({**GOOD, "knobs": {"warp_drive": {"min": 1, "max": 2}}}, "unknown knob 'warp_drive'"),
              ({**GOOD, "knobs": {"bandwidth_gbs": {"min": 5}}}, "needs either 'values' or both"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from codesign.evaluate.generation import BatchGenerator, OptionScorer, chat_ids, resolve_prefill, sorted_chunks
-from codesign.evaluate.prefix_cache import PrefixCache, common_prefix, stack_left_padded, stack_trees, tree_layout
+from codesign.evaluate.prefix_cache import PrefixCache, cache_kwargs, common_prefix, stack_left_padded, stack_trees, tree_layout
 from codesign.evaluate.runner import prepare_tasks
 from codesign.models import load_model
 
@@ -53,7 +53,7 @@ def test_left_padded_stack_decodes_like_each_row_alone(tiny_llama):
     pos = torch.tensor([[len(p)] for p in prompts])
     mask = torch.cat([mask, mask.new_ones((3, 1))], 1)
     with torch.inference_mode():
-        step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache).logits
+        step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache)).logits
     for i, p in enumerate(prompts):
         ref = _full_logits(model, p + [int(nxt[i])])[-1]
         torch.testing.assert_close(step[i, -1], ref, rtol=1e-4, atol=1e-4)
@@ -145,7 +145,7 @@ def test_tree_pass_gives_full_pass_logits_and_decodes(name):
     pos = torch.tensor([[len(p)] for p in seqs])
     mask = torch.cat([mask, mask.new_ones((len(seqs), 1))], 1)
     with torch.inference_mode():
-        step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, past_key_values=cache).logits
+        step = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache)).logits
     for i, p in enumerate(seqs):
         torch.testing.assert_close(step[i, -1], _full_logits(model, p + [int(nxt[i])])[-1], rtol=1e-4, atol=1e-4)
 

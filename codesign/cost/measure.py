@@ -424,9 +424,17 @@ def _already_measured(store, key: dict[str, Any], layers: int | None, kernel: st
                                                                    "prompt_len", "gen_len")]):
         if (m.schedule == key["schedule"] and m.extra.get("layers") == layers
                 and m.extra.get("kernel_request", "auto") == kernel
-                and m.extra.get("prefill_request", "packed") == prefill):  # rows before per-phase kernels: packed
+                and _prefill_request(m) in (prefill, None)):
             return True
     return False
+
+
+def _prefill_request(m) -> str | None:
+    """The prefill path a row asked for. Rows from before per-phase kernels ran prefill on the decode
+    kernel ("packed"); a dense row has one path whatever was asked (None: matches any request)."""
+    if "prefill_request" in m.extra:
+        return m.extra["prefill_request"]
+    return None if m.variant == "dense" else "packed"
 
 
 @dataclass
