@@ -161,17 +161,20 @@ _V1_TABLES = {
 CLAIM_TTL_S = 900.0
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (one owned by another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _claim_live(host: str, pid: int, created: float, me_host: str, me_pid: int, now: float) -> bool:
     if host == me_host:
-        if pid == me_pid:
-            return False  # our own (an earlier batch of this run): take it again
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid != me_pid and pid_alive(pid)  # our own claim (an earlier batch of this run): take it again
     return now - created < CLAIM_TTL_S
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from codesign.paths import cache_dir
+from codesign.store import pid_alive
 
 if TYPE_CHECKING:  # torch only for annotations: reading markers and records must not import it
     import torch
@@ -117,16 +118,6 @@ def lookup(variant_id: str, root: Path | None = None) -> Path | None:
     return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(root: Path | None = None) -> list[Path]:
     """Remove temporary folders left by processes that died mid-write."""
     root = Path(root or default_root())
@@ -136,7 +127,7 @@ def clean_stale(root: Path | None = None) -> list[Path]:
             pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
         except (IndexError, ValueError):
             continue
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
