@@ -22,24 +22,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from codesign.config import ConfigError  # noqa: E402  (after the OpenMP setting)
 
-# Pipeline order; the order of --help's command list follows it.
-STAGES = [
-    "codesign.data.cli",
-    "codesign.quantize.cli",
-    "codesign.evaluate.cli",
-    "codesign.vote.cli",
-    "codesign.cost.hw_cli",
-    "codesign.cost.cli",
-    "codesign.explore.cli",
-    "codesign.report.cli",
-    "codesign.export.cli",
-]
 #: The stage module of each command: ``codesign <command> ...`` imports only that stage, so a
 #: command (and an error in its arguments) does not pay for importing every other stage.
 COMMANDS = {"data": "codesign.data.cli", "quantize": "codesign.quantize.cli", "eval": "codesign.evaluate.cli",
             "vote": "codesign.vote.cli", "hw": "codesign.cost.hw_cli", "probe": "codesign.cost.cli",
             "measure": "codesign.cost.cli", "calibrate": "codesign.cost.cli", "explore": "codesign.explore.cli",
             "report": "codesign.report.cli", "export": "codesign.export.cli"}
+#: Every stage module once, in pipeline order (the order of --help's command list follows it).
+STAGES = list(dict.fromkeys(COMMANDS.values()))
 
 
 def make_app(stages: list[str] = STAGES) -> typer.Typer:
