@@ -63,15 +63,30 @@ def throughput(store, variant_id: str, protocol: str, task: str) -> dict:
             "tok_per_s": toks / wall if wall else float("nan"), "gen_tokens": gen}
 
 
-def table(store, spec, prepared: dict) -> list[dict]:
+def _store_with_items(stores: list, spec, name: str, protocol: str):
+    """The first store holding answers of (task, protocol) (runs of two protocols may go to two
+    stores, one process each), else the first store; returns (store, answered item ids)."""
+    for store in stores:
+        done = store.done_item_ids(spec.variant_id, name, "generate", protocol)
+        if done:
+            return store, done
+    return stores[0], set()
+
+
+def table(stores: list, spec, prepared: dict, prior: dict | None = None) -> list[dict]:
     """One row per (protocol, policy, task) over the items answered so far (``prepared``: protocol
-    -> :func:`prepare_tasks`)."""
+    -> :func:`prepare_tasks`). ``prior``: (protocol, policy, task) -> a row of an earlier
+    ``results.json``, kept where no store holds that (task, protocol) (its store did not outlive
+    the session that wrote it); such rows say so in ``source``."""
     from codesign.evaluate.scoring import score_items
 
     rows = []
     for protocol, policies in PROTOCOLS:
         for name, (task, items) in prepared[protocol].items():
-            done = store.done_item_ids(spec.variant_id, name, "generate", protocol)
+            store, done = _store_with_items(stores, spec, name, protocol)
+            if not done and prior and all((protocol, p, name) in prior for p in policies):
+                rows += [{**prior[(protocol, p, name)], "source": "prior results.json"} for p in policies]
+                continue
             ids = [it.item_id for it in items if it.item_id in done]
             speed = throughput(store, spec.variant_id, protocol, name)
             for policy in policies:
@@ -80,7 +95,7 @@ def table(store, spec, prepared: dict) -> list[dict]:
                 rows.append({"protocol": protocol, "policy": policy, "task": name, "dimension": task.dimension,
                              "selected": len(items), "n": r["n"], "score": r["score"],
                              "refusal_rate": r["refusal_rate"], "invalid_rate": r["invalid_rate"],
-                             "max_new_tokens": task.max_new_tokens, **speed})
+                             "max_new_tokens": task.max_new_tokens, **speed, "source": "store"})
     return rows
 
 
@@ -101,9 +116,12 @@ def markdown(rows: list[dict]) -> str:
     for t in tasks:
         dt, ca, cs = by[("decodingtrust", "decodingtrust", t)], by[("codesign", "answered", t)], \
             by[("codesign", "strict", t)]
-        out.append(f"| {dt['dimension']} | {dt['n']}/{dt['selected']} | {_num(dt['score'])} "
+        mark = "" if {dt.get("source"), ca.get("source")} <= {"store", None} else " †"
+        out.append(f"| {dt['dimension']}{mark} | {dt['n']}/{dt['selected']} | {_num(dt['score'])} "
                    f"| {_pct(dt['refusal_rate'])} | {ca['n']}/{ca['selected']} | {_num(ca['score'])} "
                    f"| {_num(cs['score'])} | {_pct(ca['refusal_rate'])} | {_pct(ca['invalid_rate'])} |")
+    if any(r.get("source", "store") != "store" for r in rows):
+        out += ["", "† from an earlier `results.json` (`--prior`): a run whose store did not outlive its session."]
     out += ["", "Throughput (store's eval_runs: completed runs only; wall time on the shared machine):", "",
             "| dimension | protocol | max new tok | items | wall s | items/s | tok/s |", "|---|---|---:|---:|---:|---:|---:|"]
     for t in tasks:
@@ -137,6 +155,12 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASK_ORDER), help="comma list, run in this order")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--protocols", default=",".join(p for p, _ in PROTOCOLS),
+                    help="comma list of protocols to run (one process per protocol may share the work)")
+    ap.add_argument("--also-store", type=Path, action="append", default=[],
+                    help="more stores to read for the tables (read-only), e.g. the other protocol's")
+    ap.add_argument("--prior", type=Path, default=None,
+                    help="an earlier results.json whose rows stand for (task, protocol) pairs no store holds")
     ap.add_argument("--table-only", action="store_true",
                     help="only write the tables from the store (read-only; e.g. while a run is under way)")
     args = ap.parse_args()
@@ -156,20 +180,30 @@ def main() -> None:
     meta = {"model": args.model, "limit": args.limit, "seed": args.seed, "threads": args.threads,
             "batch_size": args.batch_size}
     prepared = {p: prepare_tasks(tasks, data, args.limit, args.seed, p) for p, _ in PROTOCOLS}
+    run_protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(run_protocols) - {p for p, _ in PROTOCOLS})
+    if unknown:
+        raise SystemExit(f"error: --protocols {','.join(unknown)} unknown; allowed: "
+                         f"{', '.join(p for p, _ in PROTOCOLS)}")
+    prior = None
+    if args.prior is not None:
+        prior = {(r["protocol"], r["policy"], r["task"]): r
+                 for r in json.loads(args.prior.read_text())["rows"] if r["n"]}
+    extra = [ResultStore(p, read_only=True) for p in args.also_store]
     if args.table_only:
         with ResultStore(args.store, read_only=True) as store:
-            print(write(table(store, spec, prepared), args.out, meta))
+            print(write(table([store, *extra], spec, prepared, prior), args.out, meta))
         return
     args.store.parent.mkdir(parents=True, exist_ok=True)
     loaded = None
     with ResultStore(args.store) as store:
         for name in tasks:
-            for protocol, _ in PROTOCOLS:
+            for protocol in run_protocols:
                 if loaded is None:
                     loaded = load_model(args.model, device="cpu")
                 s = evaluate_task(loaded, store, spec, name, prepared[protocol], args.batch_size)
                 print(f"{name} / {protocol}: {s:.0f} s in this invocation", flush=True)
-                md = write(table(store, spec, prepared), args.out, meta)
+                md = write(table([store, *extra], spec, prepared, prior), args.out, meta)
         print(md)
 
 
