@@ -45,7 +45,7 @@ def test_full_run_writes_every_output_with_consistent_counts(study):
     _, _, out = study
     for name in ("variants.csv", "ensembles.csv", "recommendations.csv", "refusals_generate.csv", "findings.json",
                  "summary.json", "explore/points.csv", "explore/pareto.csv", "report/report.html",
-                 "report/optimizer_hv.csv"):
+                 "report/optimizer_hv.csv", "FINDINGS.md"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     points = pd.read_csv(out / "explore" / "points.csv")
@@ -81,7 +81,7 @@ def test_tables_only_regenerates_the_same_outputs_without_a_model(study, tmp_pat
         assert {t: len(s.frame(t)) for t in before} == before  # nothing evaluated, nothing added
     for name in ("variants.csv", "ensembles.csv", "recommendations.csv", "refusals_generate.csv", "findings.json",
                  "summary.json", "explore/points.csv", "explore/pareto.csv", "explore/hypervolume.csv",
-                 "report/optimizer_hv.csv", "report/pareto_front.csv", "report/variant_scores.csv"):
+                 "report/optimizer_hv.csv", "report/pareto_front.csv", "report/variant_scores.csv", "FINDINGS.md"):
         assert (again / name).read_text() == (out / name).read_text(), name
 
 
@@ -94,3 +94,33 @@ def test_tables_only_without_a_study_result_is_a_clear_error(study, tmp_path):
     r = subprocess.run([sys.executable, str(RUN), "--config", str(cfg), "--store", str(tmp_path / "empty.db"),
                         "--out", str(tmp_path / "o"), "--tables-only"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "error:" in r.stderr and "no stored result" in r.stderr
+
+
+def test_findings_md_quotes_the_files_it_is_rendered_from(study):
+    _, _, out = study
+    text = (out / "FINDINGS.md").read_text()
+    findings = json.loads((out / "findings.json").read_text())
+    e = findings["ensembles"]
+    assert f"{e['comparisons']} ensemble x dimension comparisons" in text
+    assert f"{e['within']} within their interval, {e['below_best']} significantly below" in text
+    assert f"dense: {findings['trust']['dense']:.1f}" in text
+    rtn8 = findings["agreement_with_dense"]["rtn-w8g32"]
+    assert f"| RTN | " in text and f"{100 * rtn8:.1f}%" in text
+    summary = json.loads((out / "summary.json").read_text())
+    bo = next(h for h in summary["hypervolume"] if h["method"] == "bo")
+    assert f"bo: {100 * bo['hv_fraction']:.1f}% of the exhaustive hypervolume with {bo['n_evals']} evaluations" in text
+
+
+def test_report_counts_that_disagree_with_the_stored_result_are_an_error(study, tmp_path):
+    import run
+    from codesign.config import ConfigError
+
+    _, _, out = study
+    summary = json.loads((out / "summary.json").read_text())
+    run.check_counts(out / "report" / "optimizer_hv.csv", summary)  # consistent: no error
+    shown = pd.read_csv(out / "report" / "optimizer_hv.csv")
+    shown.loc[shown["method"] == "exhaustive", "points evaluated (mean)"] -= 1  # the pre-issue-17 kind of bug
+    bad = tmp_path / "optimizer_hv.csv"
+    shown.to_csv(bad, index=False)
+    with pytest.raises(ConfigError, match="evaluation counts"):
+        run.check_counts(bad, summary)

@@ -19,9 +19,10 @@ part; it never loads a model):
    (``ensembles.csv``; fairness is reported but not compared, as in the study);
 5. the Pareto front per accelerator (``recommendations.csv``) and explore's files (``explore/``),
    from the study's stored result;
-6. the HTML report (``report/``), ``findings.json`` (the numbers README.md quotes, ``findings.py``)
-   and ``summary.json`` — whose hypervolumes and evaluation counts are the stored result's, the
-   same records the report's optimizer table shows.
+6. the HTML report (``report/``), ``findings.json`` (``findings.py``), ``summary.json`` — whose
+   hypervolumes and evaluation counts are the stored result's, the same records the report's
+   optimizer table shows (checked: a mismatch is an error) — and ``FINDINGS.md``, every number of the
+   study in tables and sentences (``findings_md.py``), which README.md points to.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from findings import findings  # noqa: E402
+from findings_md import write_findings_md  # noqa: E402
 
 
 def study_ensembles(specs) -> list[list]:
@@ -179,8 +181,23 @@ def write_tables(cfg, config_path: Path, store_path: Path, out: Path, n_boot: in
         "hypervolume": hypervolume_frame(result, final=True).to_dict(orient="records"),
         "report": str(Path(html).relative_to(out)) if Path(html).is_relative_to(out) else str(html),
     }
+    check_counts(out / "report" / "optimizer_hv.csv", summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    write_findings_md(out)
     return summary
+
+
+def check_counts(optimizer_csv: Path, summary: dict) -> None:
+    """The report's evaluation counts per optimizer must equal the stored result's (``summary``): both
+    read the same records, so a mismatch is a bug (the pre-issue-17 report said 936 exhaustive and 93
+    random evaluations against the result's 2,938 and 96)."""
+    from codesign.config import ConfigError
+
+    report = pd.read_csv(optimizer_csv).set_index("method")["points evaluated (mean)"]
+    final = pd.DataFrame(summary["hypervolume"]).groupby("method")["n_evals"].mean()
+    mismatch = {m: (report.get(m), n) for m, n in final.items() if report.get(m) != n}
+    if mismatch:
+        raise ConfigError(f"{optimizer_csv}: evaluation counts (report, stored result) differ: {mismatch}")
 
 
 def main(argv: list[str] | None = None) -> None:
