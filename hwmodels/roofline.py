@@ -413,7 +413,8 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     dq_w = np.where(np.isfinite(R.dq_ops[o.k]), R.dq_ops[o.k], S.dq_ops[si][e]) if rt else S.dq_ops[si][e]
     deq_elems = np.where(wdeq & (mode != NONE), w_elems, 0.0) * dq_w
     tile = R.tile_m[o.k]
-    m_half = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
+    m_half_pre = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
+    m_half_dec = np.where(_WEIGHTS, R.m_half_dec[o.k], 0.0) if rt and R.m_half_dec.any() else None
     dense_copy = np.where(wdeq & R.dense_copy[o.k], 2 * w_elems * dense_bits[e] / 8, 0.0) if rt else 0.0
     floor = np.where(_WEIGHTS, R.floor[o.k], R.floor_other) * count if rt and (R.floor.any() or R.floor_other) else None
     fused = bool(rt and R.fused_attention)
@@ -432,7 +433,7 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     act_bytes_tok = act_tok * a[e] / 8
     kv_bytes_el = kv_bits[e] / 8
 
-    def phase(T, T_last, pairs, kvpos):
+    def phase(T, T_last, pairs, kvpos, m_half):
         T, pairs, kvpos = T[e], pairs[e], kvpos[e]
         tok = np.where(_IS_LAST, T_last[e], T)
         mat = mat_tok * tok + mat_pair * pairs
@@ -464,9 +465,9 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         return out
 
     bf, pf, gf = b.astype(float), p.astype(float), gen.astype(float)
-    pre = phase(bf * pf, bf, bf * pf * (pf + 1) / 2, bf * pf)
+    pre = phase(bf * pf, bf, bf * pf * (pf + 1) / 2, bf * pf, m_half_pre)
     ctx = pf + gf / 2
-    dec = phase(bf, bf, bf * ctx, bf * ctx)
+    dec = phase(bf, bf, bf * ctx, bf * ctx, m_half_dec)
     L = M.n_layers[mi]
     ovh = np.zeros_like(bf) if ideal else S.ovh_fwd[si] + L * S.ovh_layer[si]
     (ttft, host_pre), (tpot, host_dec) = _step(R, pre["t"], L, False, ideal), _step(R, dec["t"], L, True, ideal)

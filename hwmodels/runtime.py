@@ -14,7 +14,8 @@ A spec says what the hardware can do (peaks, bandwidth); a runtime profile (one 
   how it dequantizes (``per_pass``: each weight once per forward, Marlin-style; ``per_tile``: once per
   ``tile_m`` output rows, GEMM-style; ``none``: free), ``writes_dense_weights`` (dequantize-then-matmul
   writes a dense copy and reads it back), its own launch floor, and ``compute_m_half`` (small-M
-  GEMMs: compute efficiency x M / (M + m_half) for M token rows).
+  GEMMs: compute efficiency x M / (M + m_half) for M token rows), with ``compute_m_half_decode`` for
+  decode steps where a kernel's small-M path differs between one position per sequence and a prompt.
 - ``formats``: which kernel runs each weight format (``dense``, ``w4``, ..., ``default``).
 - ``quantize_lm_head`` / ``lm_head_bits``: whether the lm head is quantized, and to how many bits.
 - ``overlap``: how far compute and memory traffic of one operator overlap (1: time is their max,
@@ -106,6 +107,9 @@ class KernelProfile(FiniteModel):
     compute_m_half: Annotated[float, finite_in(0.0, 1e6)] = Field(
         0.0, ge=0, le=1e6, description="rows (tokens) at which the kernel reaches half its compute efficiency: "
                                        "efficiency x M / (M + m_half) for M rows (small-M GEMMs); 0: flat")
+    compute_m_half_decode: Annotated[float, finite_in(0.0, 1e6)] | None = Field(
+        None, ge=0, le=1e6, description="compute_m_half of decode steps (M = batch rows, one position per sequence); "
+                                        "unset: compute_m_half. Prefill keeps compute_m_half")
 
     @field_validator("memory_efficiency", "compute_efficiency")
     @classmethod
@@ -248,7 +252,8 @@ class RuntimeTable:
     dq_mode: np.ndarray  # (k,) NONE / PER_PASS / PER_TILE
     dq_ops: np.ndarray  # (k,)
     tile_m: np.ndarray  # (k,)
-    m_half: np.ndarray  # (k,) rows at half compute efficiency
+    m_half: np.ndarray  # (k,) rows at half compute efficiency (prefill)
+    m_half_dec: np.ndarray  # (k,) the same in decode steps
     dense_copy: np.ndarray  # (k,) bool
     floor: np.ndarray  # (k,) seconds
     floor_other: float  # seconds, operators that are not weight matmuls
@@ -303,6 +308,8 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
         dq_mode=np.array([DEQUANT_MODES.index(k.dequant) for k in ks]),
         dq_ops=np.array([np.nan if k.dequant_ops_per_weight is None else k.dequant_ops_per_weight for k in ks]),
         tile_m=np.array([float(k.tile_m) for k in ks]), m_half=np.array([k.compute_m_half for k in ks]),
+        m_half_dec=np.array([k.compute_m_half if k.compute_m_half_decode is None else k.compute_m_half_decode
+                             for k in ks]),
         dense_copy=np.array([k.writes_dense_weights for k in ks]),
         floor=np.array([floor if k.launch_floor_us is None else k.launch_floor_us * 1e-6 for k in ks]),
         floor_other=floor, per_forward=profile.framework.per_forward_us * 1e-6,

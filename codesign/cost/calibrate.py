@@ -180,6 +180,7 @@ class Param:
     scale: float
     root: str = "spec"
     unset: float = 0.0
+    fallback: tuple[str, ...] | None = None  # the parameter that holds while this one is unset
 
     @property
     def name(self) -> str:
@@ -196,7 +197,11 @@ class Param:
             if not isinstance(node, dict):
                 break  # a number where a per-format mapping could be: it holds for every format
             node = node.get(k)
-        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else self.unset
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return float(node)
+        if self.fallback is not None:
+            return Param(self.fallback, self.lo, self.hi, self.scale, self.root, self.unset).get(state)
+        return self.unset
 
     def set(self, state: dict[str, Any], value: float) -> None:
         if self.root == "spec" and self.path[0] == "efficiency":
@@ -222,6 +227,8 @@ def efficiency_param(dtype: str, bound: str) -> Param:
 OVERHEAD_PARAMS = [Param(("overhead_us", "per_layer"), 0.0, OVERHEAD_MAX_US, 100.0),
                    Param(("overhead_us", "per_forward"), 0.0, OVERHEAD_MAX_US, 100.0)]
 DEQUANT_PARAM = Param(("dequant_ops_per_weight",), 0.1, 1000.0, 1.0, unset=4.0)
+#: Factor on the runtime memory efficiencies of the fit's second set of starts (see :func:`fit_params`).
+MEMORY_START = 1.0 / 3.0
 
 
 def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
@@ -239,13 +246,15 @@ def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
         return Param(path, 0.0, 1.0, 0.1, "runtime", 1.0)
     if last == "compute_m_half":
         return Param(path, 0.0, 1e4, 10.0, "runtime", 0.0)
+    if last == "compute_m_half_decode":  # starts where prefill's half point is
+        return Param(path, 0.0, 1e4, 10.0, "runtime", 0.0, fallback=path[:-1] + ("compute_m_half",))
     if last == "dequant_ops_per_weight":
         return Param(path, 0.1, 1000.0, 1.0, "runtime", float((spec or {}).get("dequant_ops_per_weight", 4.0)))
     raise ConfigError(f"--fit: {dotted!r} is not a fittable runtime parameter (allowed: launch_floor_us, overlap, "
                       "framework.per_forward_us, framework.per_layer_us, other_efficiency.compute|memory, "
                       "kernels.<kernel>.memory_efficiency|compute_efficiency.<format>, "
                       "kernels.<kernel>.dequant_ops_per_weight, kernels.<kernel>.launch_floor_us, "
-                      "kernels.<kernel>.compute_m_half)")
+                      "kernels.<kernel>.compute_m_half, kernels.<kernel>.compute_m_half_decode)")
 
 
 def runtime_candidates(df: pd.DataFrame, spec: dict[str, Any], runtime: dict[str, Any]) -> list[Param]:
@@ -402,16 +411,25 @@ class Predictor:
         return self.predict(state["spec"], state["runtime"])
 
 
+def probe_values(c: Param, x0: float) -> list[float]:
+    """Values :func:`sensitive` moves ``c`` to from ``x0``: halved, one step up, and a tenth (a term
+    hidden under another one by the roofline's max, such as a memory time below the compute time
+    everywhere, shows only when moved far), within the bounds."""
+    return [float(np.clip(v, c.lo, c.hi)) for v in (x0 * 0.5, x0 + c.scale, x0 * 0.1)]
+
+
 def sensitive(pred: Predictor, base: dict[str, Any], candidates: list[Param]) -> list[Param]:
     """The candidates that change some prediction when moved (the others cannot be fitted)."""
     ref = pred.predict_state(base)
     out = []
     for c in candidates:
         p = Params([c])
-        x0 = p.initial(base)
-        moved = pred.predict_state(p.apply(base, np.clip(x0 * 0.5 if x0[0] > 0 else x0 + c.scale, c.lo, c.hi)))
-        if np.any(np.abs(moved - ref) > 1e-6 * ref):
-            out.append(c)
+        x0 = float(p.initial(base)[0])
+        for v in probe_values(c, x0):
+            moved = pred.predict_state(p.apply(base, np.array([v])))
+            if np.any(np.abs(moved - ref) > 1e-6 * ref):
+                out.append(c)
+                break
     return out
 
 
@@ -422,7 +440,10 @@ def fit_params(pred: Predictor, base: dict[str, Any], params: Params, meas: np.n
 
     Time terms (microseconds) start at the file's values and also at 10, 100 and 1000 us: a launch
     floor or host time below every operator's time changes nothing, so a fit started there cannot
-    see which way to move; the start with the smallest error wins."""
+    see which way to move. For the same reason every start is also tried with the memory
+    efficiencies at a third of their value (:data:`MEMORY_START`): a memory time hidden under the
+    compute time of every configuration has no gradient. The start with the smallest error on the
+    fitted rows wins."""
     from scipy.optimize import least_squares
     from tqdm.auto import tqdm
 
@@ -443,8 +464,12 @@ def fit_params(pred: Predictor, base: dict[str, Any], params: Params, meas: np.n
     x_scale = np.array([p.scale for p in params.items])
     timed = np.array([p.path[-1].endswith("_us") or p.path[-1] in ("per_layer", "per_forward")
                       for p in params.items])
+    memory = np.array([p.root == "runtime" and any("memory" in k for k in p.path[-2:]) and
+                       any(k.endswith("efficiency") for k in p.path) for p in params.items])
     x0 = params.initial(base)
     starts = [x0] + ([np.where(timed, t, x0) for t in (10.0, 100.0, 1000.0)] if timed.any() else [])
+    if memory.any():
+        starts += [np.where(memory, s * MEMORY_START, s) for s in starts]
     best = None
     for start in starts:
         start = np.clip(start, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
