@@ -39,7 +39,7 @@ import numpy as np
 
 from codesign.config import ConfigError
 from hwmodels.dtypes import MAX_BITS, candidate_cost, converts, parse_dtype
-from hwmodels.runtime import KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable, load_runtime, runtime_table
+from hwmodels.runtime import DENSE_KERNEL, KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable, load_runtime, runtime_table
 from hwmodels.shapes import ModelShape, load_shape
 from hwmodels.spec import AcceleratorSpec, load_spec
 
@@ -502,9 +502,37 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         "head_dtype": dt_head,
         "dequantized": o.deq_lin & (w < 16),
     }
+    res["_linear_bytes"] = np.where(_LIN, w_bytes, 0.0).sum(-1)
     if want_ops:
         res["ops_prefill"], res["ops_decode"] = pre["ops"], dec["ops"]
     return res
+
+
+def _phase_kernels(R: RuntimeTable, w, kern, pkern):
+    """(prefill weight bits, prefill kernel index) per configuration: a given prefill kernel (``pkern``
+    >= 0), else the decode kernel, except that quantized weights on a kernel of
+    :data:`~hwmodels.runtime.PREFILL_ON_DENSE_COPY` run prefill on the dense kernel; prefill on the dense
+    kernel of quantized weights reads their 16-bit dequantized copy."""
+    kq = np.where(kern >= 0, kern, R.fmt[w])
+    dense = R.kernels.index(DENSE_KERNEL)  # what the copy runs: F.linear, priced as the profile's dense matmul
+    pk = np.where(pkern >= 0, pkern, np.where(R.copy_prefill[kq] & (w < 16), dense, kq))
+    copy = (pk != kq) & (pk == dense) & (w < 16)
+    return np.where(copy, 16, w), np.where(pk == kq, kern, pk), copy
+
+
+def _merge_prefill(dec: dict, pre: dict, copy, gen, capacity) -> dict:
+    """Decode outputs of ``dec`` with the prefill outputs of ``pre`` (the prefill kernel's pass);
+    a dense copy (``copy``) adds its bytes to weight and peak memory."""
+    out = dict(dec)
+    for k in pre:
+        if k.startswith("prefill_") or k in ("ttft_ms", "ops_prefill"):
+            out[k] = pre[k]
+    out["e2e_ms"] = out["ttft_ms"] + (gen - 1) * out["tpot_ms"]
+    extra = np.where(copy, pre["_linear_bytes"], 0.0)
+    out["weight_bytes"] = dec["weight_bytes"] + extra
+    out["peak_memory_bytes"] = dec["peak_memory_bytes"] + extra
+    out["fits"] = out["peak_memory_bytes"] <= capacity
+    return out
 
 
 def _as_specs(specs) -> list[AcceleratorSpec]:
@@ -533,7 +561,8 @@ def _validate(w, g, a, kv, b, p, gen) -> None:
 
 def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, group_size=128, abits=16, kvbits=16,
                     batch=1, prompt_len=512, gen_len=128, sym=False, ideal=False, want_ops=False,
-                    float_dtype: str | None = None, runtime=None, kernel=None) -> dict[str, np.ndarray]:
+                    float_dtype: str | None = None, runtime=None, kernel=None,
+                    prefill_kernel=None) -> dict[str, np.ndarray]:
     """Evaluate configurations given as broadcastable arrays (one configuration per element).
 
     Args:
@@ -548,6 +577,10 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
             to every configuration; ignored with ``ideal``.
         kernel: kernel names broadcastable to ``X`` (e.g. measured rows' ``kernel``); ``None``/'' entries
             (or ``kernel=None``) take the kernel the profile runs for that weight format.
+        prefill_kernel: the kernel of the prefill phase, like ``kernel``; ``None``/'' entries: the decode
+            kernel, or for quantized weights on a kernel of :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`
+            the dense kernel on a 16-bit dequantized copy (``codesign measure --prefill auto``), whose bytes
+            count in ``weight_bytes`` and ``peak_memory_bytes``.
 
     Returns:
         dict of arrays of shape ``X`` keyed by :data:`OUTPUTS` (``compute_dtype``/``attn_dtype`` are
@@ -556,22 +589,30 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
     """
     S, M = spec_table(_as_specs(specs), float_dtype), shape_table(_as_shapes(shapes))
     profile = load_runtime(None if ideal else runtime)
-    R, kern = _kernels(profile, kernel)
+    R, (kern, pkern) = _kernels(profile, kernel, prefill_kernel)
     args = [np.asarray(x) for x in (spec_index, model_index, wbits, group_size, abits, kvbits, batch, prompt_len,
-                                    gen_len, sym, kern)]
+                                    gen_len, sym, kern, pkern)]
     shape = np.broadcast_shapes(*(x.shape for x in args))
     flat = [np.broadcast_to(x, shape).reshape(-1) for x in args]
     si, mi = flat[0].astype(np.int64), flat[1].astype(np.int64)
     ints = [x.astype(np.int64) for x in flat[2:9]]
-    sym_, kern_ = flat[9].astype(bool), flat[10].astype(np.int64)
+    sym_, kern_, pkern_ = flat[9].astype(bool), flat[10].astype(np.int64), flat[11].astype(np.int64)
     if np.any((si < 0) | (si >= len(S.names))) or np.any((mi < 0) | (mi >= len(M.names))):
         raise ConfigError("spec_index/model_index out of range of the specs/shapes given")
     _validate(*ints)
+    w_pre, kern_pre, copy = _phase_kernels(R, ints[0], kern_, pkern_) if not ideal else (ints[0], kern_, None)
+    split = not ideal and (np.any(w_pre != ints[0]) or np.any(kern_pre != kern_))
     n = si.size
     parts = []
     for lo in range(0, max(n, 1), CHUNK):
         sl = slice(lo, lo + CHUNK)
-        parts.append(_core(S, M, R, si[sl], mi[sl], *(x[sl] for x in ints), sym_[sl], kern_[sl], ideal, want_ops))
+        rest = [x[sl] for x in ints[1:]]
+        part = _core(S, M, R, si[sl], mi[sl], ints[0][sl], *rest, sym_[sl], kern_[sl], ideal, want_ops)
+        if split:
+            pre = _core(S, M, R, si[sl], mi[sl], w_pre[sl], *rest, sym_[sl], kern_pre[sl], ideal, want_ops)
+            part = _merge_prefill(part, pre, copy[sl], ints[6][sl].astype(float), S.capacity[si[sl]])
+        part.pop("_linear_bytes")
+        parts.append(part)
     out: dict[str, Any] = {}
     for k in parts[0]:
         if isinstance(parts[0][k], dict):
@@ -584,19 +625,18 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
     return out
 
 
-def _kernels(profile: RuntimeProfile, kernel) -> tuple[RuntimeTable, np.ndarray]:
-    """The profile's table and kernel indices of ``kernel`` names (-1: the profile's format map)."""
-    if kernel is None:
-        return runtime_table(profile), np.asarray(-1)
-    names = np.asarray(kernel, dtype=object)
-    uniq = sorted({str(n) for n in names.reshape(-1) if isinstance(n, str) and n})
+def _kernels(profile: RuntimeProfile, *kernels) -> tuple[RuntimeTable, list[np.ndarray]]:
+    """The profile's table and kernel indices of each array of kernel names in ``kernels`` (``None``, or
+    ``None``/'' entries: -1, the profile's choice)."""
+    arrays = [None if k is None else np.asarray(k, dtype=object) for k in kernels]
+    uniq = sorted({str(n) for a in arrays if a is not None for n in a.reshape(-1) if isinstance(n, str) and n})
     for n in uniq:
         if n not in KERNELS and n not in profile.kernels:
             raise ConfigError(f"kernel {n!r} is not allowed (known: {', '.join(KERNELS)}; or declare it in the "
                               f"runtime profile {profile.name!r})")
     R = runtime_table(profile, tuple(n for n in uniq if n not in profile.kernels))
-    flat = R.kernel_index(list(names.reshape(-1)))
-    return R, flat.reshape(names.shape)
+    return R, [np.asarray(-1) if a is None else R.kernel_index(list(a.reshape(-1))).reshape(a.shape)
+               for a in arrays]
 
 
 GRID_AXES = ["spec", "model", "wbits", "group_size", "abits", "kvbits", "batch", "prompt_len", "gen_len"]

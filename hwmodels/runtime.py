@@ -71,6 +71,17 @@ KERNELS: dict[str, str] = {
     "llama-cpp-cuda": "llama.cpp CUDA mat-vec / matmul kernels for GGUF weights (F16, Q4_K, ...)",
 }
 
+#: The dense matmul kernel (16/32-bit weights).
+DENSE_KERNEL = "torch-matmul"
+#: Kernels whose op is a GEMV that loses to a dense GEMM once a call carries many rows (torch's packed CPU
+#: ops: 2.5-5x slower than bf16 at 128 rows, experiments/kernel_speed). Quantized linears on them keep a
+#: dequantized dense copy and run prefill calls on it (:data:`DENSE_KERNEL`), decode steps on the kernel:
+#: what ``codesign measure --prefill auto`` (the default) runs -- codesign.quantize.kernels reads this set
+#: -- and what the analytical model prices (prefill as the dense kernel on 16-bit weights; the copy in weight
+#: memory). One definition for both.
+PREFILL_ON_DENSE_COPY = frozenset({"aten-int8pack-cpu", "aten-int4pack-cpu", "aten-int4pack-x2-cpu",
+                                   "aten-int8pack-grouped-cpu"})
+
 DEQUANT_MODES = ("none", "per_pass", "per_tile")
 _FORMAT_KEY = re.compile(r"^(default|dense|w([1-9]|1[0-5]))$")
 _KERNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -254,6 +265,7 @@ class RuntimeTable:
     tile_m: np.ndarray  # (k,)
     m_half: np.ndarray  # (k,) rows at half compute efficiency (prefill)
     m_half_dec: np.ndarray  # (k,) the same in decode steps
+    copy_prefill: np.ndarray  # (k,) bool: prefill runs on a dense copy (PREFILL_ON_DENSE_COPY)
     dense_copy: np.ndarray  # (k,) bool
     floor: np.ndarray  # (k,) seconds
     floor_other: float  # seconds, operators that are not weight matmuls
@@ -295,7 +307,7 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
     if hit is not None:
         _CACHE.move_to_end(key)
         return hit
-    names = list(dict.fromkeys(["torch-matmul", "dequant-matmul", *profile.kernels, *profile.formats.values(),
+    names = list(dict.fromkeys([DENSE_KERNEL, "dequant-matmul", *profile.kernels, *profile.formats.values(),
                                 *extra_kernels]))
     ks = [profile.kernel(n) for n in names]
     bits = range(MAX_BITS + 1)
@@ -311,6 +323,7 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
         m_half_dec=np.array([k.compute_m_half if k.compute_m_half_decode is None else k.compute_m_half_decode
                              for k in ks]),
         dense_copy=np.array([k.writes_dense_weights for k in ks]),
+        copy_prefill=np.array([n in PREFILL_ON_DENSE_COPY for n in names]),
         floor=np.array([floor if k.launch_floor_us is None else k.launch_floor_us * 1e-6 for k in ks]),
         floor_other=floor, per_forward=profile.framework.per_forward_us * 1e-6,
         per_layer=profile.framework.per_layer_us * 1e-6, graphs=profile.framework.cuda_graphs,

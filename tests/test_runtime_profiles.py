@@ -41,6 +41,10 @@ def dec_ops(e):
     return e.ops[e.ops.phase == "decode"].set_index("op")
 
 
+def pre_ops(e):
+    return e.ops[e.ops.phase == "prefill"].set_index("op")
+
+
 def test_default_profile_adds_nothing_and_is_the_default():
     assert "default" in list_runtimes()
     base = est()
@@ -257,6 +261,31 @@ def test_small_m_compute_efficiency():
     # M = 4 rows at m_half = 4: half the compute efficiency, so matrix compute time doubles (no vector work)
     assert half.loc["q_proj", "compute_ms"] == pytest.approx(2 * base.loc["q_proj", "compute_ms"])
     assert half.loc["attn_norm", "compute_ms"] == pytest.approx(base.loc["attn_norm", "compute_ms"])
+
+
+def test_decode_half_point_acts_on_decode_steps_of_its_kernel_only():
+    kw = dict(wbits=16, batch=4, prompt_len=8)  # decode: M = 4 rows; prefill: M = 32 rows (lm head: 4)
+    base_dec, base_pre = dec_ops(est(**kw)), pre_ops(est(**kw))
+    shared = est(profile(kernels={"torch-matmul": {"compute_m_half": 4}}), **kw)
+    split = est(profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 12}}), **kw)
+    # decode: efficiency x 4 / (4 + 12), so matrix compute time is 4x the flat one (2x with the shared 4)
+    for op in ("q_proj", "lm_head"):
+        assert dec_ops(split).loc[op, "compute_ms"] == pytest.approx(4 * base_dec.loc[op, "compute_ms"])
+        assert dec_ops(shared).loc[op, "compute_ms"] == pytest.approx(2 * base_dec.loc[op, "compute_ms"])
+    # prefill keeps compute_m_half: 32 rows -> x (1 + 4 / 32); the lm head's 4 last positions -> x 2
+    for e in (shared, split):
+        assert pre_ops(e).loc["q_proj", "compute_ms"] == pytest.approx(1.125 * base_pre.loc["q_proj", "compute_ms"])
+        assert pre_ops(e).loc["lm_head", "compute_ms"] == pytest.approx(2 * base_pre.loc["lm_head", "compute_ms"])
+    assert split.ttft_ms == shared.ttft_ms
+    assert dec_ops(split).loc["attn_norm", "compute_ms"] == base_dec.loc["attn_norm", "compute_ms"]
+    # unset: decode uses compute_m_half; another kernel's linears (dequant-matmul for w4) are untouched
+    same = est(profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 4}}), **kw)
+    assert (same.tpot_ms, same.ttft_ms) == (shared.tpot_ms, shared.ttft_ms)
+    w4 = [dec_ops(est(p, **(kw | {"wbits": 4}))) for p in
+          (profile(kernels={"torch-matmul": {"compute_m_half": 4}}),
+           profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 12}}))]
+    assert w4[0].loc["q_proj", "compute_ms"] == w4[1].loc["q_proj", "compute_ms"]
+    assert w4[1].loc["lm_head", "compute_ms"] == pytest.approx(2 * w4[0].loc["lm_head", "compute_ms"])
 
 
 def test_batched_ensemble_overlaps_device_work_but_not_floors_or_host_time():

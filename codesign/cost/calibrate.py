@@ -306,8 +306,8 @@ class Params:
 def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model that ran: a single-variant row itself, an ensemble row once per member (its
     bits, group size, symmetry and kernels from ``members``). ``row`` is the index into ``df``'s rows
-    (0..len-1); ``prefill_wbits`` is what prefill reads (the dtype's width where a dequantized dense
-    copy ran it)."""
+    (0..len-1). Prefill on ``torch-matmul`` of quantized weights read their dequantized dense copy
+    (:func:`hwmodels.roofline.evaluate_points` prices it so)."""
     out = []
     for i, r in enumerate(df.reset_index(drop=True).itertuples()):
         base = dict(row=i, dtype=r.dtype, config=getattr(r, "config", None), layers=getattr(r, "layers", None),
@@ -322,8 +322,7 @@ def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
             pk = m.get("prefill_kernel") or k
             w = int(m["wbits"])
             out.append({**base, "wbits": w, "group_size": int(m.get("group_size") or 128), "sym": bool(m.get("sym")),
-                        "kernel": k, "prefill_kernel": pk,
-                        "prefill_wbits": ACT_BITS[r.dtype] if pk != k and pk == "torch-matmul" else w})
+                        "kernel": k, "prefill_kernel": pk})
     return pd.DataFrame(out)
 
 
@@ -364,10 +363,9 @@ class Predictor:
         self.args = dict(group_size=u["group_size"].to_numpy(dtype=np.int64), abits=abits, kvbits=abits,
                          batch=rows("batch"), prompt_len=rows("prompt_len"), gen_len=rows("gen_len"),
                          sym=u["sym"].to_numpy(dtype=bool))
-        self.phases = {"decode": (u["kernel"].to_numpy(dtype=object), u["wbits"].to_numpy(dtype=np.int64)),
-                       "prefill": (u["prefill_kernel"].to_numpy(dtype=object),
-                                   u["prefill_wbits"].to_numpy(dtype=np.int64))}
-        self.kernel = self.phases["decode"][0]
+        self.kernel = u["kernel"].to_numpy(dtype=object)
+        self.prefill_kernel = u["prefill_kernel"].to_numpy(dtype=object)
+        self.wbits = u["wbits"].to_numpy(dtype=np.int64)
         sched = self.df["schedule"] if "schedule" in self.df.columns else pd.Series(["single"] * len(self.df))
         self.groups = [(i, np.flatnonzero(row == i), s) for i, s in enumerate(sched)]
 
@@ -377,12 +375,12 @@ class Predictor:
 
         return validate_config(AcceleratorSpec, mapping, mapping.get("name"))
 
-    def _evaluate(self, specs, rt, phase: str) -> dict[str, np.ndarray]:
+    def _evaluate(self, specs, rt) -> dict[str, np.ndarray]:
         from hwmodels.roofline import evaluate_points
 
-        kernel, wbits = self.phases[phase]
         return evaluate_points(specs, self.shapes, spec_index=self.spec_index, model_index=self.model_index,
-                               runtime=rt, kernel=kernel, wbits=wbits, **self.args)
+                               runtime=rt, kernel=self.kernel, prefill_kernel=self.prefill_kernel, wbits=self.wbits,
+                               **self.args)
 
     def predict(self, spec: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> np.ndarray:
         """Predicted (prefill_ms, tpot_ms) per row under a spec mapping (or the fixed ``specs``) and a
@@ -393,12 +391,8 @@ class Predictor:
 
         specs = self.specs if self.specs is not None else [self.spec(spec)]
         rt = None if runtime is None else validate_config(RuntimeProfile, runtime, runtime.get("name"))
-        dec = self._evaluate(specs, rt, "decode")
-        same = all(np.array_equal(a, b) for a, b in zip(self.phases["decode"], self.phases["prefill"]))
-        pre = dec if same else self._evaluate(specs, rt, "prefill")
-        # one array set per unit: prefill quantities from the prefill pass, the rest from decode
-        unit = {k: v for k, v in dec.items() if isinstance(v, np.ndarray) and v.shape == dec["ttft_ms"].shape}
-        unit.update({k: pre[k] for k in unit if k.startswith("prefill_")}, ttft_ms=pre["ttft_ms"])
+        res = self._evaluate(specs, rt)  # prefill priced with the prefill kernel, decode with the decode kernel
+        unit = {k: v for k, v in res.items() if isinstance(v, np.ndarray) and v.shape == res["ttft_ms"].shape}
         out = np.empty((len(self.df), 2))
         for i, idx, sched in self.groups:
             if sched == "single":
