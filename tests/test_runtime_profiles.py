@@ -288,6 +288,33 @@ def test_decode_half_point_acts_on_decode_steps_of_its_kernel_only():
     assert w4[1].loc["lm_head", "compute_ms"] == pytest.approx(2 * w4[0].loc["lm_head", "compute_ms"])
 
 
+def test_prefill_is_priced_on_the_kernel_measure_runs_it_on():
+    """Quantized weights on a kernel of PREFILL_ON_DENSE_COPY: prefill runs (as `codesign measure --prefill
+    auto` does, PackedLinear.copies_for_prefill) the dense GEMM on a 16-bit dequantized copy, decode the
+    packed kernel; the copy's bytes count in memory. An explicit prefill kernel prices prefill on it."""
+    from hwmodels.runtime import PREFILL_ON_DENSE_COPY
+
+    assert "aten-int4pack-cpu" in PREFILL_ON_DENSE_COPY
+    rt = profile(formats={"w4": "aten-int4pack-cpu"},
+                 kernels={"aten-int4pack-cpu": {"dequant": "none", "memory_efficiency": 0.5, "compute_efficiency": 0.1},
+                          "torch-matmul": {"compute_m_half": 4}})
+    kw = dict(batch=2, prompt_len=8, gen_len=8)
+    q4, dense = est(rt, **kw), est(rt, **(kw | {"wbits": 16}))
+    packed = hwmodels.estimate(SPEC, SHAPE, runtime=rt, wbits=4, group_size=64, prefill_kernel="aten-int4pack-cpu", **kw)
+    assert q4.ttft_ms == pytest.approx(dense.ttft_ms)  # the same dense GEMM on 16-bit weights
+    # reads the 16-bit copy (2 bytes per weight) and its activations (no on-chip memory on this spec)
+    act = 2 * H * 2 * kw["batch"] * kw["prompt_len"] * L
+    assert pre_ops(q4).loc["q_proj", "bytes"] == pytest.approx(2 * H * H * L + act)
+    assert q4.tpot_ms == pytest.approx(packed.tpot_ms) and q4.tpot_ms != pytest.approx(dense.tpot_ms)
+    assert packed.ttft_ms != pytest.approx(q4.ttft_ms)
+    lin = L * (4 * H * H + 3 * H * I)  # linear weights of the two layers
+    assert q4.weight_bytes - packed.weight_bytes == pytest.approx(2 * lin)  # + the dense copy, 2 bytes/weight
+    assert q4.peak_memory_bytes - packed.peak_memory_bytes == pytest.approx(2 * lin)
+    # kernels outside the set run both phases on themselves (dequant-matmul: the default profile's w4)
+    plain = est(profile(), **kw)
+    assert pre_ops(plain).loc["q_proj", "bytes"] < 2 * H * H * L + act
+
+
 def test_batched_ensemble_overlaps_device_work_but_not_floors_or_host_time():
     bits = [4, 8]
     kw = dict(group_size=64, prompt_len=8, gen_len=8)
