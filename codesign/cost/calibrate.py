@@ -562,12 +562,13 @@ def format_label(r) -> str:
 def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = None, fit: list[str] | None = None,
               test_frac: float = 0.3, seed: int = 0, out: str | Path | None = None, write: bool = True,
               device: str | None = None, statistic: str = "median", info: dict[str, Any] | None = None,
-              progress: bool = True) -> CalibrationResult:
+              progress: bool = True, also_fit: list[str] | None = None) -> CalibrationResult:
     """Fit ``spec``'s efficiency and overheads — or, with ``runtime``, that profile's parameters — to
     ``measurements``; write the calibrated file.
 
     ``measurements`` is a store path, CSV path or DataFrame (see :func:`load_measurements`). ``fit``
-    (runtime only): dotted parameter paths to fit instead of every sensitive one. ``out`` defaults to
+    (runtime only): dotted parameter paths to fit instead of every sensitive one; ``also_fit``: paths fitted
+    besides them (e.g. ``kernels.torch-matmul.compute_m_half_decode``, not a default). ``out`` defaults to
     :func:`calibrated_path` of the fitted file. The fit sees only the train split; the table holds
     predictions before/after for every configuration with its split. ``info`` is merged into the
     written file's ``calibration`` block (e.g. a cross-validated error).
@@ -591,7 +592,7 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
     before = pred.predict_state(base)
 
     if rt_map is None:
-        if fit:
+        if fit or also_fit:
             raise ConfigError("--fit: names runtime-profile parameters; give --runtime too")
         # 'vector' (norms, softmax, dequantization) has a compute efficiency of its own.
         dtypes = sorted(set(spec_map.get("compute_tflops") or {})) + ["vector"]
@@ -599,6 +600,7 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
         params = Params(sensitive(pred, base, candidates + OVERHEAD_PARAMS + [DEQUANT_PARAM]))
     else:
         chosen = [runtime_param(n, spec_map) for n in fit] if fit else runtime_candidates(df, spec_map, rt_map)
+        chosen += [runtime_param(n, spec_map) for n in also_fit or [] if n not in {c.name for c in chosen}]
         params = Params(sensitive(pred, base, chosen))
     train = ~test
     sub = Predictor(df[train]) if test.any() else pred
