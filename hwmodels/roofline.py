@@ -676,10 +676,10 @@ class Grid:
 
 def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kvbits=(16,), batch=(1,),
                   prompt_len=(512,), gen_len=(128,), *, sym=False, ideal=False, float_dtype: str | None = None,
-                  runtime=None, kernel: str | None = None) -> Grid:
+                  runtime=None, kernel: str | None = None, prefill_kernel: str | None = None) -> Grid:
     """Evaluate the outer product specs x shapes x wbits x group_size x abits x kvbits x batch x
     prompt_len x gen_len in one vectorized pass under one runtime profile (``kernel``: the kernel of
-    the linears; default: the profile's per format). Every output array has shape
+    the linears; default: the profile's per format; ``prefill_kernel``: see :func:`evaluate_points`). Every output array has shape
     ``(n_specs, n_models, n_wbits, n_groups, n_abits, n_kvbits, n_batch, n_prompt, n_gen)``."""
     specs_l, shapes_l = _as_specs(specs), _as_shapes(shapes)
     values = [np.atleast_1d(np.asarray(v)).reshape(-1) for v in (wbits, group_size, abits, kvbits, batch,
@@ -690,7 +690,7 @@ def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kv
     res = evaluate_points(specs_l, shapes_l, spec_index=shaped[0], model_index=shaped[1], wbits=shaped[2],
                           group_size=shaped[3], abits=shaped[4], kvbits=shaped[5], batch=shaped[6],
                           prompt_len=shaped[7], gen_len=shaped[8], sym=sym, ideal=ideal, float_dtype=float_dtype,
-                          runtime=runtime, kernel=kernel)
+                          runtime=runtime, kernel=kernel, prefill_kernel=prefill_kernel)
     axes = {"spec": [s.name for s in specs_l], "model": [m.name for m in shapes_l]}
     axes.update({name: [int(x) for x in v] for name, v in zip(GRID_AXES[2:], values)})
     data = {k: np.broadcast_to(res[k], tuple(len(v) for v in axes.values())) for k in OUTPUTS}
