@@ -23,6 +23,9 @@ Model (all documented in hwmodels/README.md):
   cannot take ``wbits`` weights natively, each weight costs ``dequant_ops_per_weight`` vector ops
   per forward pass. KV-cache entries below 16 bits carry a 16-bit scale and zero per head vector.
 - Fixed overheads: ``overhead_us.per_forward + n_layers * overhead_us.per_layer`` per forward.
+- Kernels per phase: prefill runs the decode kernel, except quantized weights on a kernel of
+  :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`, whose prefill runs the dense matmul on a 16-bit
+  dequantized copy (``codesign measure --prefill auto``); the copy counts in weight memory.
 - Energy: ops x pJ/op of their datatype + DRAM bytes x pJ/byte + on-chip bytes x SRAM pJ/byte +
   ``idle_w`` x time; per output token = decode step energy / B.
 """
