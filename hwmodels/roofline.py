@@ -42,7 +42,8 @@ import numpy as np
 
 from codesign.config import ConfigError
 from hwmodels.dtypes import MAX_BITS, candidate_cost, converts, parse_dtype
-from hwmodels.runtime import DENSE_KERNEL, KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable, load_runtime, runtime_table
+from hwmodels.runtime import (DENSE_KERNEL, KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable,
+                              load_runtime, runtime_table)
 from hwmodels.shapes import ModelShape, load_shape
 from hwmodels.spec import AcceleratorSpec, load_spec
 
@@ -682,7 +683,8 @@ def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kv
                   runtime=None, kernel: str | None = None, prefill_kernel: str | None = None) -> Grid:
     """Evaluate the outer product specs x shapes x wbits x group_size x abits x kvbits x batch x
     prompt_len x gen_len in one vectorized pass under one runtime profile (``kernel``: the kernel of
-    the linears; default: the profile's per format; ``prefill_kernel``: see :func:`evaluate_points`). Every output array has shape
+    the linears; default: the profile's per format; ``prefill_kernel``: see :func:`evaluate_points`).
+    Every output array has shape
     ``(n_specs, n_models, n_wbits, n_groups, n_abits, n_kvbits, n_batch, n_prompt, n_gen)``."""
     specs_l, shapes_l = _as_specs(specs), _as_shapes(shapes)
     values = [np.atleast_1d(np.asarray(v)).reshape(-1) for v in (wbits, group_size, abits, kvbits, batch,

@@ -300,7 +300,8 @@ def test_prefill_is_priced_on_the_kernel_measure_runs_it_on():
                           "torch-matmul": {"compute_m_half": 4}})
     kw = dict(batch=2, prompt_len=8, gen_len=8)
     q4, dense = est(rt, **kw), est(rt, **(kw | {"wbits": 16}))
-    packed = hwmodels.estimate(SPEC, SHAPE, runtime=rt, wbits=4, group_size=64, prefill_kernel="aten-int4pack-cpu", **kw)
+    packed = hwmodels.estimate(SPEC, SHAPE, runtime=rt, wbits=4, group_size=64, prefill_kernel="aten-int4pack-cpu",
+                               **kw)
     assert q4.ttft_ms == pytest.approx(dense.ttft_ms)  # the same dense GEMM on 16-bit weights
     # reads the 16-bit copy (2 bytes per weight) and its activations (no on-chip memory on this spec)
     act = 2 * H * 2 * kw["batch"] * kw["prompt_len"] * L

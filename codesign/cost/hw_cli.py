@@ -139,9 +139,10 @@ def register(app: typer.Typer) -> None:
             None, "--kernel", help="Kernel the linears run (e.g. aten-int4pack-cuda); default: the profile's choice "
                                    "for the weight format."),
         prefill_kernel: str | None = typer.Option(
-            None, "--prefill-kernel", help="Kernel of the linears' prefill calls (e.g. aten-int4pack-cpu, as `measure "
-                                           "--prefill packed` runs); default: --kernel, or torch-matmul on a dense copy "
-                                           "for the CPU packed kernels, as `measure --prefill auto` runs."),
+            None, "--prefill-kernel",
+            help="Kernel of the linears' prefill calls (e.g. aten-int4pack-cpu, as `measure --prefill packed` runs); "
+                 "default: --kernel, or torch-matmul on a dense copy for the CPU packed kernels, as `measure "
+                 "--prefill auto` runs."),
         sym: bool = typer.Option(False, "--sym", help="Symmetric quantization (no zero points stored)."),
         float_dtype: str | None = typer.Option(
             None, "--float-dtype", help="16-bit activation format: fp16 or bf16 (default: the spec's faster unit)."),

@@ -89,8 +89,8 @@ def main() -> None:
                     help="A: session A's rows (packed prefill; the ensembles' session), B: session B's per-phase "
                          "and dense rows, AB: both")
     ap.add_argument("--also-fit", default="", metavar="PATH,...",
-                    help="runtime parameters fitted besides the default ones (e.g. "
-                         "kernels.torch-matmul.compute_m_half_decode); results go to profile_fit_results_<ROWS>_also.md")
+                    help="runtime parameters fitted besides the default ones (e.g. kernels.torch-matmul."
+                         "compute_m_half_decode); results go to profile_fit_results_<ROWS>_also.md")
     args = ap.parse_args()
     global ROWS
     ROWS = HERE / f"cpu_profile_rows_{args.rows}.csv"
