@@ -106,18 +106,22 @@ def ops_frame(res: dict, index: tuple = ()) -> Any:
 def estimate(spec: str | AcceleratorSpec, shape: str | ModelShape, wbits: int = 16, group_size: int = 128,
              abits: int = 16, kvbits: int = 16, batch: int = 1, prompt_len: int = 512, gen_len: int = 128, *,
              sym: bool = False, ideal: bool = False, float_dtype: str | None = None,
-             runtime: str | RuntimeProfile | None = None, kernel: str | None = None) -> CostEstimate:
+             runtime: str | RuntimeProfile | None = None, kernel: str | None = None,
+             prefill_kernel: str | None = None) -> CostEstimate:
     """Cost of one configuration (see :mod:`hwmodels.roofline` for the model).
 
     ``ideal=True`` gives the roofline floor: peak rates, no efficiency factors, no fixed overheads.
     ``float_dtype`` ('fp16' | 'bf16') pins the 16-bit activation format (default: the faster unit).
     ``runtime``: software-stack profile (name, path or object; default: no stack terms); ``kernel``:
-    the kernel the linears run (default: the profile's choice for ``wbits``).
+    the kernel the linears run (default: the profile's choice for ``wbits``); ``prefill_kernel``: the
+    kernel of their prefill calls (default: ``kernel``, or the dense copy where ``codesign measure
+    --prefill auto`` keeps one, :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`).
     """
     sp, sh = load_spec(spec), load_shape(shape)
     res = evaluate_points([sp], [sh], wbits=wbits, group_size=group_size, abits=abits, kvbits=kvbits,
                           batch=batch, prompt_len=prompt_len, gen_len=gen_len, sym=sym, ideal=ideal, want_ops=True,
-                          float_dtype=float_dtype, runtime=runtime, kernel=kernel)
+                          float_dtype=float_dtype, runtime=runtime, kernel=kernel,
+                          prefill_kernel=prefill_kernel)
     area = _f(res["area_mm2"])
     return CostEstimate(
         spec=sp.name, model=sh.name, wbits=int(wbits), group_size=int(group_size), abits=int(abits),

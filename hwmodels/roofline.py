@@ -23,6 +23,9 @@ Model (all documented in hwmodels/README.md):
   cannot take ``wbits`` weights natively, each weight costs ``dequant_ops_per_weight`` vector ops
   per forward pass. KV-cache entries below 16 bits carry a 16-bit scale and zero per head vector.
 - Fixed overheads: ``overhead_us.per_forward + n_layers * overhead_us.per_layer`` per forward.
+- Kernels per phase: prefill runs the decode kernel, except quantized weights on a kernel of
+  :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`, whose prefill runs the dense matmul on a 16-bit
+  dequantized copy (``codesign measure --prefill auto``); the copy counts in weight memory.
 - Energy: ops x pJ/op of their datatype + DRAM bytes x pJ/byte + on-chip bytes x SRAM pJ/byte +
   ``idle_w`` x time; per output token = decode step energy / B.
 """
@@ -39,7 +42,8 @@ import numpy as np
 
 from codesign.config import ConfigError
 from hwmodels.dtypes import MAX_BITS, candidate_cost, converts, parse_dtype
-from hwmodels.runtime import KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable, load_runtime, runtime_table
+from hwmodels.runtime import (DENSE_KERNEL, KERNELS, NONE, PER_PASS, PER_TILE, RuntimeProfile, RuntimeTable,
+                              load_runtime, runtime_table)
 from hwmodels.shapes import ModelShape, load_shape
 from hwmodels.spec import AcceleratorSpec, load_spec
 
@@ -413,7 +417,8 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     dq_w = np.where(np.isfinite(R.dq_ops[o.k]), R.dq_ops[o.k], S.dq_ops[si][e]) if rt else S.dq_ops[si][e]
     deq_elems = np.where(wdeq & (mode != NONE), w_elems, 0.0) * dq_w
     tile = R.tile_m[o.k]
-    m_half = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
+    m_half_pre = np.where(_WEIGHTS, R.m_half[o.k], 0.0) if rt and R.m_half.any() else None
+    m_half_dec = np.where(_WEIGHTS, R.m_half_dec[o.k], 0.0) if rt and R.m_half_dec.any() else None
     dense_copy = np.where(wdeq & R.dense_copy[o.k], 2 * w_elems * dense_bits[e] / 8, 0.0) if rt else 0.0
     floor = np.where(_WEIGHTS, R.floor[o.k], R.floor_other) * count if rt and (R.floor.any() or R.floor_other) else None
     fused = bool(rt and R.fused_attention)
@@ -432,7 +437,7 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     act_bytes_tok = act_tok * a[e] / 8
     kv_bytes_el = kv_bits[e] / 8
 
-    def phase(T, T_last, pairs, kvpos):
+    def phase(T, T_last, pairs, kvpos, m_half):
         T, pairs, kvpos = T[e], pairs[e], kvpos[e]
         tok = np.where(_IS_LAST, T_last[e], T)
         mat = mat_tok * tok + mat_pair * pairs
@@ -464,9 +469,9 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         return out
 
     bf, pf, gf = b.astype(float), p.astype(float), gen.astype(float)
-    pre = phase(bf * pf, bf, bf * pf * (pf + 1) / 2, bf * pf)
+    pre = phase(bf * pf, bf, bf * pf * (pf + 1) / 2, bf * pf, m_half_pre)
     ctx = pf + gf / 2
-    dec = phase(bf, bf, bf * ctx, bf * ctx)
+    dec = phase(bf, bf, bf * ctx, bf * ctx, m_half_dec)
     L = M.n_layers[mi]
     ovh = np.zeros_like(bf) if ideal else S.ovh_fwd[si] + L * S.ovh_layer[si]
     (ttft, host_pre), (tpot, host_dec) = _step(R, pre["t"], L, False, ideal), _step(R, dec["t"], L, True, ideal)
@@ -501,9 +506,37 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
         "head_dtype": dt_head,
         "dequantized": o.deq_lin & (w < 16),
     }
+    res["_linear_bytes"] = np.where(_LIN, w_bytes, 0.0).sum(-1)
     if want_ops:
         res["ops_prefill"], res["ops_decode"] = pre["ops"], dec["ops"]
     return res
+
+
+def _phase_kernels(R: RuntimeTable, w, kern, pkern):
+    """(prefill weight bits, prefill kernel index) per configuration: a given prefill kernel (``pkern``
+    >= 0), else the decode kernel, except that quantized weights on a kernel of
+    :data:`~hwmodels.runtime.PREFILL_ON_DENSE_COPY` run prefill on the dense kernel; prefill on the dense
+    kernel of quantized weights reads their 16-bit dequantized copy."""
+    kq = np.where(kern >= 0, kern, R.fmt[w])
+    dense = R.kernels.index(DENSE_KERNEL)  # what the copy runs: F.linear, priced as the profile's dense matmul
+    pk = np.where(pkern >= 0, pkern, np.where(R.copy_prefill[kq] & (w < 16), dense, kq))
+    copy = (pk != kq) & (pk == dense) & (w < 16)
+    return np.where(copy, 16, w), np.where(pk == kq, kern, pk), copy
+
+
+def _merge_prefill(dec: dict, pre: dict, copy, gen, capacity) -> dict:
+    """Decode outputs of ``dec`` with the prefill outputs of ``pre`` (the prefill kernel's pass);
+    a dense copy (``copy``) adds its bytes to weight and peak memory."""
+    out = dict(dec)
+    for k in pre:
+        if k.startswith("prefill_") or k in ("ttft_ms", "ops_prefill"):
+            out[k] = pre[k]
+    out["e2e_ms"] = out["ttft_ms"] + (gen - 1) * out["tpot_ms"]
+    extra = np.where(copy, pre["_linear_bytes"], 0.0)
+    out["weight_bytes"] = dec["weight_bytes"] + extra
+    out["peak_memory_bytes"] = dec["peak_memory_bytes"] + extra
+    out["fits"] = out["peak_memory_bytes"] <= capacity
+    return out
 
 
 def _as_specs(specs) -> list[AcceleratorSpec]:
@@ -532,7 +565,8 @@ def _validate(w, g, a, kv, b, p, gen) -> None:
 
 def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, group_size=128, abits=16, kvbits=16,
                     batch=1, prompt_len=512, gen_len=128, sym=False, ideal=False, want_ops=False,
-                    float_dtype: str | None = None, runtime=None, kernel=None) -> dict[str, np.ndarray]:
+                    float_dtype: str | None = None, runtime=None, kernel=None,
+                    prefill_kernel=None) -> dict[str, np.ndarray]:
     """Evaluate configurations given as broadcastable arrays (one configuration per element).
 
     Args:
@@ -547,6 +581,10 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
             to every configuration; ignored with ``ideal``.
         kernel: kernel names broadcastable to ``X`` (e.g. measured rows' ``kernel``); ``None``/'' entries
             (or ``kernel=None``) take the kernel the profile runs for that weight format.
+        prefill_kernel: the kernel of the prefill phase, like ``kernel``; ``None``/'' entries: the decode
+            kernel, or for quantized weights on a kernel of :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`
+            the dense kernel on a 16-bit dequantized copy (``codesign measure --prefill auto``), whose bytes
+            count in ``weight_bytes`` and ``peak_memory_bytes``.
 
     Returns:
         dict of arrays of shape ``X`` keyed by :data:`OUTPUTS` (``compute_dtype``/``attn_dtype`` are
@@ -555,22 +593,30 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
     """
     S, M = spec_table(_as_specs(specs), float_dtype), shape_table(_as_shapes(shapes))
     profile = load_runtime(None if ideal else runtime)
-    R, kern = _kernels(profile, kernel)
+    R, (kern, pkern) = _kernels(profile, kernel, prefill_kernel)
     args = [np.asarray(x) for x in (spec_index, model_index, wbits, group_size, abits, kvbits, batch, prompt_len,
-                                    gen_len, sym, kern)]
+                                    gen_len, sym, kern, pkern)]
     shape = np.broadcast_shapes(*(x.shape for x in args))
     flat = [np.broadcast_to(x, shape).reshape(-1) for x in args]
     si, mi = flat[0].astype(np.int64), flat[1].astype(np.int64)
     ints = [x.astype(np.int64) for x in flat[2:9]]
-    sym_, kern_ = flat[9].astype(bool), flat[10].astype(np.int64)
+    sym_, kern_, pkern_ = flat[9].astype(bool), flat[10].astype(np.int64), flat[11].astype(np.int64)
     if np.any((si < 0) | (si >= len(S.names))) or np.any((mi < 0) | (mi >= len(M.names))):
         raise ConfigError("spec_index/model_index out of range of the specs/shapes given")
     _validate(*ints)
+    w_pre, kern_pre, copy = _phase_kernels(R, ints[0], kern_, pkern_) if not ideal else (ints[0], kern_, None)
+    split = not ideal and (np.any(w_pre != ints[0]) or np.any(kern_pre != kern_))
     n = si.size
     parts = []
     for lo in range(0, max(n, 1), CHUNK):
         sl = slice(lo, lo + CHUNK)
-        parts.append(_core(S, M, R, si[sl], mi[sl], *(x[sl] for x in ints), sym_[sl], kern_[sl], ideal, want_ops))
+        rest = [x[sl] for x in ints[1:]]
+        part = _core(S, M, R, si[sl], mi[sl], ints[0][sl], *rest, sym_[sl], kern_[sl], ideal, want_ops)
+        if split:
+            pre = _core(S, M, R, si[sl], mi[sl], w_pre[sl], *rest, sym_[sl], kern_pre[sl], ideal, want_ops)
+            part = _merge_prefill(part, pre, copy[sl], ints[6][sl].astype(float), S.capacity[si[sl]])
+        part.pop("_linear_bytes")
+        parts.append(part)
     out: dict[str, Any] = {}
     for k in parts[0]:
         if isinstance(parts[0][k], dict):
@@ -583,19 +629,18 @@ def evaluate_points(specs, shapes, *, spec_index=0, model_index=0, wbits=16, gro
     return out
 
 
-def _kernels(profile: RuntimeProfile, kernel) -> tuple[RuntimeTable, np.ndarray]:
-    """The profile's table and kernel indices of ``kernel`` names (-1: the profile's format map)."""
-    if kernel is None:
-        return runtime_table(profile), np.asarray(-1)
-    names = np.asarray(kernel, dtype=object)
-    uniq = sorted({str(n) for n in names.reshape(-1) if isinstance(n, str) and n})
+def _kernels(profile: RuntimeProfile, *kernels) -> tuple[RuntimeTable, list[np.ndarray]]:
+    """The profile's table and kernel indices of each array of kernel names in ``kernels`` (``None``, or
+    ``None``/'' entries: -1, the profile's choice)."""
+    arrays = [None if k is None else np.asarray(k, dtype=object) for k in kernels]
+    uniq = sorted({str(n) for a in arrays if a is not None for n in a.reshape(-1) if isinstance(n, str) and n})
     for n in uniq:
         if n not in KERNELS and n not in profile.kernels:
             raise ConfigError(f"kernel {n!r} is not allowed (known: {', '.join(KERNELS)}; or declare it in the "
                               f"runtime profile {profile.name!r})")
     R = runtime_table(profile, tuple(n for n in uniq if n not in profile.kernels))
-    flat = R.kernel_index(list(names.reshape(-1)))
-    return R, flat.reshape(names.shape)
+    return R, [np.asarray(-1) if a is None else R.kernel_index(list(a.reshape(-1))).reshape(a.shape)
+               for a in arrays]
 
 
 GRID_AXES = ["spec", "model", "wbits", "group_size", "abits", "kvbits", "batch", "prompt_len", "gen_len"]
@@ -635,10 +680,11 @@ class Grid:
 
 def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kvbits=(16,), batch=(1,),
                   prompt_len=(512,), gen_len=(128,), *, sym=False, ideal=False, float_dtype: str | None = None,
-                  runtime=None, kernel: str | None = None) -> Grid:
+                  runtime=None, kernel: str | None = None, prefill_kernel: str | None = None) -> Grid:
     """Evaluate the outer product specs x shapes x wbits x group_size x abits x kvbits x batch x
     prompt_len x gen_len in one vectorized pass under one runtime profile (``kernel``: the kernel of
-    the linears; default: the profile's per format). Every output array has shape
+    the linears; default: the profile's per format; ``prefill_kernel``: see :func:`evaluate_points`).
+    Every output array has shape
     ``(n_specs, n_models, n_wbits, n_groups, n_abits, n_kvbits, n_batch, n_prompt, n_gen)``."""
     specs_l, shapes_l = _as_specs(specs), _as_shapes(shapes)
     values = [np.atleast_1d(np.asarray(v)).reshape(-1) for v in (wbits, group_size, abits, kvbits, batch,
@@ -649,7 +695,7 @@ def evaluate_grid(specs, shapes, wbits=(16,), group_size=(128,), abits=(16,), kv
     res = evaluate_points(specs_l, shapes_l, spec_index=shaped[0], model_index=shaped[1], wbits=shaped[2],
                           group_size=shaped[3], abits=shaped[4], kvbits=shaped[5], batch=shaped[6],
                           prompt_len=shaped[7], gen_len=shaped[8], sym=sym, ideal=ideal, float_dtype=float_dtype,
-                          runtime=runtime, kernel=kernel)
+                          runtime=runtime, kernel=kernel, prefill_kernel=prefill_kernel)
     axes = {"spec": [s.name for s in specs_l], "model": [m.name for m in shapes_l]}
     axes.update({name: [int(x) for x in v] for name, v in zip(GRID_AXES[2:], values)})
     data = {k: np.broadcast_to(res[k], tuple(len(v) for v in axes.values())) for k in OUTPUTS}

@@ -14,7 +14,8 @@ A spec says what the hardware can do (peaks, bandwidth); a runtime profile (one 
   how it dequantizes (``per_pass``: each weight once per forward, Marlin-style; ``per_tile``: once per
   ``tile_m`` output rows, GEMM-style; ``none``: free), ``writes_dense_weights`` (dequantize-then-matmul
   writes a dense copy and reads it back), its own launch floor, and ``compute_m_half`` (small-M
-  GEMMs: compute efficiency x M / (M + m_half) for M token rows).
+  GEMMs: compute efficiency x M / (M + m_half) for M token rows), with ``compute_m_half_decode`` for
+  decode steps where a kernel's small-M path differs between one position per sequence and a prompt.
 - ``formats``: which kernel runs each weight format (``dense``, ``w4``, ..., ``default``).
 - ``quantize_lm_head`` / ``lm_head_bits``: whether the lm head is quantized, and to how many bits.
 - ``overlap``: how far compute and memory traffic of one operator overlap (1: time is their max,
@@ -70,6 +71,17 @@ KERNELS: dict[str, str] = {
     "llama-cpp-cuda": "llama.cpp CUDA mat-vec / matmul kernels for GGUF weights (F16, Q4_K, ...)",
 }
 
+#: The dense matmul kernel (16/32-bit weights).
+DENSE_KERNEL = "torch-matmul"
+#: Kernels whose op is a GEMV that loses to a dense GEMM once a call carries many rows (torch's packed CPU
+#: ops: 2.5-5x slower than bf16 at 128 rows, experiments/kernel_speed). Quantized linears on them keep a
+#: dequantized dense copy and run prefill calls on it (:data:`DENSE_KERNEL`), decode steps on the kernel:
+#: what ``codesign measure --prefill auto`` (the default) runs -- codesign.quantize.kernels reads this set
+#: -- and what the analytical model prices (prefill as the dense kernel on 16-bit weights; the copy in weight
+#: memory). One definition for both.
+PREFILL_ON_DENSE_COPY = frozenset({"aten-int8pack-cpu", "aten-int4pack-cpu", "aten-int4pack-x2-cpu",
+                                   "aten-int8pack-grouped-cpu"})
+
 DEQUANT_MODES = ("none", "per_pass", "per_tile")
 _FORMAT_KEY = re.compile(r"^(default|dense|w([1-9]|1[0-5]))$")
 _KERNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -106,6 +118,9 @@ class KernelProfile(FiniteModel):
     compute_m_half: Annotated[float, finite_in(0.0, 1e6)] = Field(
         0.0, ge=0, le=1e6, description="rows (tokens) at which the kernel reaches half its compute efficiency: "
                                        "efficiency x M / (M + m_half) for M rows (small-M GEMMs); 0: flat")
+    compute_m_half_decode: Annotated[float, finite_in(0.0, 1e6)] | None = Field(
+        None, ge=0, le=1e6, description="compute_m_half of decode steps (M = batch rows, one position per sequence); "
+                                        "unset: compute_m_half. Prefill keeps compute_m_half")
 
     @field_validator("memory_efficiency", "compute_efficiency")
     @classmethod
@@ -248,7 +263,9 @@ class RuntimeTable:
     dq_mode: np.ndarray  # (k,) NONE / PER_PASS / PER_TILE
     dq_ops: np.ndarray  # (k,)
     tile_m: np.ndarray  # (k,)
-    m_half: np.ndarray  # (k,) rows at half compute efficiency
+    m_half: np.ndarray  # (k,) rows at half compute efficiency (prefill)
+    m_half_dec: np.ndarray  # (k,) the same in decode steps
+    copy_prefill: np.ndarray  # (k,) bool: prefill runs on a dense copy (PREFILL_ON_DENSE_COPY)
     dense_copy: np.ndarray  # (k,) bool
     floor: np.ndarray  # (k,) seconds
     floor_other: float  # seconds, operators that are not weight matmuls
@@ -290,7 +307,7 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
     if hit is not None:
         _CACHE.move_to_end(key)
         return hit
-    names = list(dict.fromkeys(["torch-matmul", "dequant-matmul", *profile.kernels, *profile.formats.values(),
+    names = list(dict.fromkeys([DENSE_KERNEL, "dequant-matmul", *profile.kernels, *profile.formats.values(),
                                 *extra_kernels]))
     ks = [profile.kernel(n) for n in names]
     bits = range(MAX_BITS + 1)
@@ -303,7 +320,10 @@ def runtime_table(profile: RuntimeProfile, extra_kernels: tuple[str, ...] = ()) 
         dq_mode=np.array([DEQUANT_MODES.index(k.dequant) for k in ks]),
         dq_ops=np.array([np.nan if k.dequant_ops_per_weight is None else k.dequant_ops_per_weight for k in ks]),
         tile_m=np.array([float(k.tile_m) for k in ks]), m_half=np.array([k.compute_m_half for k in ks]),
+        m_half_dec=np.array([k.compute_m_half if k.compute_m_half_decode is None else k.compute_m_half_decode
+                             for k in ks]),
         dense_copy=np.array([k.writes_dense_weights for k in ks]),
+        copy_prefill=np.array([n in PREFILL_ON_DENSE_COPY for n in names]),
         floor=np.array([floor if k.launch_floor_us is None else k.launch_floor_us * 1e-6 for k in ks]),
         floor_other=floor, per_forward=profile.framework.per_forward_us * 1e-6,
         per_layer=profile.framework.per_layer_us * 1e-6, graphs=profile.framework.cuda_graphs,

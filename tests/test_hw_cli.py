@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -80,3 +81,20 @@ def test_speed_benchmark_runs_and_writes_results(tmp_path):
     assert res["configs"] > 1000 and res["vectorized_configs_per_s"] > res["loop_configs_per_s"] > 0
     assert res["max_rel_diff_loop_vs_grid"] < 1e-9  # the loop and the grid compute the same numbers
     assert "configs/s" in r.stdout
+
+
+def test_prefill_kernel_follows_the_measured_path_on_the_cpu_profile():
+    """torch-cpu, w4: prefill on the dense copy (as `measure --prefill auto`), the copy in memory;
+    --prefill-kernel prices it on the packed kernel (as `measure --prefill packed`)."""
+    spec = str(Path(__file__).resolve().parents[1] / "experiments" / "calibration" / "dev-cpu-1t.yaml")
+    base = ("--spec", spec, "--model", "llama-2-7b", "--runtime", "torch-cpu",
+            "--prompt-len", "64", "--gen-len", "8", "--json", "--no-ops")
+    auto, packed, dense = (json.loads(run(*base, *extra).stdout) for extra in
+                           (("--wbits", "4"), ("--wbits", "4", "--prefill-kernel", "aten-int4pack-cpu"),
+                            ("--wbits", "16")))
+    assert auto["ttft_ms"] == pytest.approx(dense["ttft_ms"]) and packed["ttft_ms"] != pytest.approx(dense["ttft_ms"])
+    assert auto["tpot_ms"] == pytest.approx(packed["tpot_ms"]) and auto["tpot_ms"] < dense["tpot_ms"]
+    copy = auto["weight_bytes"] - packed["weight_bytes"]
+    assert copy == pytest.approx(2 * 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008))  # 16-bit linears of 32 layers
+    r = run(*base, "--wbits", "4", "--prefill-kernel", "no-such-kernel")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and "no-such-kernel" in r.stderr

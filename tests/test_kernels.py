@@ -174,7 +174,7 @@ def test_prefill_on_a_dequantized_copy_decode_on_the_kernel(kernel):
     bits = 4 if kernel == "aten-int4pack-cpu" else 8
     qw = _act_order(rtn_quantize(torch.randn(96, 256, generator=torch.Generator().manual_seed(3)), bits, 64, False))
     cls = get_kernel(kernel)
-    assert cls.slow_prefill  # auto keeps a dense copy for prefill on torch's CPU GEMV ops
+    assert cls.copies_for_prefill()  # auto keeps a dense copy for prefill on torch's CPU GEMV ops
     mod = cls.from_quantized(qw, torch.randn(96), dtype=torch.bfloat16, prefill="auto")
     plain = cls.from_quantized(qw, dtype=torch.bfloat16, prefill="packed")
     assert mod.prefill_kernel == DENSE_KERNEL and plain.prefill_kernel == kernel and plain.prefill_weight is None

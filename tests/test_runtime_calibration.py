@@ -103,6 +103,44 @@ def test_calibration_of_the_cpu_profile_on_real_rows_improves_held_out_error():
     assert res.log_rmse("train", "after") <= res.log_rmse("train", "before")
 
 
+def test_a_memory_floor_hidden_under_compute_is_fitted_on_real_rows():
+    """Recorded dense bf16 rows of packed_measurements.csv (llama-2-7b x2 and qwen2.5-0.5b): decode at batch
+    1 and 4 is flat (the weights' streaming), while the base profile prices every row compute-bound (a
+    large small-M half point), so its memory efficiency changes no prediction unless moved far. The fit
+    must still see and fit it, and then price llama's decode at batch 4 no slower than at batch 1 + 10 %."""
+    from codesign.cost.calibrate import Params, Predictor, sensitive
+
+    exp = ROOT / "experiments" / "calibration"
+    rows = pd.read_csv(exp / "packed_measurements.csv")
+    meas = load_measurements(rows[rows["variant"] == "dense"])
+    base = {"spec": yaml.safe_load((exp / "dev-cpu-1t.yaml").read_text()),
+            "runtime": yaml.safe_load((exp / "torch-cpu.base.yaml").read_text())}
+    mem = runtime_param("kernels.torch-matmul.memory_efficiency.dense")
+    pred = Predictor(meas)
+    ref = pred.predict_state(base)
+    assert np.allclose(pred.predict_state(Params([mem]).apply(base, [0.5 * mem.get(base)])), ref)  # hidden
+    assert sensitive(pred, base, [mem]) == [mem]
+    k = "kernels.torch-matmul."
+    res = calibrate(exp / "dev-cpu-1t.yaml", meas, runtime=exp / "torch-cpu.base.yaml", test_frac=0.0, write=False,
+                    progress=False, fit=[k + "memory_efficiency.dense", k + "compute_efficiency.dense",
+                                         k + "compute_m_half", "framework.per_layer_us"])
+    t = res.table.set_index(["model", "batch", "prompt_len"])
+    llama = t.loc["random:llama-2-7b"]
+    assert llama.loc[(4, 16), "tpot_ms_after"] < 1.1 * llama.loc[(1, 16), "tpot_ms_after"]
+    assert llama.loc[(4, 16), "tpot_ms_before"] > 1.1 * llama.loc[(1, 16), "tpot_ms_before"]  # compute-bound before
+    assert res.calibrated["kernels"]["torch-matmul"]["memory_efficiency"]["dense"] < 0.5
+    assert res.mape("train", "after") < 8.0
+
+
+def test_decode_half_point_starts_at_the_prefill_one():
+    state = {"runtime": {"kernels": {"torch-matmul": {"compute_m_half": 16.0}}}}
+    dec = runtime_param("kernels.torch-matmul.compute_m_half_decode")
+    assert dec.get(state) == 16.0
+    dec.set(state, 3.0)
+    assert dec.get(state) == 3.0 and state["runtime"]["kernels"]["torch-matmul"]["compute_m_half"] == 16.0
+    assert runtime_param("kernels.aten-int4pack-cpu.compute_m_half_decode").get(state) == 0.0
+
+
 def test_fit_names_are_checked():
     with pytest.raises(ConfigError, match="not a fittable runtime parameter"):
         runtime_param("kernels.awq-gemm.colour")

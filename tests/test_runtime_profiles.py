@@ -41,6 +41,10 @@ def dec_ops(e):
     return e.ops[e.ops.phase == "decode"].set_index("op")
 
 
+def pre_ops(e):
+    return e.ops[e.ops.phase == "prefill"].set_index("op")
+
+
 def test_default_profile_adds_nothing_and_is_the_default():
     assert "default" in list_runtimes()
     base = est()
@@ -257,6 +261,59 @@ def test_small_m_compute_efficiency():
     # M = 4 rows at m_half = 4: half the compute efficiency, so matrix compute time doubles (no vector work)
     assert half.loc["q_proj", "compute_ms"] == pytest.approx(2 * base.loc["q_proj", "compute_ms"])
     assert half.loc["attn_norm", "compute_ms"] == pytest.approx(base.loc["attn_norm", "compute_ms"])
+
+
+def test_decode_half_point_acts_on_decode_steps_of_its_kernel_only():
+    kw = dict(wbits=16, batch=4, prompt_len=8)  # decode: M = 4 rows; prefill: M = 32 rows (lm head: 4)
+    base_dec, base_pre = dec_ops(est(**kw)), pre_ops(est(**kw))
+    shared = est(profile(kernels={"torch-matmul": {"compute_m_half": 4}}), **kw)
+    split = est(profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 12}}), **kw)
+    # decode: efficiency x 4 / (4 + 12), so matrix compute time is 4x the flat one (2x with the shared 4)
+    for op in ("q_proj", "lm_head"):
+        assert dec_ops(split).loc[op, "compute_ms"] == pytest.approx(4 * base_dec.loc[op, "compute_ms"])
+        assert dec_ops(shared).loc[op, "compute_ms"] == pytest.approx(2 * base_dec.loc[op, "compute_ms"])
+    # prefill keeps compute_m_half: 32 rows -> x (1 + 4 / 32); the lm head's 4 last positions -> x 2
+    for e in (shared, split):
+        assert pre_ops(e).loc["q_proj", "compute_ms"] == pytest.approx(1.125 * base_pre.loc["q_proj", "compute_ms"])
+        assert pre_ops(e).loc["lm_head", "compute_ms"] == pytest.approx(2 * base_pre.loc["lm_head", "compute_ms"])
+    assert split.ttft_ms == shared.ttft_ms
+    assert dec_ops(split).loc["attn_norm", "compute_ms"] == base_dec.loc["attn_norm", "compute_ms"]
+    # unset: decode uses compute_m_half; another kernel's linears (dequant-matmul for w4) are untouched
+    same = est(profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 4}}), **kw)
+    assert (same.tpot_ms, same.ttft_ms) == (shared.tpot_ms, shared.ttft_ms)
+    w4 = [dec_ops(est(p, **(kw | {"wbits": 4}))) for p in
+          (profile(kernels={"torch-matmul": {"compute_m_half": 4}}),
+           profile(kernels={"torch-matmul": {"compute_m_half": 4, "compute_m_half_decode": 12}}))]
+    assert w4[0].loc["q_proj", "compute_ms"] == w4[1].loc["q_proj", "compute_ms"]
+    assert w4[1].loc["lm_head", "compute_ms"] == pytest.approx(2 * w4[0].loc["lm_head", "compute_ms"])
+
+
+def test_prefill_is_priced_on_the_kernel_measure_runs_it_on():
+    """Quantized weights on a kernel of PREFILL_ON_DENSE_COPY: prefill runs (as `codesign measure --prefill
+    auto` does, PackedLinear.copies_for_prefill) the dense GEMM on a 16-bit dequantized copy, decode the
+    packed kernel; the copy's bytes count in memory. An explicit prefill kernel prices prefill on it."""
+    from hwmodels.runtime import PREFILL_ON_DENSE_COPY
+
+    assert "aten-int4pack-cpu" in PREFILL_ON_DENSE_COPY
+    rt = profile(formats={"w4": "aten-int4pack-cpu"},
+                 kernels={"aten-int4pack-cpu": {"dequant": "none", "memory_efficiency": 0.5, "compute_efficiency": 0.1},
+                          "torch-matmul": {"compute_m_half": 4}})
+    kw = dict(batch=2, prompt_len=8, gen_len=8)
+    q4, dense = est(rt, **kw), est(rt, **(kw | {"wbits": 16}))
+    packed = hwmodels.estimate(SPEC, SHAPE, runtime=rt, wbits=4, group_size=64, prefill_kernel="aten-int4pack-cpu",
+                               **kw)
+    assert q4.ttft_ms == pytest.approx(dense.ttft_ms)  # the same dense GEMM on 16-bit weights
+    # reads the 16-bit copy (2 bytes per weight) and its activations (no on-chip memory on this spec)
+    act = 2 * H * 2 * kw["batch"] * kw["prompt_len"] * L
+    assert pre_ops(q4).loc["q_proj", "bytes"] == pytest.approx(2 * H * H * L + act)
+    assert q4.tpot_ms == pytest.approx(packed.tpot_ms) and q4.tpot_ms != pytest.approx(dense.tpot_ms)
+    assert packed.ttft_ms != pytest.approx(q4.ttft_ms)
+    lin = L * (4 * H * H + 3 * H * I)  # linear weights of the two layers
+    assert q4.weight_bytes - packed.weight_bytes == pytest.approx(2 * lin)  # + the dense copy, 2 bytes/weight
+    assert q4.peak_memory_bytes - packed.peak_memory_bytes == pytest.approx(2 * lin)
+    # kernels outside the set run both phases on themselves (dequant-matmul: the default profile's w4)
+    plain = est(profile(), **kw)
+    assert pre_ops(plain).loc["q_proj", "bytes"] < 2 * H * H * L + act
 
 
 def test_batched_ensemble_overlaps_device_work_but_not_floors_or_host_time():

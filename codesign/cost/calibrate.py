@@ -180,6 +180,7 @@ class Param:
     scale: float
     root: str = "spec"
     unset: float = 0.0
+    fallback: tuple[str, ...] | None = None  # the parameter that holds while this one is unset
 
     @property
     def name(self) -> str:
@@ -196,7 +197,11 @@ class Param:
             if not isinstance(node, dict):
                 break  # a number where a per-format mapping could be: it holds for every format
             node = node.get(k)
-        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else self.unset
+        if isinstance(node, (int, float)) and not isinstance(node, bool):
+            return float(node)
+        if self.fallback is not None:
+            return Param(self.fallback, self.lo, self.hi, self.scale, self.root, self.unset).get(state)
+        return self.unset
 
     def set(self, state: dict[str, Any], value: float) -> None:
         if self.root == "spec" and self.path[0] == "efficiency":
@@ -222,6 +227,8 @@ def efficiency_param(dtype: str, bound: str) -> Param:
 OVERHEAD_PARAMS = [Param(("overhead_us", "per_layer"), 0.0, OVERHEAD_MAX_US, 100.0),
                    Param(("overhead_us", "per_forward"), 0.0, OVERHEAD_MAX_US, 100.0)]
 DEQUANT_PARAM = Param(("dequant_ops_per_weight",), 0.1, 1000.0, 1.0, unset=4.0)
+#: Factor on the runtime memory efficiencies of the fit's second set of starts (see :func:`fit_params`).
+MEMORY_START = 1.0 / 3.0
 
 
 def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
@@ -239,13 +246,15 @@ def runtime_param(dotted: str, spec: dict[str, Any] | None = None) -> Param:
         return Param(path, 0.0, 1.0, 0.1, "runtime", 1.0)
     if last == "compute_m_half":
         return Param(path, 0.0, 1e4, 10.0, "runtime", 0.0)
+    if last == "compute_m_half_decode":  # starts where prefill's half point is
+        return Param(path, 0.0, 1e4, 10.0, "runtime", 0.0, fallback=path[:-1] + ("compute_m_half",))
     if last == "dequant_ops_per_weight":
         return Param(path, 0.1, 1000.0, 1.0, "runtime", float((spec or {}).get("dequant_ops_per_weight", 4.0)))
     raise ConfigError(f"--fit: {dotted!r} is not a fittable runtime parameter (allowed: launch_floor_us, overlap, "
                       "framework.per_forward_us, framework.per_layer_us, other_efficiency.compute|memory, "
                       "kernels.<kernel>.memory_efficiency|compute_efficiency.<format>, "
                       "kernels.<kernel>.dequant_ops_per_weight, kernels.<kernel>.launch_floor_us, "
-                      "kernels.<kernel>.compute_m_half)")
+                      "kernels.<kernel>.compute_m_half, kernels.<kernel>.compute_m_half_decode)")
 
 
 def runtime_candidates(df: pd.DataFrame, spec: dict[str, Any], runtime: dict[str, Any]) -> list[Param]:
@@ -297,8 +306,8 @@ class Params:
 def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
     """One row per model that ran: a single-variant row itself, an ensemble row once per member (its
     bits, group size, symmetry and kernels from ``members``). ``row`` is the index into ``df``'s rows
-    (0..len-1); ``prefill_wbits`` is what prefill reads (the dtype's width where a dequantized dense
-    copy ran it)."""
+    (0..len-1). Prefill on ``torch-matmul`` of quantized weights read their dequantized dense copy
+    (:func:`hwmodels.roofline.evaluate_points` prices it so)."""
     out = []
     for i, r in enumerate(df.reset_index(drop=True).itertuples()):
         base = dict(row=i, dtype=r.dtype, config=getattr(r, "config", None), layers=getattr(r, "layers", None),
@@ -313,8 +322,7 @@ def unit_rows(df: pd.DataFrame) -> pd.DataFrame:
             pk = m.get("prefill_kernel") or k
             w = int(m["wbits"])
             out.append({**base, "wbits": w, "group_size": int(m.get("group_size") or 128), "sym": bool(m.get("sym")),
-                        "kernel": k, "prefill_kernel": pk,
-                        "prefill_wbits": ACT_BITS[r.dtype] if pk != k and pk == "torch-matmul" else w})
+                        "kernel": k, "prefill_kernel": pk})
     return pd.DataFrame(out)
 
 
@@ -355,10 +363,9 @@ class Predictor:
         self.args = dict(group_size=u["group_size"].to_numpy(dtype=np.int64), abits=abits, kvbits=abits,
                          batch=rows("batch"), prompt_len=rows("prompt_len"), gen_len=rows("gen_len"),
                          sym=u["sym"].to_numpy(dtype=bool))
-        self.phases = {"decode": (u["kernel"].to_numpy(dtype=object), u["wbits"].to_numpy(dtype=np.int64)),
-                       "prefill": (u["prefill_kernel"].to_numpy(dtype=object),
-                                   u["prefill_wbits"].to_numpy(dtype=np.int64))}
-        self.kernel = self.phases["decode"][0]
+        self.kernel = u["kernel"].to_numpy(dtype=object)
+        self.prefill_kernel = u["prefill_kernel"].to_numpy(dtype=object)
+        self.wbits = u["wbits"].to_numpy(dtype=np.int64)
         sched = self.df["schedule"] if "schedule" in self.df.columns else pd.Series(["single"] * len(self.df))
         self.groups = [(i, np.flatnonzero(row == i), s) for i, s in enumerate(sched)]
 
@@ -368,12 +375,12 @@ class Predictor:
 
         return validate_config(AcceleratorSpec, mapping, mapping.get("name"))
 
-    def _evaluate(self, specs, rt, phase: str) -> dict[str, np.ndarray]:
+    def _evaluate(self, specs, rt) -> dict[str, np.ndarray]:
         from hwmodels.roofline import evaluate_points
 
-        kernel, wbits = self.phases[phase]
         return evaluate_points(specs, self.shapes, spec_index=self.spec_index, model_index=self.model_index,
-                               runtime=rt, kernel=kernel, wbits=wbits, **self.args)
+                               runtime=rt, kernel=self.kernel, prefill_kernel=self.prefill_kernel, wbits=self.wbits,
+                               **self.args)
 
     def predict(self, spec: dict[str, Any] | None, runtime: dict[str, Any] | None = None) -> np.ndarray:
         """Predicted (prefill_ms, tpot_ms) per row under a spec mapping (or the fixed ``specs``) and a
@@ -384,12 +391,8 @@ class Predictor:
 
         specs = self.specs if self.specs is not None else [self.spec(spec)]
         rt = None if runtime is None else validate_config(RuntimeProfile, runtime, runtime.get("name"))
-        dec = self._evaluate(specs, rt, "decode")
-        same = all(np.array_equal(a, b) for a, b in zip(self.phases["decode"], self.phases["prefill"]))
-        pre = dec if same else self._evaluate(specs, rt, "prefill")
-        # one array set per unit: prefill quantities from the prefill pass, the rest from decode
-        unit = {k: v for k, v in dec.items() if isinstance(v, np.ndarray) and v.shape == dec["ttft_ms"].shape}
-        unit.update({k: pre[k] for k in unit if k.startswith("prefill_")}, ttft_ms=pre["ttft_ms"])
+        res = self._evaluate(specs, rt)  # prefill priced with the prefill kernel, decode with the decode kernel
+        unit = {k: v for k, v in res.items() if isinstance(v, np.ndarray) and v.shape == res["ttft_ms"].shape}
         out = np.empty((len(self.df), 2))
         for i, idx, sched in self.groups:
             if sched == "single":
@@ -402,16 +405,25 @@ class Predictor:
         return self.predict(state["spec"], state["runtime"])
 
 
+def probe_values(c: Param, x0: float) -> list[float]:
+    """Values :func:`sensitive` moves ``c`` to from ``x0``: halved, one step up, and a tenth (a term
+    hidden under another one by the roofline's max, such as a memory time below the compute time
+    everywhere, shows only when moved far), within the bounds."""
+    return [float(np.clip(v, c.lo, c.hi)) for v in (x0 * 0.5, x0 + c.scale, x0 * 0.1)]
+
+
 def sensitive(pred: Predictor, base: dict[str, Any], candidates: list[Param]) -> list[Param]:
     """The candidates that change some prediction when moved (the others cannot be fitted)."""
     ref = pred.predict_state(base)
     out = []
     for c in candidates:
         p = Params([c])
-        x0 = p.initial(base)
-        moved = pred.predict_state(p.apply(base, np.clip(x0 * 0.5 if x0[0] > 0 else x0 + c.scale, c.lo, c.hi)))
-        if np.any(np.abs(moved - ref) > 1e-6 * ref):
-            out.append(c)
+        x0 = float(p.initial(base)[0])
+        for v in probe_values(c, x0):
+            moved = pred.predict_state(p.apply(base, np.array([v])))
+            if np.any(np.abs(moved - ref) > 1e-6 * ref):
+                out.append(c)
+                break
     return out
 
 
@@ -422,7 +434,10 @@ def fit_params(pred: Predictor, base: dict[str, Any], params: Params, meas: np.n
 
     Time terms (microseconds) start at the file's values and also at 10, 100 and 1000 us: a launch
     floor or host time below every operator's time changes nothing, so a fit started there cannot
-    see which way to move; the start with the smallest error wins."""
+    see which way to move. For the same reason every start is also tried with the memory
+    efficiencies at a third of their value (:data:`MEMORY_START`): a memory time hidden under the
+    compute time of every configuration has no gradient. The start with the smallest error on the
+    fitted rows wins."""
     from scipy.optimize import least_squares
     from tqdm.auto import tqdm
 
@@ -443,8 +458,12 @@ def fit_params(pred: Predictor, base: dict[str, Any], params: Params, meas: np.n
     x_scale = np.array([p.scale for p in params.items])
     timed = np.array([p.path[-1].endswith("_us") or p.path[-1] in ("per_layer", "per_forward")
                       for p in params.items])
+    memory = np.array([p.root == "runtime" and any("memory" in k for k in p.path[-2:]) and
+                       any(k.endswith("efficiency") for k in p.path) for p in params.items])
     x0 = params.initial(base)
     starts = [x0] + ([np.where(timed, t, x0) for t in (10.0, 100.0, 1000.0)] if timed.any() else [])
+    if memory.any():
+        starts += [np.where(memory, s * MEMORY_START, s) for s in starts]
     best = None
     for start in starts:
         start = np.clip(start, lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
@@ -543,12 +562,13 @@ def format_label(r) -> str:
 def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = None, fit: list[str] | None = None,
               test_frac: float = 0.3, seed: int = 0, out: str | Path | None = None, write: bool = True,
               device: str | None = None, statistic: str = "median", info: dict[str, Any] | None = None,
-              progress: bool = True) -> CalibrationResult:
+              progress: bool = True, also_fit: list[str] | None = None) -> CalibrationResult:
     """Fit ``spec``'s efficiency and overheads — or, with ``runtime``, that profile's parameters — to
     ``measurements``; write the calibrated file.
 
     ``measurements`` is a store path, CSV path or DataFrame (see :func:`load_measurements`). ``fit``
-    (runtime only): dotted parameter paths to fit instead of every sensitive one. ``out`` defaults to
+    (runtime only): dotted parameter paths to fit instead of every sensitive one; ``also_fit``: paths fitted
+    besides them (e.g. ``kernels.torch-matmul.compute_m_half_decode``, not a default). ``out`` defaults to
     :func:`calibrated_path` of the fitted file. The fit sees only the train split; the table holds
     predictions before/after for every configuration with its split. ``info`` is merged into the
     written file's ``calibration`` block (e.g. a cross-validated error).
@@ -572,7 +592,7 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
     before = pred.predict_state(base)
 
     if rt_map is None:
-        if fit:
+        if fit or also_fit:
             raise ConfigError("--fit: names runtime-profile parameters; give --runtime too")
         # 'vector' (norms, softmax, dequantization) has a compute efficiency of its own.
         dtypes = sorted(set(spec_map.get("compute_tflops") or {})) + ["vector"]
@@ -580,6 +600,7 @@ def calibrate(spec: str | Path, measurements, *, runtime: str | Path | None = No
         params = Params(sensitive(pred, base, candidates + OVERHEAD_PARAMS + [DEQUANT_PARAM]))
     else:
         chosen = [runtime_param(n, spec_map) for n in fit] if fit else runtime_candidates(df, spec_map, rt_map)
+        chosen += [runtime_param(n, spec_map) for n in also_fit or [] if n not in {c.name for c in chosen}]
         params = Params(sensitive(pred, base, chosen))
     train = ~test
     sub = Predictor(df[train]) if test.any() else pred

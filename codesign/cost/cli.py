@@ -186,6 +186,9 @@ def register(app: typer.Typer) -> None:
         fit: Optional[str] = typer.Option(
             None, "--fit", help="With --runtime: comma-separated parameters to fit (e.g. framework.per_layer_us,"
                                 "kernels.aten-int4pack-cpu.memory_efficiency.w4); default: every one the rows inform."),
+        also_fit: Optional[str] = typer.Option(
+            None, "--also-fit", help="With --runtime: comma-separated parameters fitted besides --fit's (or the "
+                                     "default ones), e.g. kernels.torch-matmul.compute_m_half_decode."),
     ):
         """Fit a spec's efficiency factors and overheads (or a runtime profile) to measurements.
 
@@ -200,5 +203,6 @@ def register(app: typer.Typer) -> None:
         meas = load_measurements(measurements, device=device, device_name=device_name, statistic=statistic,
                                  dtype=dtype)
         res = calibrate(spec, meas, runtime=runtime, fit=_csv_list(fit, "fit") if fit else None, test_frac=test_frac,
-                        seed=seed, out=out, statistic=statistic)
+                        seed=seed, out=out, statistic=statistic,
+                        also_fit=_csv_list(also_fit, "also-fit") if also_fit else None)
         typer.echo(format_report(res, split=None if show == "all" else show))

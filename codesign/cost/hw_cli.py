@@ -138,6 +138,11 @@ def register(app: typer.Typer) -> None:
         kernel: str | None = typer.Option(
             None, "--kernel", help="Kernel the linears run (e.g. aten-int4pack-cuda); default: the profile's choice "
                                    "for the weight format."),
+        prefill_kernel: str | None = typer.Option(
+            None, "--prefill-kernel",
+            help="Kernel of the linears' prefill calls (e.g. aten-int4pack-cpu, as `measure --prefill packed` runs); "
+                 "default: --kernel, or torch-matmul on a dense copy for the CPU packed kernels, as `measure "
+                 "--prefill auto` runs."),
         sym: bool = typer.Option(False, "--sym", help="Symmetric quantization (no zero points stored)."),
         float_dtype: str | None = typer.Option(
             None, "--float-dtype", help="16-bit activation format: fp16 or bf16 (default: the spec's faster unit)."),
@@ -177,7 +182,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--gated-fraction: {gated_fraction!r} is not allowed (allowed: 0 to 1)")
         sp, sh, rt = hwmodels.load_spec(spec), hwmodels.load_shape(model), hwmodels.load_runtime(runtime)
         if ensemble:
-            if kernel:
+            if kernel or prefill_kernel:
                 raise ConfigError("--kernel: not with --ensemble (members run the profile's kernel for their bits)")
             members, g = ints["ensemble"], ints["group-size"]
             if len(g) != 1:
@@ -201,13 +206,13 @@ def register(app: typer.Typer) -> None:
             est = hwmodels.estimate(sp, sh, wbits=lists["wbits"][0], group_size=lists["group-size"][0], abits=abits,
                                     kvbits=kvbits, batch=lists["batch"][0], prompt_len=lists["prompt-len"][0],
                                     gen_len=lists["gen-len"][0], sym=sym, ideal=ideal,
-                                    float_dtype=float_dtype, runtime=rt, kernel=kernel)
+                                    float_dtype=float_dtype, runtime=rt, kernel=kernel, prefill_kernel=prefill_kernel)
             _emit(est, as_json, ops)
             return
         grid = hwmodels.evaluate_grid([sp], [sh], wbits=lists["wbits"], group_size=lists["group-size"],
                                       abits=[abits], kvbits=[kvbits], batch=lists["batch"],
                                       prompt_len=lists["prompt-len"], gen_len=lists["gen-len"], sym=sym, ideal=ideal,
-                                      float_dtype=float_dtype, runtime=rt, kernel=kernel)
+                                      float_dtype=float_dtype, runtime=rt, kernel=kernel, prefill_kernel=prefill_kernel)
         df = grid.to_frame()
         cols = ["wbits", "group_size", "batch", "prompt_len", "gen_len", "ttft_ms", "tpot_ms", "tokens_per_s",
                 "weight_bytes", "kv_bytes", "peak_memory_bytes", "fits", "energy_per_token_j", "compute_dtype",

@@ -54,11 +54,11 @@ def ape(pred, meas) -> np.ndarray:
     return np.abs(np.asarray(pred) / np.asarray(meas) - 1.0) * 100.0
 
 
-def fit_split(seed: int, statistic: str, write: Path | None):
+def fit_split(seed: int, statistic: str, write: Path | None, also_fit: list[str] | None = None):
     from codesign.cost.calibrate import calibrate
 
     return calibrate(SPEC, ROWS, runtime=RUNTIME, test_frac=0.5, seed=seed, statistic=statistic,
-                     write=write is not None, out=write, progress=False)
+                     write=write is not None, out=write, progress=False, also_fit=also_fit)
 
 
 def ensemble_table(res, statistic: str) -> pd.DataFrame:
@@ -88,21 +88,30 @@ def main() -> None:
     ap.add_argument("--rows", default="A", choices=list(ROW_SETS),
                     help="A: session A's rows (packed prefill; the ensembles' session), B: session B's per-phase "
                          "and dense rows, AB: both")
+    ap.add_argument("--also-fit", default="", metavar="PATH,...",
+                    help="runtime parameters fitted besides the default ones (e.g. kernels.torch-matmul."
+                         "compute_m_half_decode); results go to profile_fit_results_<ROWS>_also.md")
     args = ap.parse_args()
     global ROWS
     ROWS = HERE / f"cpu_profile_rows_{args.rows}.csv"
     single_rows(ROW_SETS[args.rows])
+    also = [n for n in args.also_fit.split(",") if n]
+    if also and args.write_profile:
+        ap.error("--also-fit is an experiment: it does not write the profile")
     out = HERE / "torch-cpu.calibrated.yaml" if args.write_profile else None
-    results = [fit_split(s, args.statistic, out if s == 0 else None) for s in range(args.splits)]
+    results = [fit_split(s, args.statistic, out if s == 0 else None, also) for s in range(args.splits)]
     head = results[0]
     formats = sorted(head.table["format"].unique())
     per_split = pd.DataFrame([r.mape_by_format("test") for r in results])[formats]
 
     rel = lambda p: p.relative_to(HERE.parent.parent)  # noqa: E731
     cmd = (f"codesign calibrate --spec {rel(SPEC)} --measurements {rel(ROWS)} --runtime {rel(RUNTIME)} "
-           f"--test-frac 0.5 --seed 0 --statistic {args.statistic} --show all")
+           f"--test-frac 0.5 --seed 0 --statistic {args.statistic} --show all"
+           + (f" --also-fit {','.join(also)}" if also else ""))
     n = head.table["split"].value_counts()
-    md = [f"### Rows {args.rows} ({', '.join(ROW_SETS[args.rows])})\n",
+    tag = args.rows + ("_also" if also else "")
+    md = [f"### Rows {args.rows} ({', '.join(ROW_SETS[args.rows])})"
+          + (f", also fitting {', '.join(f'`{n}`' for n in also)}" if also else "") + "\n",
           f"Fitted: {len(head.fitted)} parameters of runtime `{RUNTIME.name}` on spec `{SPEC.name}` "
           f"({n.get('train', 0)} configurations fitted, {n.get('test', 0)} held out; statistic "
           f"{args.statistic}). Equivalent command for split 0:\n\n    {cmd}\n",
@@ -134,7 +143,7 @@ def main() -> None:
                                                         for p in head.params))
     text = "\n".join(md)
     print(text)
-    (HERE / f"profile_fit_results_{args.rows}.md").write_text(text + "\n")
+    (HERE / f"profile_fit_results_{tag}.md").write_text(text + "\n")
     table = head.table.assign(
         prefill_ape=ape(head.table.prefill_ms_after, head.table.prefill_ms),
         tpot_ape=ape(head.table.tpot_ms_after, head.table.tpot_ms))
@@ -142,8 +151,7 @@ def main() -> None:
             "prefill_ape", "tpot_ms", "tpot_ms_after", "tpot_ape"]
     ens_t = ens.assign(format=[f"w4g128+w8g128/{k}" for k in ens.kernel], split="ensemble (not fitted)",
                        prefill_ms_after=ens.prefill_pred, tpot_ms_after=ens.tpot_pred)
-    pd.concat([table[cols], ens_t[cols]]).round(2).to_csv(HERE / f"profile_fit_predictions_{args.rows}.csv",
-                                                          index=False)
+    pd.concat([table[cols], ens_t[cols]]).round(2).to_csv(HERE / f"profile_fit_predictions_{tag}.csv", index=False)
 
 
 if __name__ == "__main__":

@@ -23,11 +23,11 @@ from torch import nn
 
 from codesign.config import ConfigError
 from codesign.quantize.grid import QuantizedWeight, contiguous_g_idx
+from hwmodels.runtime import DENSE_KERNEL, PREFILL_ON_DENSE_COPY
 
 _KERNELS: dict[str, type["PackedLinear"]] = {}
-
-#: The name of the dense path (``F.linear`` in the row's dtype), for rows of unquantized models.
-DENSE_KERNEL = "torch-matmul"
+# DENSE_KERNEL (hwmodels.runtime): the dense path (``F.linear`` in the row's dtype), for rows of unquantized
+# models and prefill on a dense copy.
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,13 @@ class PackedLinear(nn.Module):
     #: Kernels that need contiguous groups get act-order weights with sorted columns and permute
     #: the input (:func:`sorted_by_group`); those that handle ``g_idx`` themselves set this.
     handles_act_order: ClassVar[bool] = False
-    #: ``prefill='auto'`` gives this kernel a dequantized dense copy for prefill: its op is a GEMV
-    #: that gets slower than a dense GEMM once a call carries many rows (CPU packed ops: 2.5-5x
-    #: slower than bf16 at 128 rows, ``experiments/kernel_speed``).
-    slow_prefill: ClassVar[bool] = False
+
+    @classmethod
+    def copies_for_prefill(cls) -> bool:
+        """``prefill='auto'`` gives this kernel a dequantized dense copy for prefill: it is in
+        :data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY` (its op is a GEMV that gets slower than a dense
+        GEMM once a call carries many rows), the set the analytical model prices prefill from."""
+        return cls.name in PREFILL_ON_DENSE_COPY
 
     @classmethod
     def tolerance(cls, dtype: torch.dtype) -> float:
@@ -161,14 +164,14 @@ class PackedLinear(nn.Module):
         ``(out, in)`` tensor in ``dtype``, dequantized once here, that calls carrying several
         positions per sequence (prefill) multiply with a dense GEMM; decode steps (one position)
         stay on the kernel. It costs the dense weight's memory (counted in a row's weight bytes).
-        ``auto``: ``dequantized`` for kernels with :attr:`slow_prefill`, else ``packed``."""
+        ``auto``: ``dequantized`` where :meth:`copies_for_prefill`, else ``packed``."""
         if prefill not in PREFILL_PATHS:
             raise ConfigError(f"--prefill: {prefill!r} (allowed: {', '.join(PREFILL_PATHS)})")
         out, width = qw.shape
         m, layout = cls(width, out, dtype), WeightLayout.of(qw)
         qw = QuantizedWeight(qw.qint.to(device), qw.scales.to(device), qw.zeros.to(device), qw.g_idx.to(device),
                              qw.bits, qw.group_size, qw.sym)
-        if prefill == "dequantized" or (prefill == "auto" and cls.slow_prefill):
+        if prefill == "dequantized" or (prefill == "auto" and cls.copies_for_prefill()):
             m.prefill_weight = dequantize_fast(qw, layout, dtype)
         if not cls.handles_act_order and layout.act_order:
             qw, m.perm = sorted_by_group(qw, layout)
@@ -215,7 +218,7 @@ class PackedLinear(nn.Module):
 
 #: How quantized linears run prefill calls: ``packed`` (the decode kernel), ``dequantized`` (a dense
 #: GEMM on a dequantized copy kept for it), ``auto`` (``dequantized`` for kernels whose op is slow
-#: at many rows, see :attr:`PackedLinear.slow_prefill`).
+#: at many rows, see :meth:`PackedLinear.copies_for_prefill`).
 PREFILL_PATHS = ("auto", "packed", "dequantized")
 
 

@@ -17,7 +17,7 @@ parallel regions per linear, which collapse when other processes hold a core (0.
 
 All four are GEMV kernels: at 128 rows and more they are 2.5-5x slower than a dense bf16 GEMM (they
 re-expand the weight per block of rows), so ``prefill='auto'`` runs prefill calls on a dense copy of the
-dequantized weight (:attr:`~codesign.quantize.kernels.base.PackedLinear.slow_prefill`).
+dequantized weight (:data:`hwmodels.runtime.PREFILL_ON_DENSE_COPY`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,6 @@ class Int4PackCpu(PackedLinear):
     name = "aten-int4pack-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu"
     device, bits, priority = "cpu", (4,), 10
-    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -84,7 +83,6 @@ class Int8PackCpu(PackedLinear):
     name = "aten-int8pack-cpu"
     op = "torch.ops.aten._weight_int8pack_mm"
     device, bits, priority = "cpu", (8,), 20
-    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
@@ -115,7 +113,6 @@ class Int8PackGroupedCpu(PackedLinear):
     name = "aten-int8pack-grouped-cpu"
     op = "torch.ops.aten._weight_int8pack_mm (one call per group)"
     device, bits, priority = "cpu", (8,), 40
-    slow_prefill = True
 
     def _pack(self, qw: QuantizedWeight, layout: WeightLayout) -> None:
         q8, s, corr = _int8_offsets(qw, self.dtype)
@@ -154,7 +151,6 @@ class Int4PackX2Cpu(PackedLinear):
     name = "aten-int4pack-x2-cpu"
     op = "torch.ops.aten._weight_int4pack_mm_for_cpu (x2, high and low nibbles)"
     device, bits, priority = "cpu", (8,), 30
-    slow_prefill = True
 
     @classmethod
     def unsupported(cls, layout, dtype, device):
