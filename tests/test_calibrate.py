@@ -193,3 +193,19 @@ def test_cli_probe_quick(tmp_path):
     bad = _cli("probe", "--quick", "--dtypes", "fp64", "--out", str(out))
     assert bad.returncode == 2 and "fp64" in bad.stderr and "allowed" in bad.stderr
     assert np.isfinite(yaml.safe_load(out.read_text())["memory"]["bandwidth_gbs"])
+
+
+def test_split_keeps_every_shape_on_both_sides():
+    """Halves are drawn per (model, variant, ...) stratum: a held-out half never lacks one shape's rows
+    of a format (which would test extrapolation to an unseen shape instead)."""
+    import pandas as pd
+
+    rows = [{"model": m, "variant": v, "dtype": "bfloat16", "batch": b, "prompt_len": p}
+            for m in ("random:llama-2-7b", "random:qwen2.5-0.5b") for v in ("dense", "w4g128")
+            for b in (1, 4, 16) for p in (16, 64)]
+    df = pd.DataFrame(rows)
+    for seed in range(20):
+        test = split_configs(df, 0.5, seed=seed)
+        for (m, v), g in df.groupby(["model", "variant"]):
+            held = test[g.index]
+            assert held.sum() == 3 and (~held).sum() == 3, (seed, m, v)

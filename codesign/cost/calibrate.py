@@ -132,15 +132,19 @@ def row_kernels(df: pd.DataFrame) -> list[str]:
 
 
 def split_configs(df: pd.DataFrame, test_frac: float = 0.3, seed: int = 0) -> np.ndarray:
-    """Boolean mask (len(df),) of held-out rows: ``test_frac`` of each (variant, kernel, dtype) stratum.
+    """Boolean mask (len(df),) of held-out rows: ``test_frac`` of each (model, variant, kernel, dtype)
+    stratum.
 
-    A stratum with one configuration stays in train (its factors could not be fitted otherwise).
+    The model (shape) is part of the stratum so that both halves see every shape: a half without one
+    shape's rows of a format would test extrapolation to an unseen shape, a different question from
+    the error on configurations like the fitted ones. A stratum with one configuration stays in train
+    (its factors could not be fitted otherwise).
     """
     if not 0.0 <= test_frac < 1.0:
         raise ConfigError(f"--test-frac: {test_frac} is out of range (allowed: 0 <= x < 1)")
     rng = np.random.default_rng(seed)
     test = np.zeros(len(df), dtype=bool)
-    keys = [c for c in ("variant", "kernel", "prefill_kernel", "schedule", "dtype") if c in df.columns]
+    keys = [c for c in ("model", "variant", "kernel", "prefill_kernel", "schedule", "dtype") if c in df.columns]
     for _, idx in df.groupby(keys).indices.items():
         k = int(round(test_frac * len(idx)))
         k = min(k, len(idx) - 1)
