@@ -51,7 +51,8 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
              ["-m", "not slow"]),
     "packing": ("codesign/quantize/packing.py", ["tests/test_quantize.py"], ["-m", "not slow", "-k", "pack"]),
     # the hardware model: a 30 s CLI subprocess test is left out
-    "ensemble": ("hwmodels/ensemble.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
+    "ensemble": ("hwmodels/ensemble.py", ["tests/test_guard_ensemble.py", "tests/test_guard_roofline.py",
+                                          "tests/test_hw_model.py",
                                           "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
     "roofline": ("hwmodels/roofline.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
                                           "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
@@ -229,6 +230,13 @@ EQUIVALENT: dict[str, str] = {
     "codesign.quantize.grid.xǁQuantizedWeightǁto_tensors__mutmut_6": "dim=0 is pack's default",
     "codesign.quantize.grid.xǁQuantizedWeightǁfrom_tensors__mutmut_8": "dim=0 is unpack's default",
     "codesign.quantize.grid.xǁQuantizedWeightǁto_tensors__mutmut_9": "g_idx is int32 already",
+    # ensemble
+    "hwmodels.ensemble.x_estimate_ensemble__mutmut_71": "astype(None) is astype(float64)",
+    "hwmodels.ensemble.x_quorum_mask__mutmut_23": "numpy reads the sort kind case-insensitively",
+    "hwmodels.ensemble.x_estimate_ensemble__mutmut_289": "ops=None is CostEstimate's default",
+    "hwmodels.ensemble.x_estimate_ensemble__mutmut_335": "> 0.5 vs >= 0.5 on the memory-bound share: differs only "
+                                                        "at a share of exactly 0.5, a tie with no right answer",
+    "hwmodels.ensemble.x_estimate_ensemble__mutmut_346": "as _335 (prefill)",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
