@@ -89,9 +89,6 @@ class SpecTable:
     def vec(self) -> int:
         return len(self.dtypes)
 
-    def dtype_name(self, idx: int) -> str:
-        return self.dtypes[idx] if idx < len(self.dtypes) else "vector"
-
 
 # Tables are cached by content; bounded because exploration creates a spec per knob setting.
 _CACHE_SIZE = 512

@@ -226,3 +226,141 @@ def test_ensemble_schedules_combine_member_estimates():
     assert g.energy_per_token_j == pytest.approx((dec_e[4] + dec_e[8] + 0.25 * dec_e[16] + IDLE_W * g.tpot_ms / 1e3)
                                                  / B)
     assert g.peak_memory_bytes == pytest.approx(seq.peak_memory_bytes)  # memory still holds every member
+
+
+# -- a GPT-2-style layout: LayerNorm, learned positions, biases, 2-matrix MLP, tied embeddings ----
+# Multi-head attention (3 heads of 16: kv = q = 48), hidden 48, MLP 80 (up, GELU, down), a 64-row
+# position table. Each term written from the layout, independently of hwmodels' coefficient table.
+NPOS = 64
+GPT2 = ModelShape(name="guard-gpt2", arch="gpt2", n_layers=L, hidden=H, n_heads=NH, n_kv_heads=NH, head_dim=HD,
+                  intermediate=I, vocab=V, gated_mlp=False, qkv_bias=True, out_bias=True, layernorm=True,
+                  tied_embeddings=True, learned_positions=NPOS)
+G2_LINEARS = {"q_proj": (H, Q), "k_proj": (H, Q), "v_proj": (H, Q), "o_proj": (Q, H), "up_proj": (H, I),
+              "down_proj": (I, H)}  # every one with a bias; no gate_proj
+
+
+def gpt2_reference(T: float, T_last: float, pairs: float, kvpos: float) -> dict[str, dict[str, float]]:
+    ops = {"gate_proj": dict(mat=0.0, vec=0.0, bytes=0.0)}
+    for op, (fi, fo) in G2_LINEARS.items():  # + the bias: fo 16-bit elements read, one add per output
+        ops[op] = dict(mat=2 * fi * fo * L * T, vec=fo * L * T, bytes=2 * (fi * fo * L + fo * L + (fi + fo) * L * T))
+    # token row + position row read, one add per element, the sum written
+    ops["embed"] = dict(mat=0.0, vec=H * T, bytes=2 * (2 * H * T + H * T))
+    for op, n in (("attn_norm", L), ("mlp_norm", L), ("final_norm", 1)):  # LayerNorm: weight + bias, 7 ops
+        ops[op] = dict(mat=0.0, vec=7 * H * n * T, bytes=2 * (2 * H * n + 2 * H * n * T))
+    ops["attn_qk"] = dict(mat=2 * HD * NH * L * pairs, vec=0.0,  # no rotary: positions were added at the input
+                          bytes=2 * (Q * L * T + Q * L * kvpos))
+    ops["attn_softmax"] = dict(mat=0.0, vec=5 * NH * L * pairs, bytes=0.0)
+    ops["attn_av"] = dict(mat=2 * HD * NH * L * pairs, vec=0.0, bytes=2 * (Q * L * T + Q * L * kvpos))
+    ops["kv_write"] = dict(mat=0.0, vec=0.0, bytes=2 * (2 * Q * L * T))
+    ops["mlp_act"] = dict(mat=0.0, vec=8 * I * L * T, bytes=2 * 2 * I * L * T)  # GELU(up): read, write
+    ops["lm_head"] = dict(mat=2 * H * V * T_last, vec=0.0, bytes=2 * (H * V + (H + V) * T_last))
+    return ops
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return evaluate_points([spec()], [GPT2], wbits=16, abits=16, kvbits=16, batch=B, prompt_len=P, gen_len=G,
+                           ideal=True, want_ops=True)
+
+
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_gpt2_layout_every_operator_term(gpt2, phase):
+    ref = gpt2_reference(*PHASES[phase])
+    got = {k: np.asarray(v).reshape(len(OPS)) for k, v in gpt2[f"ops_{phase}"].items()}
+    assert set(ref) == set(OPS)
+    for j, op in enumerate(OPS):
+        r = ref[op]
+        assert got["mat_flops"][j] == pytest.approx(r["mat"]), (phase, op)
+        assert got["vec_flops"][j] == pytest.approx(r["vec"]), (phase, op)
+        assert got["bytes"][j] == pytest.approx(r["bytes"]), (phase, op)
+        assert got["time"][j] == pytest.approx(max((r["mat"] + r["vec"]) / 1e12, r["bytes"] / 1e9)), (phase, op)
+        assert got["count"][j] == (0 if op == "gate_proj" else 1 if op in ("embed", "final_norm", "lm_head")
+                                   else L), (phase, op)
+
+
+def test_gpt2_layout_memory_and_totals(gpt2):
+    f = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in gpt2.items() if k in (
+        "ttft_ms", "tpot_ms", "kv_bytes", "weight_bytes", "workspace_bytes", "peak_memory_bytes")}
+    for ph, key in (("prefill", "ttft_ms"), ("decode", "tpot_ms")):
+        t = sum(max((r["mat"] + r["vec"]) / 1e12, r["bytes"] / 1e9) for r in gpt2_reference(*PHASES[ph]).values())
+        assert f[key] == pytest.approx(t * 1e3)
+    assert f["kv_bytes"] == pytest.approx(B * (P + G) * 2 * Q * L * 2)
+    lin = sum(fi * fo for fi, fo in G2_LINEARS.values()) * L
+    bias = L * (3 * Q + H + I + H)
+    norms = (2 * L + 1) * 2 * H
+    # the tied table is the lm head's weight (counted once); the position table is resident too
+    assert f["weight_bytes"] == pytest.approx(2 * (lin + bias + norms + H * V + NPOS * H))
+    # workspace: the largest prefill activation of one layer (GELU: 2 * I per token) + fp32 logits
+    assert f["workspace_bytes"] == pytest.approx(max(2 * I, H + V) * B * P * 2 + B * V * 4)
+    assert f["peak_memory_bytes"] == pytest.approx(f["weight_bytes"] + f["kv_bytes"] + f["workspace_bytes"])
+
+
+def test_gpt2_quantized_head_keeps_the_tied_table_dense():
+    base = hwmodels.load_runtime("default")
+    qhead = base.model_copy(update={"quantize_lm_head": True})
+
+    def weight(rt):
+        r = evaluate_points([spec()], [GPT2], wbits=4, group_size=32, sym=True, batch=1, prompt_len=4, gen_len=2,
+                            runtime=rt)
+        return float(r["weight_bytes"].reshape(-1)[0])
+
+    head_groups = V * 2  # 48 / 32 -> 2 groups per output row
+    # with a 4-bit head the embedding lookups still need the dense table: 2 bytes per element stay
+    assert weight(qhead) - weight(base) == pytest.approx((H * V * 4 / 8 + head_groups * 16 / 8 + 2 * H * V)
+                                                         - 2 * H * V)
+
+
+# -- the grid front end: every setting reaches the points, rows line up with their axes ---------
+def test_grid_passes_every_setting_and_flattens_its_axes():
+    s = spec(compute_tflops=dict(fp16=1.0, bf16=0.5, int8=2.0), efficiency={"default": {"compute": 0.5,
+                                                                                        "memory": 0.25}})
+    axes = dict(wbits=[4, 16], group_size=[32], abits=[16], kvbits=[8], batch=np.array([[1, 3]]), prompt_len=[5],
+                gen_len=[4])
+    rt = hwmodels.load_runtime("torch-cpu")
+    for kw in (dict(sym=True, ideal=True, float_dtype="bf16"), dict(runtime=rt, kernel="dequant-matmul")):
+        grid = hwmodels.evaluate_grid([s], [SHAPE, GPT2], **axes, **kw)
+        assert grid.axes["batch"] == [1, 3] and grid.shape == (1, 2, 2, 1, 1, 1, 2, 1, 1)
+        pts = evaluate_points([s], [SHAPE, GPT2], model_index=np.array([0, 1])[:, None, None],
+                              wbits=np.array([4, 16])[:, None], batch=np.array([1, 3]), group_size=32, kvbits=8,
+                              prompt_len=5, gen_len=4, **kw)
+        for k in ("ttft_ms", "tpot_ms", "weight_bytes", "energy_per_token_j"):
+            assert grid.data[k].reshape(2, 2, 2) == pytest.approx(pts[k], rel=1e-12), (k, kw)
+    # the settings matter for these points, so a dropped one shows
+    def outputs(**kw):
+        d = hwmodels.evaluate_grid([s], [SHAPE], **axes, **kw).data
+        return np.concatenate([d[k].reshape(-1) for k in ("tpot_ms", "weight_bytes", "compute_dtype")])
+
+    plain = outputs()
+    for kw in (dict(sym=True), dict(ideal=True), dict(float_dtype="bf16"), dict(runtime=rt)):
+        assert not np.allclose(outputs(**kw), plain), kw
+    assert not np.allclose(outputs(runtime=rt, kernel="dequant-matmul"), outputs(runtime=rt))
+
+
+def test_grid_frame_rows_match_their_axes_and_name_dtypes():
+    s = spec(compute_tflops=dict(fp16=1.0, int8=2.0, w4a16=4.0))
+    grid = hwmodels.evaluate_grid([s, spec(name="other")], [SHAPE], wbits=[4, 8, 16], group_size=[32],
+                                  abits=[16], kvbits=[8, 16], batch=[1, 2], prompt_len=[5], gen_len=[4])
+    df = grid.to_frame()
+    assert len(df) == grid.size == 2 * 3 * 2 * 2
+    for row, idx in zip(df.itertuples(index=False), np.ndindex(*grid.shape)):
+        for name, i in zip(grid.axes, idx):
+            assert getattr(row, name) == grid.axes[name][i]
+        assert row.tpot_ms == grid.data["tpot_ms"][idx] and row.kv_bytes == grid.data["kv_bytes"][idx]
+        for k in ("compute_dtype", "attn_dtype", "head_dtype"):
+            assert getattr(row, k) == grid.dtypes[int(grid.data[k][idx])]
+    assert set(df[(df.spec == "guard") & (df.wbits == 4)].compute_dtype) == {"w4a16"}
+    assert set(df[(df.spec == "other") | (df.wbits == 8)].compute_dtype) == {"fp16"}  # no w4a16 unit there
+    assert set(df.head_dtype) == {"fp16"}
+
+
+def test_launch_floor_of_fused_attention_is_per_configuration():
+    # hf-eager: a launch floor per kernel, fused attention. A tiny decode (attention far under one floor)
+    # next to a long-context one (attention far over it): each configuration books its own shortfall.
+    rt = hwmodels.load_runtime("hf-eager")
+    kw = dict(wbits=16, gen_len=4, runtime=rt)
+    both = evaluate_points([spec()], [SHAPE], batch=np.array([1, 64]), prompt_len=np.array([5, 2000]), **kw)
+    for i, (b, p) in enumerate(((1, 5), (64, 2000))):
+        one = evaluate_points([spec()], [SHAPE], batch=b, prompt_len=p, **kw)
+        assert both["tpot_ms"][i] == pytest.approx(float(one["tpot_ms"]), rel=1e-12)
+        assert both["decode_floor_ms"][i] == pytest.approx(float(one["decode_floor_ms"]), rel=1e-12)
+    assert both["decode_floor_ms"][0] > 0  # the tiny one is floored

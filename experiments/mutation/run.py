@@ -285,13 +285,13 @@ def mutant_diffs(d: Path, path: str, names: list[str]) -> dict[str, str]:
 
 
 def run_module(module: str, mutmut: str, work: Path, max_minutes: float | None = None,
-               collect_only: bool = False) -> dict:
+               collect_only: bool = False, only: list[str] | None = None) -> dict:
     d = work / module if collect_only else scratch(module, work)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut's mutants/ must win
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     t0 = time.time()
     log = open(work / f"{module}.log", "a" if collect_only else "w")
-    proc = None if collect_only else subprocess.Popen([mutmut, "run", "--max-children", "1"], cwd=d, env=env, stdout=log,
+    proc = None if collect_only else subprocess.Popen([mutmut, "run", "--max-children", "1", *(only or [])], cwd=d, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         if proc is not None:
@@ -314,6 +314,7 @@ def run_module(module: str, mutmut: str, work: Path, max_minutes: float | None =
     survivors = {n: {"status": status[n], "diff": diffs[n]} for n in live}
     counts = {s: sum(1 for v in status.values() if v == s) for s in STATUSES}
     res = {"module": module, "file": MODULES[module][0], "tests": MODULES[module][1], "wall_s": round(wall),
+           "only": only or None,
            "counts": {k: v for k, v in counts.items() if v}, "n_mutants": len(status), "survivors": survivors}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{module}.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -358,6 +359,9 @@ def main() -> int:
     ap.add_argument("--mutmut", default=shutil.which("mutmut") or "mutmut", help="the mutmut executable")
     ap.add_argument("--work", type=Path, default=Path("/tmp/codesign-mutation"), help="scratch directory")
     ap.add_argument("--table", action="store_true", help="only rebuild RESULTS.md from results/*.json")
+    ap.add_argument("--only", nargs="*", default=None, metavar="GLOB",
+                    help="run only the mutants matching these mutmut names (fnmatch globs, e.g. "
+                         "'hwmodels.roofline.x__shape_rows*'); the rest count as 'not checked'")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop a module's run after this long (mutants not reached: 'not checked')")
     args = ap.parse_args()
@@ -368,7 +372,7 @@ def main() -> int:
             if module not in MODULES:
                 ap.error(f"--modules: {module!r} is not a module (allowed: {list(MODULES)})")
             res = run_module(module, args.mutmut, args.work, float(cap) if cap else args.max_minutes,
-                             args.collect_only)
+                             args.collect_only, args.only)
             killed, live, eq, sc = score(res)
             print(f"{module}: {res['n_mutants']} mutants, killed {killed}, live {live}, equivalent {eq}, "
                   f"score {sc:.1f}% ({res['wall_s']} s)", flush=True)
