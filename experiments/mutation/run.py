@@ -54,8 +54,9 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
     "ensemble": ("hwmodels/ensemble.py", ["tests/test_guard_ensemble.py", "tests/test_guard_roofline.py",
                                           "tests/test_hw_model.py",
                                           "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
-    "roofline": ("hwmodels/roofline.py", ["tests/test_guard_roofline.py", "tests/test_hw_model.py",
-                                          "tests/test_runtime_profiles.py"], ["--deselect", "tests/test_runtime_profiles.py::test_cli_bad_profile_exits_2_with_one_error"]),
+    # 1974 mutants, most in _core, which every roofline test runs: the hand-reference file only, so a
+    # full run fits in half an hour on the shared box
+    "roofline": ("hwmodels/roofline.py", ["tests/test_guard_roofline.py"], []),
 }
 
 # mutant name -> why it cannot change behaviour (reviewed by hand; see results/<module>.json diffs)
