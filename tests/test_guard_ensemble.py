@@ -17,6 +17,7 @@ from codesign.config import ConfigError
 from hwmodels.ensemble import SCHEDULES, Schedule, get_schedule, quorum_mask, register_schedule
 from hwmodels.roofline import evaluate_points
 from hwmodels.runtime import load_runtime
+from hwmodels.shapes import ModelShape
 from test_guard_roofline import SHAPE, B, P, G, IDLE_W, spec as base_spec
 
 BITS = [8, 4, 16]
@@ -53,6 +54,9 @@ def test_every_field_of_a_sequential_ensemble():
     # bounds are the widest (16-bit) member's: memory in decode, compute in prefill; the 8-bit one differs
     assert (e.decode_bound, e.prefill_bound) == ("memory", "compute") == (one[16].decode_bound, one[16].prefill_bound)
     assert one[8].decode_bound == "compute"
+    # and the other way round: memory-bound prefill at 1 GB/s, compute-bound decode at 3 TB/s
+    slow, fast = (ens(spec(memory=dict(capacity_gb=1, bandwidth_gbs=bw))) for bw in (1.0, 3000.0))
+    assert (slow.prefill_bound, fast.decode_bound) == ("memory", "compute")
     assert e.area_mm2 == pytest.approx(BASE_MM2 + FP16_MM2 + W4_MM2)  # one device: each unit once
     assert e.runtime == "default" and e.ops is None
     for m, b in zip(e.members, BITS):
@@ -62,6 +66,17 @@ def test_every_field_of_a_sequential_ensemble():
                          kv_bytes=pytest.approx(x.kv_bytes), energy_per_token_j=pytest.approx(x.energy_per_token_j),
                          compute_dtype=x.compute_dtype, dequantized=x.dequantized)
     assert [m["dequantized"] for m in e.members] == [True, False, False]
+
+
+def test_default_group_size_is_128():
+    # hidden 129: one group of 129 would be the only group per row, 128 gives two
+    wide = ModelShape(name="wide", arch="llama", n_layers=1, hidden=129, n_heads=3, n_kv_heads=1, head_dim=16,
+                      intermediate=80, vocab=100)
+    s = spec()
+    e = hwmodels.estimate_ensemble(s, wide, [4, 8])
+    assert e.group_size == 128
+    assert e.weight_bytes == pytest.approx(sum(hwmodels.estimate(s, wide, wbits=b, group_size=128).weight_bytes
+                                               for b in (4, 8)))
 
 
 def test_fits_at_exactly_the_capacity_and_not_a_byte_over():
