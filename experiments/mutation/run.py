@@ -44,8 +44,12 @@ MODULES: dict[str, tuple[str, list[str], list[str]]] = {
     "parsing": ("codesign/evaluate/parsing.py", ["tests/test_guard_parsers.py", "tests/test_eval_parsing.py"], []),
     "voting": ("codesign/voting.py", ["tests/test_voting.py"], []),
     "pareto": ("codesign/pareto.py", ["tests/test_guard_quant_store.py", "tests/test_explore_core.py"], []),
-    "store": ("codesign/store.py", ["tests/test_guard_quant_store.py", "tests/test_protocol_store.py",
-                                    "tests/test_vote_store.py"], []),
+    # the store's own guard file plus the fast store tests (the vote/protocol store files build
+    # fixtures for ~10 s each: too slow per mutant)
+    "store": ("codesign/store.py", ["tests/test_guard_store.py", "tests/test_guard_quant_store.py",
+                                    "tests/test_foundation.py"],
+              ["--deselect", "tests/test_foundation.py::test_tiny_models_build_offline",
+               "--deselect", "tests/test_foundation.py::test_store_two_processes_write_concurrently"]),
     "rtn": ("codesign/quantize/rtn.py", ["tests/test_guard_quant_store.py"], []),
     "grid": ("codesign/quantize/grid.py", ["tests/test_guard_quant_store.py", "tests/test_quantize.py"],
              ["-m", "not slow"]),
@@ -263,7 +267,30 @@ def scratch(module: str, work: Path) -> Path:
         'also_copy = ["configs"]',
     ]) + "\n"
     (d / "pyproject.toml").write_text(conf)
+    with open(d / "tests" / "conftest.py", "a") as f:
+        f.write(FRESH_CACHES)
     return d
+
+
+# mutmut forks every mutant's test run from a process that has already run the tests once (its stats
+# pass), so content caches (the roofline's spec/shape tables, the runtime tables, lru_caches) come
+# warm: a mutant in a cached builder would never run and would "survive". The scratch copy's
+# conftest empties every such cache before each test.
+FRESH_CACHES = """
+
+@pytest.fixture(autouse=True)
+def _mutation_fresh_caches():  # appended by experiments/mutation/run.py (scratch copy only)
+    import sys as _sys
+    for _name, _mod in list(_sys.modules.items()):
+        if not _name.startswith(("codesign", "hwmodels")) or _mod is None:
+            continue
+        for _attr, _val in list(vars(_mod).items()):
+            if _attr.endswith("_CACHE") and isinstance(_val, dict):
+                _val.clear()
+            elif callable(getattr(_val, "cache_clear", None)) and hasattr(_val, "cache_info"):
+                _val.cache_clear()
+    yield
+"""
 
 
 def mutant_diffs(d: Path, path: str, names: list[str]) -> dict[str, str]:
