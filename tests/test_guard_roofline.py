@@ -364,3 +364,232 @@ def test_launch_floor_of_fused_attention_is_per_configuration():
         assert both["tpot_ms"][i] == pytest.approx(float(one["tpot_ms"]), rel=1e-12)
         assert both["decode_floor_ms"][i] == pytest.approx(float(one["decode_floor_ms"]), rel=1e-12)
     assert both["decode_floor_ms"][0] > 0  # the tiny one is floored
+
+
+# -- software-stack terms on top of the hand reference (a profile built from 'default') ---------
+from codesign.config import ConfigError  # noqa: E402
+from hwmodels.runtime import Framework, KernelProfile, OtherEfficiency, load_runtime  # noqa: E402
+
+COUNT = {op: (1 if op in ("embed", "final_norm", "lm_head") else L) for op in OPS}
+
+
+def profile(**over):
+    return load_runtime("default").model_copy(update=over)
+
+
+def ref_times(phase):
+    return {op: max((r["mat"] + r["vec"]) / 1e12, r["bytes"] / 1e9) for op, r in reference(*PHASES[phase]).items()}
+
+
+def run(rt=None, **kw):
+    args = dict(wbits=16, batch=B, prompt_len=P, gen_len=G, want_ops=True) | kw
+    return evaluate_points([kw.pop("s", None) or spec()], [args.pop("shape", SHAPE)], runtime=rt,
+                           **{k: v for k, v in args.items() if k != "s"})
+
+
+@pytest.mark.parametrize("async_launch, graphs", [(False, False), (True, False), (True, True)])
+def test_host_time_per_layer_and_per_forward(async_launch, graphs):
+    rt = profile(framework=Framework(per_layer_us=100, per_forward_us=30, cuda_graphs=graphs,
+                                     async_launch=async_launch))
+    r = run(rt)
+    for phase, key in (("prefill", "ttft_ms"), ("decode", "tpot_ms")):
+        dev = sum(ref_times(phase).values())
+        host = 0.0 if (graphs and phase == "decode") else L * 100e-6
+        busy = max(dev, host) if async_launch else dev + host
+        assert float(r[key]) == pytest.approx((busy + 30e-6) * 1e3, rel=1e-9), phase
+        assert float(r[f"{phase}_host_ms"]) == pytest.approx(host * 1e3, rel=1e-12)
+        assert float(r[f"{phase}_ops_ms"]) == pytest.approx(dev * 1e3, rel=1e-9)
+    assert L * 100e-6 > sum(ref_times("decode").values())  # the host dominates: overlapping it matters
+    assert float(r["framework_ms"]) == pytest.approx(0.03) and bool(r["host_overlaps"]) == async_launch
+    assert float(r["overhead_ms"]) == pytest.approx(float(r["tpot_ms"]) - float(r["decode_ops_ms"]))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_launch_floor_per_kernel_and_fused_attention(fused):
+    floor = 30e-6
+    r = run(profile(launch_floor_us=30, fused_attention=fused))
+    for phase in PHASES:
+        free = ref_times(phase)
+        want = {op: max(t, floor * COUNT[op]) for op, t in free.items()}
+        if fused:  # QK^T, softmax and A.V: one kernel, one floor (booked on attn_qk)
+            group = free["attn_qk"] + free["attn_softmax"] + free["attn_av"]
+            want["attn_softmax"], want["attn_av"] = free["attn_softmax"], free["attn_av"]
+            want["attn_qk"] = free["attn_qk"] + max(floor * L - group, 0.0)
+            assert floor * L > group  # the floor binds
+        got = np.asarray(r[f"ops_{phase}"]["time"]).reshape(len(OPS))
+        for j, op in enumerate(OPS):
+            assert got[j] == pytest.approx(want[op], rel=1e-9), (phase, op)
+        assert float(r[f"{phase}_floor_ms"]) == pytest.approx((sum(want.values()) - sum(free.values())) * 1e3)
+
+
+def test_kernel_and_other_efficiencies_and_partial_overlap():
+    rt = profile(overlap=0.5, other_efficiency=OtherEfficiency(compute=0.5, memory=0.25),
+                 kernels={"torch-matmul": KernelProfile(memory_efficiency={"dense": 0.8},
+                                                        compute_efficiency={"dense": 0.4})})
+    r = run(rt)
+    for phase in PHASES:
+        got = np.asarray(r[f"ops_{phase}"]["time"]).reshape(len(OPS))
+        ref = reference(*PHASES[phase])
+        for j, op in enumerate(OPS):
+            x, weights = ref[op], op in LINEARS or op == "lm_head"
+            c = x["mat"] / (1e12 * (0.4 if weights else 0.5)) + x["vec"] / (1e12 * 0.5)
+            m = x["bytes"] / (1e9 * (0.8 if weights else 0.25))
+            assert got[j] == pytest.approx(max(c, m) + 0.5 * min(c, m), rel=1e-9), (phase, op)
+
+
+def test_quantized_lm_head_bits_unit_and_dequantization():
+    def head(r, phase="decode"):
+        j = OPS.index("lm_head")
+        return {k: float(np.asarray(v).reshape(len(OPS))[j]) for k, v in r[f"ops_{phase}"].items() if k != "dtype"}
+
+    meta = V * 2 * (16 + 8) / 8  # 48 / 32: two groups per row, 16-bit scale + 8-bit zero
+    act = 2 * (H + V) * B  # decode: one token per sequence
+    # an 8-bit head on a w8a16 unit: no conversion, its own unit
+    s8 = spec(compute_tflops=dict(fp16=1.0, w8a16=2.0))
+    r = run(profile(quantize_lm_head=True, lm_head_bits=8), s=s8, wbits=4, group_size=32)
+    h = head(r)
+    assert h["bytes"] == pytest.approx(H * V + meta + act) and h["vec_flops"] == 0.0
+    assert r["dtypes"][int(r["head_dtype"])] == "w8a16"
+    # on fp16 + int8 (16-bit activations) the 8-bit head is converted: 4 vector ops per weight
+    r = run(profile(quantize_lm_head=True, lm_head_bits=8), wbits=4, group_size=32)
+    assert head(r)["vec_flops"] == pytest.approx(4 * H * V) and head(r)["bytes"] == pytest.approx(H * V + meta + act)
+    # without lm_head_bits the head takes the linears' bits
+    r = run(profile(quantize_lm_head=True), wbits=4, group_size=32)
+    assert head(r)["bytes"] == pytest.approx(H * V / 2 + V * 2 * (16 + 4) / 8 + act)
+    # a 16-bit model under a quantizing profile: the head stays dense (and a tied table is not added)
+    for shape in (SHAPE, GPT2):
+        dense = [float(run(p, shape=shape)["weight_bytes"]) for p in (None, profile(quantize_lm_head=True))]
+        assert dense[0] == dense[1]
+    # a dense head on the int8 unit (8-bit activations) is not dequantized
+    r = run(None, wbits=4, abits=8, group_size=32)
+    assert head(r)["vec_flops"] == 0.0
+
+
+def test_expanded_gqa_reads_the_cache_once_per_query_head():
+    rt = profile(expands_gqa=True)
+    for shape, group in ((SHAPE, NH // NKV), (GPT2, 1)):
+        base, wide = run(None, shape=shape), run(rt, shape=shape)
+        kvd = (NKV if shape is SHAPE else NH) * HD
+        for phase, (T, _, _, kvpos) in PHASES.items():
+            j = OPS.index("attn_av")
+            extra = float(np.asarray(wide[f"ops_{phase}"]["bytes"]).reshape(-1)[j]) - \
+                float(np.asarray(base[f"ops_{phase}"]["bytes"]).reshape(-1)[j])
+            assert extra == pytest.approx(2 * kvd * L * kvpos * (group - 1), abs=1e-9), (shape.name, phase)
+
+
+def test_measured_kernel_index_overrides_the_format_map():
+    rt = load_runtime("torch-cpu")
+    kw = dict(wbits=4, group_size=32)
+    default, matmul = run(rt, **kw), run(rt, kernel="torch-matmul", **kw)
+    assert matmul["runtime"] == "torch-cpu"
+    assert float(matmul["tpot_ms"]) != pytest.approx(float(default["tpot_ms"]))
+    assert float(run(rt, kernel="aten-int4pack-cpu", **kw)["tpot_ms"]) == pytest.approx(float(default["tpot_ms"]))
+    # with a quantized head of the linears' bits, the head runs the row's kernel too
+    qh = rt.model_copy(update={"quantize_lm_head": True})
+    j = OPS.index("lm_head")
+    heads = [float(np.asarray(run(qh, kernel=k, **kw)["ops_decode"]["bytes"]).reshape(-1)[j])
+             for k in ("dequant-matmul", "aten-int4pack-cpu")]
+    assert heads[0] - heads[1] == pytest.approx(2 * H * V * 2)  # dequant-matmul writes a dense copy
+
+
+# -- inputs, caches and the spec table -----------------------------------------------------------
+@pytest.mark.parametrize("arg, value, allowed", [
+    ("wbits", 0, "1..32"), ("wbits", 33, "1..32"), ("abits", 0, "1..32"), ("abits", 33, "1..32"),
+    ("kvbits", 0, "1..32"), ("kvbits", 33, "1..32"), ("batch", 0, ">= 1"), ("prompt_len", 0, ">= 1"),
+    ("gen_len", 0, ">= 1"),
+])
+def test_bad_values_name_the_argument_the_first_bad_value_and_the_range(arg, value, allowed):
+    ok = {"wbits": 4, "abits": 16, "kvbits": 16, "batch": 1, "prompt_len": 4, "gen_len": 2}[arg]
+    with pytest.raises(ConfigError, match=rf"^{arg} = {value} is not allowed \(allowed: {allowed}\)$"):
+        evaluate_points([spec()], [SHAPE], **{arg: np.array([ok, value, -5 if value == 0 else 40])})
+
+
+def test_group_size_and_index_checks_and_the_edges_that_pass():
+    msg = r"\(allowed: a positive group size, or -1 for per-output-channel scales\)$"
+    for g, bad in (([32, 0, -3], 0), ([-1, -2], -2)):
+        with pytest.raises(ConfigError, match=rf"^group_size = {bad} is not allowed " + msg):
+            evaluate_points([spec()], [SHAPE], wbits=4, group_size=np.array(g))
+    r = evaluate_points([spec()], [SHAPE], wbits=np.array([1, 32]), abits=np.array([1, 32]), kvbits=np.array([1, 32]),
+                        group_size=np.array([1, -1]), prompt_len=1, gen_len=1)
+    assert np.isfinite(r["tpot_ms"]).all()
+    for si, mi in ((1, 0), (0, 1), (-1, 0), (0, -1)):
+        with pytest.raises(ConfigError, match="^spec_index/model_index out of range of the specs/shapes given$"):
+            evaluate_points([spec()], [SHAPE], spec_index=si, model_index=mi)
+    with pytest.raises(ConfigError, match=r"^float_dtype = 'fp8' is not allowed \(allowed: fp16, bf16\)$"):
+        evaluate_points([spec()], [SHAPE], float_dtype="fp8")
+
+
+def test_defaults_names_and_caches():
+    # defaults: batch 1, prompt 512, 128 generated, no per-operator arrays
+    r = evaluate_points(spec(), SHAPE)  # one spec / one shape need no list
+    x = evaluate_points([spec()], [SHAPE], batch=1, prompt_len=512, gen_len=128)
+    assert float(r["tpot_ms"]) == float(x["tpot_ms"]) and float(r["e2e_ms"]) == float(x["e2e_ms"])
+    assert "ops_prefill" not in r and r["runtime"] == "default"
+    named = evaluate_points("h100-sxm", "llama-2-7b")
+    assert named["spec_names"] == ["nvidia-h100-sxm"] and named["model_names"] == ["llama-2-7b"]
+    # ideal ignores the profile
+    rt = load_runtime("torch-cpu")
+    assert evaluate_points([spec()], [SHAPE], ideal=True, runtime=rt)["runtime"] == "default"
+    # tables are cached by content: two shapes and two specs in a row each get their own
+    g1 = float(run(None, shape=GPT2)["weight_bytes"])
+    l1 = float(run(None, shape=SHAPE)["weight_bytes"])
+    assert g1 != l1 and g1 == float(run(None, shape=GPT2)["weight_bytes"])
+    fast = spec(memory=dict(capacity_gb=1, bandwidth_gbs=2.0))
+    t1, t2 = float(run(None)["decode_memory_ms"]), float(run(None, s=fast)["decode_memory_ms"])
+    assert t2 == pytest.approx(t1 / 2, rel=1e-12)
+    # a large block is split into chunks of configurations: same numbers
+    many = evaluate_points([spec()], [SHAPE], batch=np.arange(1, 4100))
+    assert many["tpot_ms"][4097] == pytest.approx(float(evaluate_points([spec()], [SHAPE], batch=4098)["tpot_ms"]))
+
+
+def test_spec_units_are_exact_and_boundaries_hold():
+    r = run(None, ideal=True)
+    # 1 GB/s and 1 TFLOPS exactly: softmax is vector work only, embed is bytes only
+    j_sm, j_emb = OPS.index("attn_softmax"), OPS.index("embed")
+    ops = {k: np.asarray(v).reshape(len(OPS)) for k, v in r["ops_decode"].items()}
+    assert ops["t_compute"][j_sm] == pytest.approx(ops["vec_flops"][j_sm] / 1e12, rel=1e-15)
+    assert ops["t_memory"][j_emb] == pytest.approx(ops["bytes"][j_emb] / 1e9, rel=1e-15)
+    # capacity: fits at exactly the peak, not one part in 1e9 below it
+    peak = float(r["peak_memory_bytes"])
+    cap = peak / 1e9
+    assert cap * 1e9 == peak
+    for c, fits in ((cap, True), (cap * (1 - 5e-10), False)):
+        assert bool(run(None, s=spec(memory=dict(capacity_gb=c, bandwidth_gbs=1.0)))["fits"]) is fits
+    # on-chip memory: an activation of exactly the SRAM size stays on chip, one part in 1e6 more does not
+    act = float(ops["act"][OPS.index("mlp_act")]) / L
+    for sram_mb, on in ((act / 1e6, True), (act / 1e6 * (1 - 5e-7), False)):
+        o = run(None, s=spec(sram_mb=sram_mb))["ops_decode"]["onchip_bytes"]
+        assert (float(np.asarray(o).reshape(-1)[OPS.index("mlp_act")]) > 0) is on
+    # the spec's vector efficiency slows vector work only; no idle power without idle_w
+    v = run(None, s=spec(efficiency={"default": {"compute": 1.0, "memory": 1.0},
+                                     "vector": {"compute": 0.5, "memory": 1.0}}))
+    assert float(np.asarray(v["ops_decode"]["t_compute"]).reshape(-1)[j_sm]) == pytest.approx(
+        2 * ops["t_compute"][j_sm])
+    quiet = run(None, s=spec(idle_w=None), ideal=True)
+    assert float(quiet["prefill_energy_j"]) == pytest.approx(float(np.asarray(quiet["ops_prefill"]["energy"]).sum()))
+
+
+def test_unit_choice_pins_converts_and_falls_back():
+    def dtype(r, key="compute_dtype"):
+        return r["dtypes"][int(r[key])]
+
+    # float_dtype picks the pinned 16-bit unit even when another float unit is listed first
+    s = spec(compute_tflops=dict(fp16=1.0, bf16=0.5, int8=2.0))
+    assert dtype(run(None, s=s, float_dtype="bf16")) == "bf16" and dtype(run(None, s=s)) == "fp16"
+    # pinning a format the spec lacks changes nothing
+    assert dtype(run(None, float_dtype="bf16")) == "fp16"
+    # 4-bit weights on a w4a16 unit: no conversion; 1-bit weights on fp16: converted
+    w4 = run(None, s=spec(compute_tflops=dict(fp16=1.0, w4a16=4.0)), wbits=4, group_size=32)
+    assert dtype(w4) == "w4a16" and not bool(w4["dequantized"])
+    j_q = OPS.index("q_proj")
+    assert float(np.asarray(w4["ops_decode"]["vec_flops"]).reshape(-1)[j_q]) == 0.0
+    w1 = run(None, wbits=1, group_size=32)
+    assert bool(w1["dequantized"]) and float(np.asarray(w1["ops_decode"]["vec_flops"]).reshape(-1)[j_q]) == \
+        pytest.approx(4 * H * Q * L)
+    # 32-bit weights and activations run on an fp32 unit
+    assert dtype(run(None, s=spec(compute_tflops=dict(fp16=1.0, fp32=0.5)), wbits=32, abits=32)) == "fp32"
+    # no unit takes 16-bit activations: the vector unit, and 16-bit weights are not "converted"
+    vec = run(None, s=spec(compute_tflops=dict(int8=2.0)))
+    assert dtype(vec) == "vector" and not bool(vec["dequantized"])
+    assert float(np.asarray(vec["ops_decode"]["vec_flops"]).reshape(-1)[j_q]) == 0.0  # no conversion work
+    assert float(np.asarray(vec["ops_decode"]["t_compute"]).reshape(-1)[j_q]) == pytest.approx(2 * H * Q * L * B / 1e12)
