@@ -60,7 +60,7 @@ PHASES = {"prefill": (B * P, B, B * P * (P + 1) / 2, B * P),  # causal: P(P+1)/2
           "decode": (B, B, B * (P + G / 2), B * (P + G / 2))}  # mean context P + G/2
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, not per module: mutmut maps a test to what its own call runs
 def dense():
     return evaluate_points([spec()], [SHAPE], wbits=16, abits=16, kvbits=16, batch=B, prompt_len=P, gen_len=G,
                            ideal=True, want_ops=True)
@@ -257,7 +257,7 @@ def gpt2_reference(T: float, T_last: float, pairs: float, kvpos: float) -> dict[
     return ops
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def gpt2():
     return evaluate_points([spec()], [GPT2], wbits=16, abits=16, kvbits=16, batch=B, prompt_len=P, gen_len=G,
                            ideal=True, want_ops=True)
@@ -593,3 +593,15 @@ def test_unit_choice_pins_converts_and_falls_back():
     assert dtype(vec) == "vector" and not bool(vec["dequantized"])
     assert float(np.asarray(vec["ops_decode"]["vec_flops"]).reshape(-1)[j_q]) == 0.0  # no conversion work
     assert float(np.asarray(vec["ops_decode"]["t_compute"]).reshape(-1)[j_q]) == pytest.approx(2 * H * Q * L * B / 1e12)
+
+
+def test_group_size_one_and_a_vocabulary_sized_workspace():
+    # group size 1: one scale and zero per weight
+    r = run(None, wbits=4, group_size=1, ideal=True)
+    assert float(r["weight_meta_bytes"]) == pytest.approx(sum(fi * fo for fi, fo in LINEARS.values()) * L * 20 / 8)
+    # a vocabulary larger than every layer activation: the logits' input and output rows set the workspace
+    big = ModelShape(name="bigvocab", arch="llama", n_layers=L, hidden=H, n_heads=NH, n_kv_heads=NKV, head_dim=HD,
+                     intermediate=I, vocab=1000)
+    w = float(run(None, shape=big, prompt_len=1, ideal=True)["workspace_bytes"])
+    assert (H + 1000) * B > 3 * I * B  # the lm head's activation is the largest one
+    assert w == pytest.approx((H + 1000) * B * 2 + B * 1000 * 4)
