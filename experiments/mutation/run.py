@@ -242,6 +242,28 @@ EQUIVALENT: dict[str, str] = {
     "hwmodels.ensemble.x_estimate_ensemble__mutmut_335": "> 0.5 vs >= 0.5 on the memory-bound share: differs only "
                                                         "at a share of exactly 0.5, a tie with no right answer",
     "hwmodels.ensemble.x_estimate_ensemble__mutmut_346": "as _335 (prefill)",
+    # roofline (hwmodels/roofline.py)
+    **{f"hwmodels.roofline.x__remember__mutmut_{i}": "the table cache's bookkeeping (what is kept, which entry "
+       "is evicted): a miss rebuilds the same table, only slower" for i in (1, 2, 3, 4)},
+    **{f"hwmodels.roofline.x_spec_table__mutmut_{i}": "the spec-table cache key or lookup: a different but still "
+       "deterministic key, or no hit at all, rebuilds the same table" for i in (9, 11, 13, 14, 15, 16, 17, 18, 244)},
+    **{f"hwmodels.roofline.x_shape_table__mutmut_{i}": "no cache hit (the table is stored under None or never "
+       "looked up): the same table, rebuilt" for i in (3, 4, 65)},
+    **{f"hwmodels.roofline.x_spec_table__mutmut_{i}": "one more column/row than the datatypes (+ vector) or bit "
+       "widths: never indexed" for i in (76, 79, 82, 85, 93, 95, 101, 103, 116)},
+    "hwmodels.roofline.x_spec_table__mutmut_118": "base_area starts as None objects, but every entry is assigned "
+                                                  "in the loop below",
+    "hwmodels.roofline.x_spec_table__mutmut_164": "None stored into a float array becomes NaN, as np.nan",
+    "hwmodels.roofline.x_spec_table__mutmut_170": "None stored into a float array becomes NaN, as np.nan",
+    **{f"hwmodels.roofline.x_spec_table__mutmut_{i}": "bit index 0 of the unit table: never read (bits are "
+       "validated >= 1; the index-0 row and column are filled after the loop)" for i in (179, 186, 237, 238, 239,
+                                                                                         240, 241, 242)},
+    "hwmodels.roofline.x_spec_table__mutmut_202": "a <= 17 vs <= 16 in the float-pin rule: a 16-bit float unit "
+                                                  "never takes 17-bit activations (candidate_cost is None), so the "
+                                                  "pin never decides at a = 17",
+    **{f"hwmodels.roofline.x_shape_table__mutmut_{i}": "an integer array instead of float64: every use mixes it "
+       "with floats (no integer division, no overflow at these sizes)" for i in (29, 31, 33, 35, 37, 39, 41, 43, 53,
+                                                                                 55, 60, 62)},
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
