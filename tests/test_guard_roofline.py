@@ -547,8 +547,10 @@ def test_spec_units_are_exact_and_boundaries_hold():
     # 1 GB/s and 1 TFLOPS exactly: softmax is vector work only, embed is bytes only
     j_sm, j_emb = OPS.index("attn_softmax"), OPS.index("embed")
     ops = {k: np.asarray(v).reshape(len(OPS)) for k, v in r["ops_decode"].items()}
-    assert ops["t_compute"][j_sm] == pytest.approx(ops["vec_flops"][j_sm] / 1e12, rel=1e-15)
-    assert ops["t_memory"][j_emb] == pytest.approx(ops["bytes"][j_emb] / 1e9, rel=1e-15)
+    assert ops["t_compute"][j_sm] == pytest.approx(ops["vec_flops"][j_sm] / 1e12, rel=1e-15, abs=0)
+    assert ops["t_memory"][j_emb] == pytest.approx(ops["bytes"][j_emb] / 1e9, rel=1e-15, abs=0)
+    j_q = OPS.index("q_proj")  # fp16 matrix work at exactly 1e12 / s
+    assert ops["t_compute"][j_q] == pytest.approx(ops["mat_flops"][j_q] / 1e12, rel=1e-15, abs=0)
     # capacity: fits at exactly the peak, not one part in 1e9 below it
     peak = float(r["peak_memory_bytes"])
     cap = peak / 1e9
@@ -605,3 +607,82 @@ def test_group_size_one_and_a_vocabulary_sized_workspace():
     w = float(run(None, shape=big, prompt_len=1, ideal=True)["workspace_bytes"])
     assert (H + 1000) * B > 3 * I * B  # the lm head's activation is the largest one
     assert w == pytest.approx((H + 1000) * B * 2 + B * 1000 * 4)
+
+
+# -- kernel terms, KV conversion, the memory-bound share (added after the measured run) ------------
+def _op(r, phase, key, op):
+    return float(np.asarray(r[f"ops_{phase}"][key]).reshape(-1, len(OPS))[0, OPS.index(op)])
+
+
+def test_small_m_compute_efficiency_and_other_efficiency():
+    r = run(load_runtime("torch-cpu"), wbits=4, group_size=32)  # w4: aten-int4pack-cpu, no conversion
+    for phase, (T, *_rest) in PHASES.items():
+        mat = 2 * H * Q * L * T
+        want = mat / (1e12 * 0.1839) * (1 + 0.6264 / T)  # efficiency x M / (M + m_half)
+        assert _op(r, phase, "t_compute", "q_proj") == pytest.approx(want, rel=1e-9), phase
+        # a non-weight operator: the profile's other compute efficiency, no small-M term
+        vec = reference(*PHASES[phase])["attn_softmax"]["vec"]
+        assert _op(r, phase, "t_compute", "attn_softmax") == pytest.approx(vec / (1e12 * 0.2106), rel=1e-9)
+
+
+def test_per_tile_dequantization_with_the_kernels_own_op_count():
+    rt = profile(kernels={"dequant-matmul": KernelProfile(dequant="per_tile", tile_m=4, dequant_ops_per_weight=3.0)})
+    r = run(rt, wbits=4, group_size=32)
+    for phase, (T, *_rest) in PHASES.items():
+        tiles = -(-T // 4)  # ceil: prefill 10 rows -> 3 tiles, decode 2 -> 1
+        assert _op(r, phase, "vec_flops", "q_proj") == pytest.approx(3.0 * H * Q * L * tiles), phase
+    per_pass = run(profile(kernels={"dequant-matmul": KernelProfile(dequant_ops_per_weight=3.0)}), wbits=4,
+                   group_size=32)
+    assert _op(per_pass, "prefill", "vec_flops", "q_proj") == pytest.approx(3.0 * H * Q * L)
+    assert _op(run(None, wbits=4, group_size=32), "prefill", "vec_flops", "q_proj") == pytest.approx(4.0 * H * Q * L)
+
+
+def test_kernel_floor_without_a_profile_floor():
+    r = run(profile(kernels={"torch-matmul": KernelProfile(launch_floor_us=30)}))
+    free = ref_times("decode")
+    for op in OPS:
+        floor = 30e-6 * COUNT[op] if (op in LINEARS or op == "lm_head") else 0.0
+        assert _op(r, "decode", "time", op) == pytest.approx(max(free[op], floor), rel=1e-9), op
+
+
+def test_an_8_bit_kv_cache_is_converted_for_attention_and_quantized_on_write():
+    r = run(None, kvbits=8)
+    for phase, (T, _, pairs, kvpos) in PHASES.items():
+        rotary = 3 * (Q + KVD) * L * T
+        assert _op(r, phase, "vec_flops", "attn_qk") == pytest.approx(rotary + 4 * KVD * L * kvpos), phase
+        assert _op(r, phase, "vec_flops", "attn_av") == pytest.approx(4 * KVD * L * kvpos), phase
+        assert _op(r, phase, "vec_flops", "kv_write") == pytest.approx(3 * 2 * KVD * L * T), phase
+
+
+def test_memory_bound_share_by_hand():
+    r = evaluate_points([spec()], [SHAPE], batch=np.array([1, 2]), prompt_len=P, gen_len=G, ideal=True)
+    for i, b in enumerate((1, 2)):
+        for phase, args in (("prefill", (b * P, b, b * P * (P + 1) / 2, b * P)),
+                            ("decode", (b, b, b * (P + G / 2), b * (P + G / 2)))):
+            t = {op: ((x["mat"] + x["vec"]) / 1e12, x["bytes"] / 1e9) for op, x in reference(*args).items()}
+            share = sum(max(c, m) for c, m in t.values() if m >= c) / sum(max(c, m) for c, m in t.values())
+            assert 0 < share < 1
+            assert r[f"{phase}_memory_bound"][i] == pytest.approx(share, rel=1e-12), (b, phase)
+
+
+def test_efficiency_per_datatype_pins_and_wide_weights():
+    slow16 = spec(efficiency={"default": {"compute": 1.0, "memory": 1.0}, "fp16": {"compute": 0.5, "memory": 1.0}})
+    assert _op(run(None, s=slow16), "decode", "t_compute", "q_proj") == pytest.approx(2 * H * Q * L * B / 0.5e12)
+    # the pinned unit is found even when another float unit is listed (and would be chosen) first
+    s = spec(compute_tflops=dict(fp16=0.5, bf16=1.0))
+    assert [run(None, s=s, **kw)["dtypes"][int(run(None, s=s, **kw)["compute_dtype"])]
+            for kw in ({}, {"float_dtype": "fp16"})] == ["bf16", "fp16"]
+    # 1-bit activations: the int8 unit takes them (the 4-bit weights are converted)
+    r = run(None, wbits=4, abits=1, group_size=32)
+    assert r["dtypes"][int(r["compute_dtype"])] == "int8" and bool(r["dequantized"])
+    # fp32 weights with 16-bit activations: 4 bytes per weight, norms and tables stored as wide
+    w32 = float(run(None, wbits=32, abits=16, ideal=True)["weight_bytes"])
+    lin = sum(fi * fo for fi, fo in LINEARS.values()) * L
+    assert w32 == pytest.approx(4 * (lin + H * V + (2 * L + 1) * H + V * H))
+
+
+def test_a_dense_head_keeps_the_profiles_dense_kernel_when_rows_name_another():
+    rt = load_runtime("torch-cpu")
+    base, row = run(rt), run(rt, kernel="dequant-matmul")
+    assert _op(row, "decode", "time", "lm_head") == pytest.approx(_op(base, "decode", "time", "lm_head"))
+    assert _op(row, "decode", "time", "q_proj") != pytest.approx(_op(base, "decode", "time", "q_proj"))
