@@ -314,14 +314,15 @@ def test_gpt2_quantized_head_keeps_the_tied_table_dense():
 def test_grid_passes_every_setting_and_flattens_its_axes():
     s = spec(compute_tflops=dict(fp16=1.0, bf16=0.5, int8=2.0), efficiency={"default": {"compute": 0.5,
                                                                                         "memory": 0.25}})
-    axes = dict(wbits=[4, 16], group_size=[32], abits=[16], kvbits=[8], batch=np.array([[1, 3]]), prompt_len=[5],
+    axes = dict(wbits=[4, 16], group_size=[32], abits=[8], kvbits=[8], batch=np.array([[1, 3]]), prompt_len=[5],
                 gen_len=[4])
     rt = hwmodels.load_runtime("torch-cpu")
     for kw in (dict(sym=True, ideal=True, float_dtype="bf16"), dict(runtime=rt, kernel="dequant-matmul")):
         grid = hwmodels.evaluate_grid([s], [SHAPE, GPT2], **axes, **kw)
         assert grid.axes["batch"] == [1, 3] and grid.shape == (1, 2, 2, 1, 1, 1, 2, 1, 1)
+        assert list(grid.axes) == hwmodels.roofline.GRID_AXES and grid.axes["model"] == ["guard", "guard-gpt2"]
         pts = evaluate_points([s], [SHAPE, GPT2], model_index=np.array([0, 1])[:, None, None],
-                              wbits=np.array([4, 16])[:, None], batch=np.array([1, 3]), group_size=32, kvbits=8,
+                              wbits=np.array([4, 16])[:, None], batch=np.array([1, 3]), group_size=32, kvbits=8, abits=8,
                               prompt_len=5, gen_len=4, **kw)
         for k in ("ttft_ms", "tpot_ms", "weight_bytes", "energy_per_token_j"):
             assert grid.data[k].reshape(2, 2, 2) == pytest.approx(pts[k], rel=1e-12), (k, kw)
@@ -522,7 +523,7 @@ def test_group_size_and_index_checks_and_the_edges_that_pass():
 def test_defaults_names_and_caches():
     # defaults: batch 1, prompt 512, 128 generated, no per-operator arrays
     r = evaluate_points(spec(), SHAPE)  # one spec / one shape need no list
-    x = evaluate_points([spec()], [SHAPE], batch=1, prompt_len=512, gen_len=128)
+    x = evaluate_points([spec()], [SHAPE], wbits=16, abits=16, kvbits=16, batch=1, prompt_len=512, gen_len=128)
     assert float(r["tpot_ms"]) == float(x["tpot_ms"]) and float(r["e2e_ms"]) == float(x["e2e_ms"])
     assert "ops_prefill" not in r and r["runtime"] == "default"
     named = evaluate_points("h100-sxm", "llama-2-7b")
@@ -604,8 +605,8 @@ def test_group_size_one_and_a_vocabulary_sized_workspace():
     # a vocabulary larger than every layer activation: the logits' input and output rows set the workspace
     big = ModelShape(name="bigvocab", arch="llama", n_layers=L, hidden=H, n_heads=NH, n_kv_heads=NKV, head_dim=HD,
                      intermediate=I, vocab=1000)
-    w = float(run(None, shape=big, prompt_len=1, ideal=True)["workspace_bytes"])
-    assert (H + 1000) * B > 3 * I * B  # the lm head's activation is the largest one
+    w = float(run(None, shape=big, prompt_len=2, ideal=True)["workspace_bytes"])
+    assert (H + 1000) * B > 3 * I * B * 2  # the lm head's activation (last token only) is the largest one
     assert w == pytest.approx((H + 1000) * B * 2 + B * 1000 * 4)
 
 
@@ -686,3 +687,29 @@ def test_a_dense_head_keeps_the_profiles_dense_kernel_when_rows_name_another():
     base, row = run(rt), run(rt, kernel="dequant-matmul")
     assert _op(row, "decode", "time", "lm_head") == pytest.approx(_op(base, "decode", "time", "lm_head"))
     assert _op(row, "decode", "time", "q_proj") != pytest.approx(_op(base, "decode", "time", "q_proj"))
+
+
+def test_phase_outputs_in_ms_and_what_ideal_leaves_out():
+    s = spec(overhead_us={"per_layer": 3, "per_forward": 7})
+    ideal, real = run(None, s=s, ideal=True), run(None, s=s)
+    for ph in ("prefill", "decode"):
+        ops = {k: np.asarray(v).reshape(len(OPS)) for k, v in ideal[f"ops_{ph}"].items()}
+        assert float(ideal[f"{ph}_compute_ms"]) == pytest.approx(ops["t_compute"].sum() * 1e3, rel=1e-12)
+        assert float(ideal[f"{ph}_memory_ms"]) == pytest.approx(ops["t_memory"].sum() * 1e3, rel=1e-12)
+    assert float(ideal["tpot_ms"]) == pytest.approx(float(ideal["decode_ops_ms"]), rel=1e-12)  # no overhead
+    assert float(ideal["framework_ms"]) == 0.0 and float(ideal["fixed_ms"]) == 0.0
+    assert float(real["fixed_ms"]) == pytest.approx((7 + L * 3) / 1e3, rel=1e-12)
+
+
+def test_kernel_names_per_configuration():
+    rt = load_runtime("torch-cpu")
+    names = np.array(["torch-matmul", None, "", np.nan, "aten-int4pack-cpu"], dtype=object)
+    r = evaluate_points([spec()], [SHAPE], wbits=4, group_size=32, kernel=names, runtime=rt)
+    alone = [float(evaluate_points([spec()], [SHAPE], wbits=4, group_size=32, runtime=rt,
+                                   kernel=k)["tpot_ms"]) for k in ("torch-matmul", None, "aten-int4pack-cpu")]
+    assert r["tpot_ms"].tolist() == pytest.approx([alone[0], alone[1], alone[1], alone[1], alone[2]])
+    # a registered kernel the profile does not declare runs on the spec's values
+    assert np.isfinite(evaluate_points([spec()], [SHAPE], wbits=4, kernel="aten-int8pack-cpu")["tpot_ms"]).all()
+    with pytest.raises(ConfigError, match=r"^kernel 'warp-drive' is not allowed \(known: .*torch-matmul.*; or "
+                                          r"declare it in the runtime profile 'default'\)$"):
+        evaluate_points([spec()], [SHAPE], wbits=4, kernel="warp-drive")

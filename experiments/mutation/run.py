@@ -264,6 +264,58 @@ EQUIVALENT: dict[str, str] = {
     **{f"hwmodels.roofline.x_shape_table__mutmut_{i}": "an integer array instead of float64: every use mixes it "
        "with floats (no integer division, no overflow at these sizes)" for i in (29, 31, 33, 35, 37, 39, 41, 43, 53,
                                                                                  55, 60, 62)},
+    **{f"hwmodels.roofline.{n}": "a sum/max over axis +1 of a (configurations, operators) array is the sum over "
+       "axis -1" for n in ("x__apply_floor__mutmut_31", "x__core__mutmut_382", "x__core__mutmut_390",
+                           "x__core__mutmut_395", "x__core__mutmut_400", "x__core__mutmut_406", "x__core__mutmut_420",
+                           "x__core__mutmut_536", "x__core__mutmut_558", "x__core__mutmut_577", "x__core__mutmut_641")},
+    **{f"hwmodels.roofline.x__core__mutmut_{i}": "under ideal=True the profile is 'default', which adds no term "
+       "(no kernel efficiencies, per-pass conversion with the spec's op count, no floors, overlap 1, no host time)"
+       for i in (152, 158, 165, 187, 195, 198, 215, 223, 230, 231, 507, 520, 735)},
+    **{f"hwmodels.roofline.x__core__mutmut_{i}": "astype(None) is float64" for i in (6, 460, 461, 462)},
+    "hwmodels.roofline.x__core__mutmut_13": "at w = 16 both branches give max(a, 16) dense bits",
+    "hwmodels.roofline.x__core__mutmut_14": "at w = 16 both branches give max(a, 16) dense bits",
+    "hwmodels.roofline.x__core__mutmut_72": "group_size 0 is rejected by _validate before",
+    "hwmodels.roofline.x__core__mutmut_82": "in_f is 0 for operators without a weight (no groups either) and the "
+                                            "hidden size (>= 2) for linears",
+    "hwmodels.roofline.x__core__mutmut_311": "with no on-chip memory only an empty activation would count as on "
+                                             "chip, and it moves no bytes",
+    "hwmodels.roofline.x__core__mutmut_312": "differs only for an on-chip memory of at most one byte",
+    "hwmodels.roofline.x__core__mutmut_350": "overlap 1 adds (1 - 1) * min(c, m) = 0",
+    "hwmodels.roofline.x__core__mutmut_351": "overlap is at most 1: < 2 runs the same line, adding (1 - overlap) * "
+                                             "min(c, m), 0 at overlap 1",
+    "hwmodels.roofline.x__core__mutmut_418": "t_m == t_c exactly: an empty operator (t = 0, nothing to add) or a "
+                                             "tie with no right side",
+    "hwmodels.roofline.x__core__mutmut_506": "decode=None is falsy like False",
+    "hwmodels.roofline.x__core__mutmut_772": "no unit converts weights of 16 bits or more (deq_lin is False there; "
+                                             "checked for fp16/bf16/fp8/int8/int4 units), so w < 16 never decides",
+    "hwmodels.roofline.x__core__mutmut_773": "as _772",
+    "hwmodels.roofline.x__apply_floor__mutmut_7": "the fused-away operators are inside the attention group, whose "
+                                                  "floor is 0 in the else branch: max(t, 0) = t",
+    "hwmodels.roofline.x__step__mutmut_17": "host - zeros = host + zeros",
+    "hwmodels.roofline.x__step__mutmut_18": "host is already an (N,) array (n_layers per configuration); the "
+                                            "zeros only broadcast",
+    "hwmodels.roofline.x_evaluate_points__mutmut_4": "group size 129 vs 128 with the default 16-bit weights: no groups",
+    "hwmodels.roofline.x_evaluate_points__mutmut_40": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.x_evaluate_points__mutmut_51": "sym as float64 0/1: np.where reads nonzero as True",
+    "hwmodels.roofline.x_evaluate_points__mutmut_82": "range(0, max(n, 2), CHUNK) has the same single start 0 for n "
+                                                      "<= CHUNK and the same starts above",
+    "hwmodels.roofline.x__kernels__mutmut_5": "-2 < 0 like -1: the profile's format map",
+    "hwmodels.roofline.x__kernels__mutmut_8": "a str array's elements are np.str_ (a str); with None entries numpy "
+                                              "makes an object array anyway",
+    "hwmodels.roofline.x__kernels__mutmut_10": "as _8",
+    "hwmodels.roofline.x__kernels__mutmut_16": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.x__kernels__mutmut_36": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.xǁGridǁto_frame__mutmut_8": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.xǁGridǁto_frame__mutmut_18": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.x_evaluate_grid__mutmut_11": "numpy reads any negative size in reshape as -1",
+    "hwmodels.roofline.x_evaluate_grid__mutmut_22": "numpy reads any negative size in reshape as -1",
+    **{f"hwmodels.roofline.xǁGridǁto_frame__mutmut_{i}": "the same values; only the pandas dtype of a column "
+       "(object vs int64 / str) differs" for i in (11, 13, 23, 25, 34)},
+    "hwmodels.roofline.x_spec_table__mutmut_151": "the rate of a datatype the spec gives no rate is never read: the "
+                                                  "unit choice reads compute_tflops itself and skips it",
+    "hwmodels.roofline.x_spec_table__mutmut_159": "the unit area of a datatype without a rate is never read: it is "
+                                                  "never chosen",
+    "hwmodels.roofline.x_spec_table__mutmut_162": "as _159",
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
