@@ -93,9 +93,6 @@ class SpecTable:
     def vec(self) -> int:
         return len(self.dtypes)
 
-    def dtype_name(self, idx: int) -> str:
-        return self.dtypes[idx] if idx < len(self.dtypes) else "vector"
-
 
 # Tables are cached by content; bounded because exploration creates a spec per knob setting.
 _CACHE_SIZE = 512
@@ -319,7 +316,6 @@ class _Ops:
     dt_att: np.ndarray
     dt_head: np.ndarray
     deq_lin: np.ndarray
-    deq_att: np.ndarray
 
 
 def _operators(S: SpecTable, R: RuntimeTable, si, w, a, kv, dense_bits, kern) -> _Ops:
@@ -339,7 +335,7 @@ def _operators(S: SpecTable, R: RuntimeTable, si, w, a, kv, dense_bits, kern) ->
     kh = np.where(qhead & (hbits == w), kq, R.fmt[hbits])
     k = np.where(_LIN, kq[e], kh[e])
     qw = _WEIGHTS & (wop < 16)
-    return _Ops(dt, wop, k, deq, qw, qhead, dt_lin, dt_att, dt_head, deq_lin, deq_att)
+    return _Ops(dt, wop, k, deq, qw, qhead, dt_lin, dt_att, dt_head, deq_lin)
 
 
 def _efficiencies(S: SpecTable, R: RuntimeTable, si, o: _Ops, ideal: bool):

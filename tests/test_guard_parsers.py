@@ -68,6 +68,7 @@ def test_parse_digit_accepts_only_the_valid_range(text, n, refusal_digit, expect
 @pytest.mark.parametrize("text, expected", [
     ("E", INVALID), ("(E)", INVALID), ("D", 3), ("The answer is E.", INVALID), ("A.", 0), ("A", 0),
     ("a man", INVALID), ("The answer is a", 0), ("I think C.", 2),
+    ("a.", 0), ("a)", 0), ("(a)", 0), ("a", 0), ("a, surely", 0), ("a cell", INVALID),  # lower case as upper
 ])
 def test_parse_letter_range_and_article(text, expected):
     assert parse_letter(text) == expected
@@ -176,6 +177,15 @@ def test_an_option_that_is_a_refusal_phrase_is_that_option():
     # MMLU choices can be "Neither" / "Unknown", which are also refusal phrases: naming one answers
     assert parse_options("Neither.", ["yes", "no", "neither"]) == 2
     assert parse_options("Unknown", ["yes", "no", "unknown"]) == 2
+    # the same through the letter parser's choice-text fallback (it used to answer REFUSED first)
+    both = ["Both", "Only the first", "Only the second", "Neither"]
+    assert parse_letter("Neither", both) == 3 and parse_letter("Neither.", both) == 3
+    assert parse_letter("neither of them", both) == 3
+    assert parse_letter("Unknown", ["True", "False", "Unknown", "Both"]) == 2
+    assert parse_letter("Neither") == REFUSED  # no choices: a refusal
+    assert parse_letter("I don't know, neither", both) == REFUSED  # the refusal comes first
+    assert parse_letter("I don't know. Maybe Both", both) == REFUSED  # a choice that is not a refusal phrase
+    assert parse_letter("Neither", CELL) == REFUSED  # not one of these choices
 
 
 def test_normalize_quotes_markdown_and_empty():

@@ -296,3 +296,19 @@ def test_rtn_records_and_small_or_negative_errors():
     res = RTN().quantize_layer(layer, None, QuantConfig(3, 4, sym=True))
     ref = rtn_quantize(lin.weight, 3, 4, True)
     assert res.weights["l.0.q"].sym is True and torch.equal(res.weights["l.0.q"].qint, ref.qint)
+
+
+def test_grid_dtypes_defaults_and_the_per_channel_index():
+    from codesign.quantize.grid import QuantizedWeight, search_params
+
+    assert contiguous_g_idx(5, 2).tolist() == [0, 0, 1, 1, 2] and contiguous_g_idx(5, 2).dtype == torch.int32
+    assert contiguous_g_idx(3, -1).tolist() == [0, 0, 0] and contiguous_g_idx(3, -1).dtype == torch.int32
+    w = torch.randn(6, 64, generator=torch.Generator().manual_seed(0))
+    a = search_params(w, 3, False, 2.4)
+    b = search_params(w, 3, False, 2.4, grid=100, maxshrink=0.8, coarse=4)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])  # the documented defaults
+    scales, zeros = rtn_params(w, 4, 32, False)
+    qw = QuantizedWeight.from_weight(w, scales, zeros, contiguous_g_idx(64, 32), 4, 32, False)
+    assert qw.dequantize(torch.float16).dtype == torch.float16 and qw.dequantize().dtype == torch.float32
+    back = QuantizedWeight.from_tensors(qw.to_tensors("p"), "p", 4, 32, False)
+    assert (back.group_size, back.sym, back.zeros.dtype, back.g_idx.dtype) == (32, False, torch.int32, torch.int32)

@@ -140,16 +140,20 @@ def parse_letter(text: str | None, choices: Sequence[str] | None = None, letters
     refusal_at = refusal_position(norm)
     m = _LETTER_LEAD.match(norm)
     named = {g for g in _LETTER_PHRASE.findall(norm) if g in valid}
-    # A bare leading "a" is ambiguous with the article ("A man ..."): accept it only when followed
-    # by punctuation or the end, or when the original text had it upper-case. A leading letter
-    # contradicted later ("option A or option B") is not an answer.
+    # A bare leading "a" is ambiguous with the article ("A man ..."): accept it, in either case, only
+    # after an "answer"/"option"/"choice" preamble or when a bracket, punctuation or the end follows
+    # ("A", "a.", "(a)"; an article is never followed by punctuation). A leading letter contradicted
+    # later ("option A or option B") is not an answer.
     if m and m.group(1) in valid and not (named - {m.group(1)}):
         raw = (text or "").strip().lstrip("([\"'*")
         if m.group(1) != "a" or re.match(r"^(?:the\s+)?(?:correct\s+)?(?:answer|option|choice)", norm) \
-                or re.match(r"^A\s*(?:[\)\]\.:,]|$)", raw):
+                or re.match(r"^[Aa]\s*(?:[\)\]\.:,]|$)", raw):
             return valid.index(m.group(1))
     if refusal_at is not None and refusal_at < 40:
-        return REFUSED
+        # a choice can itself be a refusal phrase (MMLU's "Neither", "Unknown"): naming it answers
+        # (parse_options weighs the refusal against the choices' text)
+        hit = parse_options(text, choices) if choices else REFUSED
+        return hit if hit >= 0 and refusal_position(normalize(choices[hit])) is not None else REFUSED
     found = {valid.index(g) for g in named}
     if len(found) == 1:
         return found.pop()
