@@ -220,7 +220,7 @@ class PoolExecutor:
         _convert_base_models(jobs)
         if self._pool is None:
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
-                                             initializer=_one_thread)
+                                             initializer=_worker_start)
         futures = [self._pool.submit(member_rows, for_worker(j, store)) for j in jobs]
         results = []
         try:
@@ -245,13 +245,16 @@ class PoolExecutor:
         self.close()
 
 
-def _one_thread() -> None:
-    """Pool worker start: one thread for torch and its OpenMP/BLAS pools (set before torch loads)."""
+def _worker_start() -> None:
+    """Pool worker start: one thread for torch and its OpenMP/BLAS pools (set before torch loads),
+    and no transformers progress bars (weight loading): the driver's stage bar is the only one."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(1)
+    hf_logging.disable_progress_bar()
 
 
 def _convert_base_models(jobs: Sequence[MemberJob]) -> None:
