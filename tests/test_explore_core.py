@@ -191,3 +191,20 @@ def test_default_config_is_valid_and_packaged_copy_matches():
     cfg = load_study_config()
     assert cfg.mode == "loglik" and cfg.limit and cfg.limit <= 32
     assert DEFAULT_CONFIG.read_text() == _PACKAGED_DEFAULT.read_text()
+
+
+def test_fused_kernel_is_used_when_built_and_never_built_by_a_study(monkeypatch, tmp_path):
+    from botorch.acquisition.multi_objective import logei
+    from torch.utils import cpp_extension
+
+    from codesign.explore.bo import use_built_kernel_only
+
+    monkeypatch.setattr(logei, "_C", None)
+    monkeypatch.setattr(cpp_extension, "_get_build_directory", lambda name, verbose: str(tmp_path))
+    monkeypatch.setattr(logei, "_load_attempted", False)
+    use_built_kernel_only()
+    assert logei._load_attempted is True  # not built: BoTorch will take its Python path, no compile
+    (tmp_path / "logei_fused_ext.so").write_bytes(b"")
+    monkeypatch.setattr(logei, "_load_attempted", False)
+    use_built_kernel_only()
+    assert logei._load_attempted is False  # built: BoTorch loads it as usual

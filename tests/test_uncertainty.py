@@ -248,3 +248,43 @@ def test_adaptive_item_budget_spends_less_and_full_items_reproduce_the_fixed_fro
     assert spent == sorted(spent) and ad.evaluations == spent[-1]
     capped = adaptive_front(q, configs, Y, ctx.objectives, start=4, step=4, n_resamples=60, budget=spent[1])
     assert capped.evaluations == spent[1] and capped.rounds == 2  # stops when the budget is spent
+
+
+def test_member_stage_runs_with_the_method_bar_closed(study_store, monkeypatch):
+    """One progress bar at a time: the search's bar is closed while members are quantized and
+    evaluated (their stage has its own bar), then reopened where it was."""
+    import tqdm.auto
+
+    from codesign.explore.study import build_context, run_method
+
+    open_bars: list = []
+
+    class Bar:
+        def __init__(self, *args, desc=None, initial=0, **kwargs):
+            self.desc, self.n = desc, initial
+            open_bars.append(self)
+
+        def update(self, n=1):
+            self.n += n
+
+        def close(self):
+            if self in open_bars:
+                open_bars.remove(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    store, ctx, _ = study_store
+    c = build_context(ctx.cfg, store, name="bars", members=ctx.members, progress=True)
+    store.create_study("bars", {"bars": True})
+    late = set(ctx.members[i].variant_id for i in (0, 1))  # these two "have no answers yet"
+    real = c.evaluator.quality.is_cached
+    monkeypatch.setattr(c.evaluator.quality, "is_cached", lambda m: m not in late and real(m))
+    during: list = []
+
+    def ensure(missing):
+        during.append([(b.desc, b.n) for b in open_bars])
+        late.difference_update(missing)
+
+    c.evaluator.ensure_members = ensure
+    run_method(c, "random", 0, budget=12)
+    assert during and all(bars == [] for bars in during)  # no method bar open while members run
+    assert open_bars == []

@@ -2,17 +2,38 @@
 
 Evaluation cost is member x item. Every member starts on a small seeded sample of each task's
 items (a prefix of one seeded order per task, so two members' samples are nested and an ensemble
-is scored on the items all its members answered: the shortest prefix). Each round, the paired item
+is scored on the items all its members answered: the shortest prefix). Each round the paired item
 bootstrap (:mod:`codesign.explore.uncertainty`) gives every configuration its probability of being
-on the Pareto front; the members of configurations whose membership is still uncertain
-(``1 - confidence < P < confidence``) that have the fewest items (they limit the ensemble's item
-set) get ``step`` more items per task. It stops when no
-configuration is uncertain (the front is stable at ``confidence``), when uncertain configurations
-have every item already, or when ``budget`` member-item evaluations are spent.
+on the Pareto front, ``P``. A configuration is a *contender* while ``1 - confidence < P < confidence``;
+the members of contenders that have the fewest items (they limit the ensemble's item set) get
+``step`` more items per task.
+
+Stopping rule (the front is *stable at* ``confidence``): the run stops after the first round in which
+no configuration is a contender (every one is on the front with ``P >= confidence`` or off it with
+``P <= 1 - confidence``), or in which
+
+1. the point-estimate front (the set of configurations on the front of the current estimates) is
+   the same set as in each of the previous ``patience`` rounds, each of which added items to
+   contenders, and
+2. every configuration on that front has ``P >= front_level`` (default ``1 - confidence``: none is
+   confidently off the front; near-ties, whose ``P`` never leaves ``(1 - c, c)`` however many items,
+   do not hold the run forever);
+
+or when no contender can get more items (all have every item), or when ``budget`` member-item
+evaluations are spent. :attr:`AdaptiveOutcome.stopped` says which (``settled``, ``stable``,
+``exhausted``, ``budget``).
+
+A limit of the bootstrap: two members that answer the start items identically have no paired
+variance between them, so the dearer one is settled off the front on no evidence; ``start`` must
+be large enough for the catalogue's closest pairs to differ on some item.
+
+The fixed-limit run it is compared with (:func:`fixed_limit_front`) scores every member on the
+same first ``limit`` items of each task's seeded order; :func:`smallest_fixed_limit` finds the
+fewest items per member whose fixed-limit front equals a given front.
 
 :func:`adaptive_front` runs this bookkeeping over a store that already holds every answer (the
 synthetic catalogue of ``experiments/explore_bench``), counting the evaluations an on-demand run
-would have paid for; the fixed-limit run it is compared with scores every member on every item.
+would have paid for.
 """
 
 from __future__ import annotations
@@ -37,7 +58,12 @@ class AdaptiveOutcome:
         fixed_evaluations: what scoring every member on every item costs.
         front: configurations on the front of the final estimates.
         rounds: bootstrap rounds run.
-        uncertain: configurations still uncertain at the end (0: stable at ``confidence``).
+        uncertain: contenders left at the end (``1 - confidence < P < confidence``).
+        stopped: ``"settled"`` (no contender), ``"stable"`` (the front unchanged over ``patience``
+            rounds, every member with ``P >= front_level``), ``"exhausted"`` (contenders have every
+            item) or ``"budget"``.
+        history: per round ``(evaluations, contenders, front size, min P over the front)``.
+        fronts: per round the point-estimate front.
     """
 
     items: dict[str, int]
@@ -46,13 +72,54 @@ class AdaptiveOutcome:
     front: list[Configuration]
     rounds: int
     uncertain: int
-    history: list[tuple[int, int]] = field(default_factory=list)  # (evaluations, uncertain) per round
+    stopped: str = "stable"
+    history: list[tuple[int, int, int, float]] = field(default_factory=list)
+    fronts: list[frozenset[Configuration]] = field(default_factory=list)
+
+
+class _ItemSample:
+    """Seeded item orders and bootstrap uniforms shared by every prefix length, and the member
+    sets' predictions: estimates and Pareto probabilities of ``configs`` for any items-per-member."""
+
+    def __init__(self, quality, configs, Y, objectives, n_resamples: int, seed: int):
+        self.quality, self.configs, self.Y = quality, list(configs), np.asarray(Y, dtype=np.float64)
+        self.tasks = list(quality.trust_tasks)
+        self.quality_cols = [j for j, (n, _) in enumerate(objectives) if n == "trust"]
+        rng = np.random.default_rng(seed)
+        self.n_items = {t: quality.n_items(t) for t in self.tasks}
+        self.order = {t: rng.permutation(self.n_items[t]) for t in self.tasks}
+        self.uniform = {t: rng.random((n_resamples, self.n_items[t])) for t in self.tasks}
+        self.sets = list(dict.fromkeys(c.members for c in self.configs))
+        self.members = list(dict.fromkeys(m for s in self.sets for m in s))
+        self.preds = {t: np.stack([quality.predictions(t, list(s)) for s in self.sets]) for t in self.tasks}
+        row = {s: i for i, s in enumerate(self.sets)}
+        self.idx = np.array([row[c.members] for c in self.configs], dtype=np.int64)
+        self.max_items = max(self.n_items.values())
+
+    def spent(self, k: dict[str, int]) -> int:
+        """Member-item evaluations of ``k`` (member -> items per task)."""
+        return int(sum(min(v, n) for v in k.values() for n in self.n_items.values()))
+
+    def estimate(self, k: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(Ye, P)``: objectives on the items of ``k`` ``(n, m)`` and P(front) ``(n,)``."""
+        est, draws = _scores(self.quality, self.tasks, self.sets, k, self.preds, self.order, self.uniform,
+                             self.n_items)
+        Yb = np.repeat(self.Y[None], draws.shape[1], axis=0)
+        Ye = self.Y.copy()
+        for j in self.quality_cols:
+            Yb[:, :, j] = draws[self.idx].T
+            Ye[:, j] = est[self.idx]
+        return Ye, pareto_probability(Yb)
+
+    def front(self, Ye: np.ndarray) -> frozenset[Configuration]:
+        return frozenset(c for c, on in zip(self.configs, pareto_mask(fill_missing(Ye))) if on)
 
 
 def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, objectives: Sequence[tuple[str, str]],
-                   *, start: int = 8, step: int = 8, confidence: float = 0.95, budget: int | None = None,
-                   n_resamples: int = 200, seed: int = 0) -> AdaptiveOutcome:
-    """Adaptive item allocation over ``configs`` (module docstring).
+                   *, start: int = 8, step: int = 8, confidence: float = 0.95, patience: int = 2,
+                   front_level: float | None = None, budget: int | None = None, n_resamples: int = 200,
+                   seed: int = 0) -> AdaptiveOutcome:
+    """Adaptive item allocation over ``configs`` (the stopping rule: module docstring).
 
     Args:
         quality: the study's :class:`~codesign.explore.evaluator.QualityTable` (every answer stored).
@@ -61,51 +128,75 @@ def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, obj
             are; the quality columns are re-estimated on each member's items).
         objectives: ``(name, direction)`` of the columns of ``Y``.
         start, step: items per task a member starts with / gets per round.
-        confidence: a configuration is settled when ``P(front) <= 1 - confidence`` or ``>= confidence``.
+        confidence: contenders are the configurations with ``1 - confidence < P(front) < confidence``.
+        patience: rounds with added items the point-estimate front must survive unchanged.
+        front_level: the least P(front) of every front member at the stop (None: ``1 - confidence``).
         budget: the most member-item evaluations to spend (None: no cap).
     """
-    tasks = list(quality.trust_tasks)
-    quality_cols = [j for j, (n, _) in enumerate(objectives) if n == "trust"]
-    rng = np.random.default_rng(seed)
-    n_items = {t: quality.n_items(t) for t in tasks}
-    order = {t: rng.permutation(n_items[t]) for t in tasks}
-    uniform = {t: rng.random((n_resamples, n_items[t])) for t in tasks}  # shared by every prefix length
-    sets = list(dict.fromkeys(c.members for c in configs))
-    members = list(dict.fromkeys(m for s in sets for m in s))
-    preds = {t: np.stack([quality.predictions(t, list(s)) for s in sets]) for t in tasks}
-    row = {s: i for i, s in enumerate(sets)}
-    k = {m: start for m in members}
-    fixed = len(members) * sum(n_items.values())
-    history: list[tuple[int, int]] = []
-    rounds = 0
+    level = 1 - confidence if front_level is None else front_level
+    sample = _ItemSample(quality, configs, Y, objectives, n_resamples, seed)
+    k = {m: start for m in sample.members}
+    fronts: list[frozenset[Configuration]] = []
+    history: list[tuple[int, int, int, float]] = []
     while True:
-        rounds += 1
-        est, draws = _scores(quality, tasks, sets, k, preds, order, uniform, n_items)
-        Yb = np.repeat(Y[None], n_resamples, axis=0)
-        Ye = Y.copy()
-        idx = np.array([row[c.members] for c in configs])
-        for j in quality_cols:
-            Yb[:, :, j] = draws[idx].T
-            Ye[:, j] = est[idx]
-        p = pareto_probability(Yb)
-        spent = _spent(k, n_items)
+        Ye, p = sample.estimate(k)
+        front = sample.front(Ye)
+        fronts.append(front)
         unsure = (p > 1 - confidence) & (p < confidence)
-        history.append((spent, int(unsure.sum())))
+        on = np.array([c in front for c in sample.configs])
+        spent = sample.spent(k)
+        history.append((spent, int(unsure.sum()), len(front), float(p[on].min()) if on.any() else float("nan")))
+        stable = (len(fronts) > patience and all(f == front for f in fronts[-patience - 1:])
+                  and bool((p[on] >= level).all()))
         # an ensemble is scored on the items all its members answered: only its members with the
         # fewest items limit it, so only they get more
-        grow = {m for c, u in zip(configs, unsure) if u for m in c.members
-                if k[m] == min(k[x] for x in c.members) and k[m] < max(n_items.values())}
-        if not grow or (budget is not None and spent >= budget):
+        grow = {m for c, u in zip(sample.configs, unsure) if u for m in c.members
+                if k[m] == min(k[x] for x in c.members) and k[m] < sample.max_items}
+        stopped = ("settled" if not unsure.any() else "stable" if stable else "exhausted" if not grow
+                   else "budget" if budget is not None and spent >= budget else "")
+        if stopped:
             break
         for m in grow:
             k[m] += step
-    front = [c for c, on in zip(configs, pareto_mask(fill_missing(Ye))) if on]
-    return AdaptiveOutcome({m: k[m] for m in members}, _spent(k, n_items), fixed, front, rounds, int(unsure.sum()),
-                           history)
+    fixed = len(sample.members) * sum(sample.n_items.values())
+    return AdaptiveOutcome({m: k[m] for m in sample.members}, spent, fixed, sorted(front, key=configs.index),
+                           len(history), int(unsure.sum()), stopped, history, fronts)
 
 
-def _spent(k: dict[str, int], n_items: dict[str, int]) -> int:
-    return int(sum(min(v, n) for v in k.values() for n in n_items.values()))
+def fixed_limit_fronts(quality, configs: Sequence[Configuration], Y: np.ndarray,
+                       objectives: Sequence[tuple[str, str]], limits: Sequence[int], *, seed: int = 0
+                       ) -> dict[int, tuple[frozenset[Configuration], int]]:
+    """limit -> (front, member-item evaluations) when every member is scored on the first ``limit``
+    items of each task's seeded order (the orders :func:`adaptive_front` uses with the same ``seed``)."""
+    sample = _ItemSample(quality, configs, Y, objectives, 1, seed)
+    out = {}
+    for limit in sorted(limits):
+        k = {m: int(limit) for m in sample.members}
+        out[int(limit)] = (sample.front(sample.estimate(k)[0]), sample.spent(k))
+    return out
+
+
+def fixed_limit_baseline(fronts: dict[int, tuple[frozenset[Configuration], int]], target
+                         ) -> dict[str, tuple[int, int] | None]:
+    """The fixed-limit runs that reach ``target`` (from :func:`fixed_limit_fronts`):
+
+    - ``first``: the fewest items per member whose front is ``target`` (possibly by luck: a larger
+      limit may show another front);
+    - ``stable``: the fewest items per member from which every larger limit shows ``target`` too
+      (what a fixed-limit run needs to show it reliably).
+
+    Each is ``(limit, member-item evaluations)``, None when no limit reaches ``target``.
+    """
+    target = frozenset(target)
+    limits = sorted(fronts)
+    hits = [L for L in limits if fronts[L][0] == target]
+    first = (hits[0], fronts[hits[0]][1]) if hits else None
+    stable = None
+    for L in reversed(limits):
+        if fronts[L][0] != target:
+            break
+        stable = (L, fronts[L][1])
+    return {"first": first, "stable": stable}
 
 
 def _scores(quality, tasks, sets, k, preds, order, uniform, n_items):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,6 +140,34 @@ def infer_ref_point(Y: np.ndarray) -> np.ndarray:
     return ref
 
 
+def use_built_kernel_only() -> None:
+    """Let qLogNEHVI use BoTorch's fused C++ kernel when it is built already, never build it here.
+
+    BoTorch JIT-compiles that kernel (g++ -O3) the first time a process on a machine constructs a
+    qLogEHVI-family acquisition: ~50 s of CPU, more than the kernel saves over a study's few
+    acquisitions (its pure-Python path computes the same values). When the compiled library is not
+    in torch's extension cache, mark the load as attempted so BoTorch takes the Python path; if
+    BoTorch's internals differ from what this expects, nothing is changed.
+    """
+    try:
+        from botorch.acquisition.multi_objective import logei
+        from torch.utils.cpp_extension import _get_build_directory
+    except ImportError:  # pragma: no cover - another BoTorch or torch layout
+        return
+    if getattr(logei, "_load_attempted", True) or getattr(logei, "_C", None) is not None:
+        return
+    try:
+        import importlib.util
+
+        if importlib.util.find_spec("logei_fused_ext") is not None:  # a prebuilt extension: BoTorch loads it
+            return
+        built = Path(_get_build_directory("logei_fused_ext", verbose=False)) / "logei_fused_ext.so"
+    except Exception:  # noqa: BLE001 - leave BoTorch's own behaviour
+        return
+    if not built.exists():
+        logei._load_attempted = True
+
+
 class BayesOpt:
     """Proposes batches of configurations from the points evaluated so far.
 
@@ -214,11 +243,14 @@ class BayesOpt:
                                prune_baseline=True)
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 
+        use_built_kernel_only()
         ref = self.ref_point if self.ref_point is not None else infer_ref_point(Y.numpy())
         self.last_ref_point = np.asarray(ref, dtype=np.float64)
         return qLogNoisyExpectedHypervolumeImprovement(
             model=model, ref_point=torch.as_tensor(ref, dtype=DTYPE).tolist(), X_baseline=X, sampler=sampler,
-            prune_baseline=True, cache_root=False)
+            # cache_root: candidates' joint posteriors by low-rank updates of the baseline's cached
+            # Cholesky factor (same proposals, ~15% less CPU on a 2938-configuration space at n=100)
+            prune_baseline=True, cache_root=True)
 
     def _uncached_mask(self) -> torch.Tensor:
         return torch.tensor([1.0 if self.uncached(m) else 0.0 for m in self.space.members], dtype=DTYPE)

@@ -28,8 +28,9 @@ class ExploreOptions(CommandOptions):
                                                      "Re-running the same name with the same config resumes.")
     out: Path = option(Path("explore"), "--out", help="Output folder: pareto.csv, points.csv, hypervolume.csv, "
                                                       "pareto.png (+ report.html).")
-    executor: Literal["inprocess", "ray"] = option("inprocess", "--executor", help="Where on-demand member "
-                                                                                    "evaluations run: inprocess or ray.")
+    executor: Literal["inprocess", "pool", "ray"] = option(
+        "inprocess", "--executor", help="Where on-demand member evaluations run: inprocess, pool (two local "
+                                        "processes, one thread each) or ray.")
     ray_address: str | None = option(None, "--ray-address", help="Ray cluster address for --executor ray "
                                                                  "(default: start a local Ray).")
     methods: list[Literal["bo", "random", "nsga2", "exhaustive"]] | None = option(
@@ -58,9 +59,6 @@ def explore(opts: ExploreOptions, console=None) -> ExploreOutcome:
 
     from codesign.explore.config import DEFAULT_CONFIG, load_study_config
     from codesign.explore.executor import get_executor
-    from codesign.explore.outputs import write_outputs
-    from codesign.explore.study import budget_of, build_context, plan, run_study
-    from codesign.store import ResultStore
 
     overrides = dict(methods=opts.methods, seed=opts.seed,
                      data_dir=str(opts.data_dir) if opts.data_dir is not None else None)
@@ -68,6 +66,20 @@ def explore(opts: ExploreOptions, console=None) -> ExploreOutcome:
     source = str(opts.config or DEFAULT_CONFIG)
     ex = get_executor(opts.executor, opts.ray_address)
     t0 = time.time()
+    try:
+        return _explore(opts, cfg, source, ex, console, t0)
+    finally:
+        if hasattr(ex, "close"):
+            ex.close()  # the pool's worker processes
+
+
+def _explore(opts: ExploreOptions, cfg, source: str, ex, console, t0: float) -> ExploreOutcome:
+    import time
+
+    from codesign.explore.outputs import write_outputs
+    from codesign.explore.study import budget_of, build_context, plan, run_study
+    from codesign.store import ResultStore
+
     with ResultStore(opts.store) as rs:
         ctx = build_context(cfg, rs, name=opts.study, executor=ex, progress=opts.progress, source=source)
         if console is not None:

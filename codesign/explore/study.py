@@ -215,10 +215,13 @@ def evaluate_members(executor, jobs: list, names: list[str], store, progress: bo
     (the bar names the member being quantized and evaluated), else all jobs at once on the executor (Ray: in parallel)."""
     from tqdm.auto import tqdm
 
-    from codesign.explore.executor import InProcessExecutor
+    from codesign.explore.executor import InProcessExecutor, PoolExecutor
 
     with _quiet_libraries(), tqdm(total=len(jobs), desc="quantize + evaluate members", unit="member",
-                                  disable=not progress) as bar:
+                                  disable=not progress, leave=False) as bar:
+        if isinstance(executor, PoolExecutor):
+            executor.run(jobs, store, on_done=lambda: bar.update(1))
+            return
         if not isinstance(executor, InProcessExecutor):
             executor.run(jobs, store)  # workers return rows; this process alone writes them
             bar.update(len(jobs))
@@ -357,8 +360,12 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
         from codesign.explore.baselines import RandomSearch
 
         init = RandomSearch(ctx.space, ctx.evaluator.cost_feasible, seed=seed).take(cfg.optimizer.n_init)
-    bar = tqdm(total=budget, initial=min(len(configs), budget), desc=f"{method} (seed {seed})",
-               disable=not ctx.progress, leave=False)
+
+    def method_bar():
+        return tqdm(total=budget, initial=min(len(configs), budget), desc=f"{method} (seed {seed})",
+                    disable=not ctx.progress, leave=False)
+
+    bar = method_bar()
     iteration = last_it + 1
     stalls = 0
     while len(configs) < budget:
@@ -379,7 +386,13 @@ def run_method(ctx: StudyContext, method: str, seed: int = 0, budget: int | None
             if stalls > 2:
                 break  # space exhausted (or the searcher converged onto evaluated points)
             continue
-        results: list[PointResult] = ctx.evaluator.evaluate(batch)
+        if ctx.progress and any(not ctx.evaluator.is_cached(m) for c in batch for m in c.members):
+            # the member stage shows its own bar: close this one meanwhile (one bar at a time, not nested)
+            bar.close()
+            results: list[PointResult] = ctx.evaluator.evaluate(batch)
+            bar = method_bar()
+        else:
+            results = ctx.evaluator.evaluate(batch)
         for r in results:
             ctx.store.add_study_point(StudyPoint(ctx.name, method, seed, len(configs), iteration, r.config,
                                                  r.objectives, r.feasible))

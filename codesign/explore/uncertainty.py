@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from codesign import objectives as registry
-from codesign.pareto import fill_missing, pareto_mask
+from codesign.pareto import fill_missing
 from codesign.records import BootstrapSettings
 
 DEFAULT_LEVEL = BootstrapSettings().level
@@ -103,21 +103,35 @@ def summarize_draws(draws: np.ndarray, level: float = DEFAULT_LEVEL) -> tuple[fl
     return float(d.std(ddof=1)), float(lo), float(hi)
 
 
-def pareto_probability(Y_draws: np.ndarray) -> np.ndarray:
+def pareto_probability(Y_draws: np.ndarray, chunk: int = 16) -> np.ndarray:
     """Share of resamples in which each point is on the Pareto front.
 
     Args:
         Y_draws: ``(B, n, m)`` maximised objectives of ``n`` points on each of ``B`` resamples
             (exact objectives repeat along ``B``; NaN: the worst value of its column in that resample).
+        chunk: resamples compared per broadcast block (memory ``chunk * n * n`` booleans).
 
     Returns:
-        ``(n,)`` probabilities in [0, 1].
+        ``(n,)`` probabilities in [0, 1]; on each resample the front is :func:`~codesign.pareto.pareto_mask`'s.
     """
     Y_draws = np.asarray(Y_draws, dtype=np.float64)
-    on = np.zeros(Y_draws.shape[1])
-    for Yb in Y_draws:
-        on += pareto_mask(fill_missing(Yb))
-    return on / max(len(Y_draws), 1)
+    B, n, _ = Y_draws.shape
+    if B == 0 or n == 0:
+        return np.zeros(n)
+    Y_draws = np.stack([fill_missing(Yb) for Yb in Y_draws])
+    # costs are exact (the same on every resample): their part of the pairwise dominance test is
+    # computed once, and only the resampled (quality) columns are compared per resample
+    exact = (Y_draws == Y_draws[:1]).all(axis=(0, 1))
+    Ye, Yv = Y_draws[0][:, exact], Y_draws[:, :, ~exact]  # (n, me), (B, n, mv)
+    ge_e = (Ye[None, :, :] >= Ye[:, None, :]).all(axis=2)  # (n, n): j >= i in every exact column
+    gt_e = (Ye[None, :, :] > Ye[:, None, :]).any(axis=2)
+    on = np.zeros(n)
+    for start in range(0, B, chunk):
+        V = Yv[start: start + chunk]  # (b, n, mv)
+        ge = ge_e[None] & (V[:, None, :, :] >= V[:, :, None, :]).all(axis=3)  # (b, i, j)
+        gt = gt_e[None] | (V[:, None, :, :] > V[:, :, None, :]).any(axis=3)
+        on += (~(ge & gt).any(axis=2)).sum(axis=0)
+    return on / B
 
 
 def indistinguishable(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], level: float = DEFAULT_LEVEL) -> bool:

@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only compare the adaptive item budget with the fixed-limit run (no searches)")
     ap.add_argument("--adaptive-start", type=int, default=8, help="items per task each member starts with")
     ap.add_argument("--adaptive-step", type=int, default=8, help="items per task added per round")
+    ap.add_argument("--adaptive-patience", type=int, default=2,
+                    help="rounds the adaptive run's front must stay unchanged before it stops")
     args = ap.parse_args(argv)
     args.out = args.out or HERE / "results" / args.catalogue
     args.out.mkdir(parents=True, exist_ok=True)
@@ -227,31 +229,42 @@ def write_summary(hv, meta: dict, args) -> int:
 
 
 def compare_adaptive(ctx, points, args) -> dict:
-    """The adaptive item budget (codesign.explore.adaptive) vs the fixed-limit run on the exhaustive
-    configurations: member-item evaluations spent, and whether the two fronts agree."""
-    from codesign.explore.adaptive import adaptive_front
+    """The adaptive item budget (codesign.explore.adaptive) vs fixed-limit runs on the exhaustive
+    configurations: member-item evaluations spent by the adaptive run, by the fixed-limit runs that
+    reach its front (the first limit showing it, and the limit from which every larger one shows it)
+    and by the full-item run; whether the adaptive front is the full-item front."""
+    from codesign.explore.adaptive import adaptive_front, fixed_limit_baseline, fixed_limit_fronts
     from codesign.explore.results import distinct, maximised
-    from codesign.pareto import pareto_mask
 
     idx, _ = distinct(points)
     configs = [points[i].config for i in idx]
     Y = maximised([points[i] for i in idx], ctx.objectives)
-    fixed = {c for c, on in zip(configs, pareto_mask(Y)) if on}
+    q = ctx.evaluator.quality
     t = time.time()
-    out = adaptive_front(ctx.evaluator.quality, configs, Y, ctx.objectives, start=args.adaptive_start,
-                         step=args.adaptive_step, confidence=0.95, seed=0)
-    got = set(out.front)
-    res = {"configurations": len(configs), "confidence": 0.95, "start_items_per_task": args.adaptive_start,
-           "step_items_per_task": args.adaptive_step, "adaptive_evaluations": out.evaluations,
-           "fixed_evaluations": out.fixed_evaluations, "ratio": out.evaluations / out.fixed_evaluations,
-           "rounds": out.rounds, "uncertain_at_end": out.uncertain, "front_fixed": len(fixed),
-           "front_adaptive": len(got), "front_common": len(fixed & got),
-           "same_front": fixed == got, "items_per_member": out.items, "history": out.history,
-           "seconds": time.time() - t}
-    print(f"adaptive item budget: {out.evaluations} member-item evaluations vs {out.fixed_evaluations} for the "
-          f"fixed-limit run (ratio {res['ratio']:.3f}); fronts: adaptive {len(got)}, fixed {len(fixed)}, "
-          f"common {len(fixed & got)}; same front: {res['same_front']}; {out.uncertain} configurations still "
-          f"uncertain at 95% ({out.rounds} rounds)", flush=True)
+    out = adaptive_front(q, configs, Y, ctx.objectives, start=args.adaptive_start, step=args.adaptive_step,
+                         confidence=0.95, patience=args.adaptive_patience, seed=0)
+    n_max = max(q.n_items(t) for t in q.trust_tasks)
+    fronts = fixed_limit_fronts(q, configs, Y, ctx.objectives, range(1, n_max + 1), seed=0)
+    base = fixed_limit_baseline(fronts, out.front)
+    full = fronts[n_max][0]
+
+    def ratio(b):
+        return None if b is None else out.evaluations / b[1]
+
+    res = {"configurations": len(configs), "confidence": 0.95, "patience": args.adaptive_patience,
+           "start_items_per_task": args.adaptive_start, "step_items_per_task": args.adaptive_step,
+           "stopped": out.stopped, "adaptive_evaluations": out.evaluations,
+           "fixed_first": base["first"], "fixed_stable": base["stable"], "full_evaluations": out.fixed_evaluations,
+           "ratio_vs_fixed_first": ratio(base["first"]), "ratio_vs_fixed_stable": ratio(base["stable"]),
+           "ratio_vs_full": out.evaluations / out.fixed_evaluations, "rounds": out.rounds,
+           "uncertain_at_end": out.uncertain, "front_adaptive": len(out.front), "front_full": len(full),
+           "front_common": len(full & set(out.front)), "same_front_as_full": full == set(out.front),
+           "items_per_member": out.items, "history": out.history, "seconds": time.time() - t}
+    first = "none" if base["first"] is None else f"{base['first'][1]} ({base['first'][0]} items/task)"
+    stable = "none" if base["stable"] is None else f"{base['stable'][1]} ({base['stable'][0]} items/task)"
+    print(f"adaptive item budget: {out.evaluations} member-item evaluations ({out.stopped} after {out.rounds} "
+          f"rounds); fixed-limit runs reaching its front: first {first}, stable {stable}; full {out.fixed_evaluations}"
+          f" (ratio {res['ratio_vs_full']:.3f}); adaptive front = full front: {res['same_front_as_full']}", flush=True)
     return res
 
 
