@@ -249,7 +249,7 @@ def test_ray_executor_without_ray_names_the_extra():
 
     with pytest.raises(ConfigError, match=r"pip install 'codesign\[ray\]'"):
         get_executor("ray")
-    with pytest.raises(ConfigError, match="allowed: inprocess, ray"):
+    with pytest.raises(ConfigError, match="allowed: inprocess, pool, ray"):
         get_executor("dask")
 
 

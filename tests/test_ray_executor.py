@@ -191,7 +191,7 @@ def test_unknown_executor_is_a_config_error():
     from codesign.config import ConfigError
     from codesign.explore.executor import get_executor
 
-    with pytest.raises(ConfigError, match="allowed: inprocess, ray"):
+    with pytest.raises(ConfigError, match="allowed: inprocess, pool, ray"):
         get_executor("dask")
     with pytest.raises(ConfigError, match="nothing answers at '127.0.0.1:1'"):
         get_executor("ray", "127.0.0.1:1")
