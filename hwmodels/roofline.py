@@ -485,7 +485,7 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     area = (S.base_area[si] + ua[si, dt_lin] + np.where(dt_att != dt_lin, ua[si, dt_att], 0.0)
             + np.where((dt_head != dt_lin) & (dt_head != dt_att), ua[si, dt_head], 0.0))
     res = {
-        "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "e2e_ms": (ttft + (gf - 1) * tpot) * 1e3,
+        "ttft_ms": ttft * 1e3, "tpot_ms": tpot * 1e3, "e2e_ms": _e2e(ttft, tpot, gf) * 1e3,
         "tokens_per_s": bf / tpot, "weight_bytes": weight, "weight_meta_bytes": meta.sum(-1), "kv_bytes": kv_total,
         "workspace_bytes": workspace, "peak_memory_bytes": peak, "fits": peak <= S.capacity[si],
         "energy_per_token_j": e_tok, "prefill_energy_j": pre["energy"] + idle * ttft,
@@ -508,6 +508,12 @@ def _core(S: SpecTable, M: ShapeTable, R: RuntimeTable, si, mi, w, g, a, kv, b, 
     return res
 
 
+def _e2e(ttft, tpot, gen):
+    """End-to-end time of a request: the prompt pass gives the first token, then ``gen - 1`` decode
+    steps (any time unit)."""
+    return ttft + (gen - 1) * tpot
+
+
 def _phase_kernels(R: RuntimeTable, w, kern, pkern):
     """(prefill weight bits, prefill kernel index) per configuration: a given prefill kernel (``pkern``
     >= 0), else the decode kernel, except that quantized weights on a kernel of
@@ -527,7 +533,7 @@ def _merge_prefill(dec: dict, pre: dict, copy, gen, capacity) -> dict:
     for k in pre:
         if k.startswith("prefill_") or k in ("ttft_ms", "ops_prefill"):
             out[k] = pre[k]
-    out["e2e_ms"] = out["ttft_ms"] + (gen - 1) * out["tpot_ms"]
+    out["e2e_ms"] = _e2e(out["ttft_ms"], out["tpot_ms"], gen)
     extra = np.where(copy, pre["_linear_bytes"], 0.0)
     out["weight_bytes"] = dec["weight_bytes"] + extra
     out["peak_memory_bytes"] = dec["peak_memory_bytes"] + extra
