@@ -180,8 +180,14 @@ class InProcessExecutor:
 
     name = "inprocess"
 
-    def run(self, jobs: Sequence[MemberJob], store) -> list:
-        return [evaluate_member(j, store) for j in jobs]
+    def run(self, jobs: Sequence[MemberJob], store, on_done=None) -> list:
+        """Evaluate ``jobs`` in order; ``on_done()`` is called as each member's rows are written."""
+        out = []
+        for j in jobs:
+            out.append(evaluate_member(j, store))
+            if on_done:
+                on_done()
+        return out
 
 
 class PoolExecutor:
@@ -208,12 +214,7 @@ class PoolExecutor:
     def run(self, jobs: Sequence[MemberJob], store, on_done=None) -> list:
         """Evaluate ``jobs``; ``on_done()`` is called as each member's rows are written."""
         if len(jobs) < 2 or self.workers < 2:
-            out = []
-            for j in jobs:
-                out.append(evaluate_member(j, store))
-                if on_done:
-                    on_done()
-            return out
+            return InProcessExecutor().run(jobs, store, on_done)
         from concurrent.futures import ProcessPoolExecutor, as_completed
         from multiprocessing import get_context
 
@@ -344,7 +345,7 @@ class RayExecutor:
 
 
 def get_executor(name: str = "inprocess", address: str | None = None):
-    """Executor by name (``inprocess`` or ``ray``); unknown names are a :class:`ConfigError`."""
+    """Executor by name (one of :data:`EXECUTORS`); unknown names are a :class:`ConfigError`."""
     if name == "inprocess":
         return InProcessExecutor()
     if name == "pool":
