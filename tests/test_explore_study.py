@@ -161,6 +161,46 @@ def test_bo_with_parego_starts_from_the_random_design_and_proposes_new_points(sy
     assert [p.config for p in store.study_points("t", "bo", 1)] == configs
 
 
+def test_bo_looks_up_exact_costs_and_models_quality_over_the_members_only(synth):
+    import numpy as np
+    import torch
+    from botorch.models.model import ModelList
+
+    from codesign.explore.study import make_searcher
+
+    store, members = synth
+    ctx = ctx_for(store, members)
+    configs = ctx.space.enumerate()[:12:2]
+    results = ctx.evaluator.evaluate(configs)
+    Y = ctx.to_max([r.objectives for r in results])
+    bo = make_searcher(ctx, "bo", 0)
+    picks = bo.propose(configs, Y, 2, ctx.observation_variance(configs))
+    assert len(picks) == 2 and not set(picks) & set(configs)
+    surrogate = bo.last_surrogate
+    assert isinstance(surrogate, ModelList) and surrogate.models[0] is bo.last_model
+    # the GP: trust only, on the member dimensions of the encoding
+    assert bo.last_model.num_outputs == 1
+    assert bo.last_model.covar_module.active_dims.tolist() == list(range(ctx.space.n_members))
+    # the lookup: the evaluator's own tpot_ms and peak_memory_gb (maximised) for any configuration
+    others = ctx.space.enumerate()[-5:]
+    X = torch.as_tensor(ctx.space.encode(others), dtype=torch.double)
+    looked_up = surrogate.models[1].posterior(X).mean.squeeze(0).numpy()
+    truth = ctx.to_max([r.objectives for r in ctx.evaluator.evaluate(others)])[:, 1:]
+    np.testing.assert_allclose(looked_up.reshape(truth.shape), truth)
+
+
+def test_exact_model_rejects_an_encoding_outside_its_table():
+    import torch
+
+    from codesign.explore.bo import exact_model
+
+    X = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.double)
+    model = exact_model(X, torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.double))
+    assert model.posterior(X[[1, 0, 1]]).mean.squeeze(0).tolist() == [[3.0, 4.0], [1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(KeyError):
+        model.posterior(torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.double))
+
+
 def test_constraints_filter_and_infeasible_everywhere_is_a_clear_error(synth):
     from codesign.explore.study import check_feasible, run_method
 

@@ -167,6 +167,8 @@ def test_outputs_and_report_show_intervals(study_store, tmp_path):
 
 
 def test_bo_gp_receives_trust_variances_as_fixed_noise(study_store):
+    import dataclasses
+
     import torch
 
     from codesign.explore.bo import observation_noise
@@ -184,11 +186,19 @@ def test_bo_gp_receives_trust_variances_as_fixed_noise(study_store):
     assert Yvar[3, 0] == pytest.approx(se ** 2) and (Yvar[:, 0] > 1).all() and (Yvar[:, 1] == 0).all()
     bo = make_searcher(ctx, "bo", 0)
     assert len(bo.propose(configs, Y, 2, Yvar)) == 2
+    # the GP models trust only (tpot_ms is looked up exactly), with trust's variances as its noise
     model = bo.last_model
-    noise = model.likelihood.noise_covar.noise.T * model.outcome_transform.stdvs ** 2  # back to objective units
-    expected = observation_noise(torch.as_tensor(Y), torch.as_tensor(Yvar))
+    noise = model.likelihood.noise_covar.noise.reshape(-1, 1) * model.outcome_transform.stdvs ** 2
+    expected = observation_noise(torch.as_tensor(Y[:, :1]), torch.as_tensor(Yvar[:, :1]))
     torch.testing.assert_close(noise, expected)
     assert torch.allclose(noise[:, 0], torch.as_tensor(Yvar[:, 0]))  # trust's variances themselves (above the floor)
+    # with exact_costs off, one GP of both objectives: tpot_ms gets the floor only
+    opt = ctx.cfg.optimizer.model_copy(update={"exact_costs": False})
+    bo = make_searcher(dataclasses.replace(ctx, cfg=ctx.cfg.model_copy(update={"optimizer": opt})), "bo", 0)
+    assert len(bo.propose(configs, Y, 2, Yvar)) == 2
+    model = bo.last_model
+    noise = model.likelihood.noise_covar.noise.T * model.outcome_transform.stdvs ** 2
+    torch.testing.assert_close(noise, observation_noise(torch.as_tensor(Y), torch.as_tensor(Yvar)))
 
 
 def test_same_config_and_seed_evaluate_the_same_configurations(study_store, tmp_path):

@@ -16,7 +16,13 @@ Proposals (``q`` per iteration, sequential greedy conditioning on pending points
   of each pick refined with ``optimize_acqf`` with the discrete part fixed.
 
 Cost constraints are exact and cheap (analytical model), so infeasible configurations are removed
-before the acquisition is evaluated instead of being modelled. The optimizer is cost-aware: the
+before the acquisition is evaluated instead of being modelled. For the same reason, in a purely
+discrete space the cost *objectives* are not modelled either (``exact``, :class:`ExactObjectives`):
+the acquisition reads their exact values for every candidate from a lookup table
+(:func:`exact_model`), and the GP models only the quality objectives, over the member dimensions
+of the encoding, because a quality score depends on the member set alone (the same ensemble under
+another schedule or accelerator is the same observation). With knobs (gradient-optimised inputs)
+every objective is modelled, as before. The optimizer is cost-aware: the
 log-acquisition is lowered by ``member_eval_penalty`` for every member a proposal would have to
 quantize and evaluate first (:class:`CostAwareAcquisition`).
 """
@@ -24,7 +30,8 @@ quantize and evaluate first (:class:`CostAwareAcquisition`).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,13 +96,15 @@ def observation_noise(Y: torch.Tensor, Yvar: torch.Tensor | None = None) -> torc
     return torch.maximum(torch.nan_to_num(Yvar, nan=0.0), floor)
 
 
-def fit_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None):
+def fit_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None,
+              active_dims: Sequence[int] | None = None):
     """Fit a batched independent-output GP with fixed observation noise (:func:`observation_noise`).
 
     Args:
         X: ``(n, d)`` encodings in ``[0, 1]^d``.
         Y: ``(n, m)`` objectives, larger is better.
         Yvar: ``(n, m)`` observed sampling variances of ``Y`` (None: exact observations).
+        active_dims: the input dimensions the objectives depend on (None: all ``d``).
 
     Returns:
         A fitted :class:`~botorch.models.SingleTaskGP` with ``m`` outputs.
@@ -103,19 +112,73 @@ def fit_model(X: torch.Tensor, Y: torch.Tensor, Yvar: torch.Tensor | None = None
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP
     from botorch.models.transforms.outcome import Standardize
+    from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
     # A fixed noise, not a fitted one: the variances are known (and fitting it is ~5x slower).
     yvar = observation_noise(Y, Yvar)
+    covar = None
+    if active_dims is not None:  # BoTorch's default kernel and priors, on the active dimensions only
+        covar = get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=len(active_dims), batch_shape=torch.Size([Y.shape[-1]]) if Y.shape[-1] > 1 else None,
+            active_dims=list(active_dims))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant objectives early on are expected, not a data problem
-        model = SingleTaskGP(X, Y, train_Yvar=yvar, outcome_transform=Standardize(m=Y.shape[-1]))
+        model = SingleTaskGP(X, Y, train_Yvar=yvar, covar_module=covar,
+                             outcome_transform=Standardize(m=Y.shape[-1]))
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
         try:
             fit_gpytorch_mll(mll)
         except Exception:  # noqa: BLE001 - a failed fit keeps the prior hyperparameters; BO goes on
             pass
     return model
+
+
+@dataclass(frozen=True)
+class ExactObjectives:
+    """Objectives known exactly for any configuration before it is evaluated (analytical costs).
+
+    Attributes:
+        cols: their column indices in the objective vector.
+        values: ``configs -> (n, len(cols))`` their maximised values (the same numbers the
+            evaluation will report).
+    """
+
+    cols: tuple[int, ...]
+    values: Callable[[Sequence[Configuration]], np.ndarray]
+
+
+def binary_keys(X: torch.Tensor) -> torch.Tensor:
+    """``(..., d)`` 0/1 encodings -> ``(...)`` exact integer keys (``sum_j x_j 2^j``)."""
+    weights = 2.0 ** torch.arange(X.shape[-1], dtype=DTYPE)
+    return (X.round().to(DTYPE) * weights).sum(dim=-1)
+
+
+def exact_model(X_table: torch.Tensor, V_table: torch.Tensor):
+    """A deterministic BoTorch model that looks up exact objective values by encoding.
+
+    Args:
+        X_table: ``(N, d)`` 0/1 encodings of every configuration the acquisition may see.
+        V_table: ``(N, k)`` their exact (maximised) objective values.
+
+    Returns:
+        A :class:`~botorch.models.deterministic.GenericDeterministicModel` with ``k`` outputs:
+        ``(..., d) -> (..., k)``. An encoding missing from the table raises ``KeyError``.
+    """
+    from botorch.models.deterministic import GenericDeterministicModel
+
+    keys = binary_keys(X_table)
+    order = torch.argsort(keys)
+    sorted_keys, values = keys[order], V_table[order]
+
+    def lookup(X: torch.Tensor) -> torch.Tensor:
+        k = binary_keys(X)
+        idx = torch.searchsorted(sorted_keys, k.contiguous()).clamp(max=len(sorted_keys) - 1)
+        if not torch.equal(sorted_keys[idx], k):
+            raise KeyError("an encoding outside the exact-objective table")
+        return values[idx]
+
+    return GenericDeterministicModel(lookup, num_outputs=V_table.shape[-1])
 
 
 def infer_ref_point(Y: np.ndarray) -> np.ndarray:
@@ -180,13 +243,15 @@ class BayesOpt:
         penalty, discrete_max, mixed_max_combos, knob_samples, num_restarts, raw_samples, mc_samples:
             see :class:`~codesign.explore.config.OptimizerConfig`.
         seed: seeds the MC sampler, the ParEGO weights and the candidate pools.
+        exact: the objectives known exactly before evaluation (analytical costs): looked up, not
+            modelled, in a purely discrete space (module docstring).
     """
 
     def __init__(self, space: Space, feasible, uncached, *, algorithm: str = "qlognehvi",
                  ref_point: np.ndarray | None = None, penalty: float = 1.0, discrete_max: int = 20000,
                  mixed_max_combos: int = 16, knob_samples: int = 16, num_restarts: int = 4, raw_samples: int = 128,
-                 mc_samples: int = 64, seed: int = 0):
-        self.space, self.feasible, self.uncached = space, feasible, uncached
+                 mc_samples: int = 64, seed: int = 0, exact: ExactObjectives | None = None):
+        self.space, self.feasible, self.uncached, self.exact = space, feasible, uncached, exact
         self.algorithm, self.ref_point, self.penalty = algorithm, ref_point, penalty
         self.discrete_max, self.mixed_max_combos, self.knob_samples = discrete_max, mixed_max_combos, knob_samples
         self.num_restarts, self.raw_samples, self.mc_samples = num_restarts, raw_samples, mc_samples
@@ -196,6 +261,7 @@ class BayesOpt:
         self._discrete_feasible: np.ndarray | None = None
         self.last_ref_point: np.ndarray | None = None
         self.last_model = None  # the GP of the latest proposal (its fixed noise: observation_noise)
+        self.last_surrogate = None  # the latest proposal's model of every objective (GP + exact lookups)
 
     # -- candidate sets ---------------------------------------------------------------------
     def _combos(self) -> list[Configuration]:
@@ -232,15 +298,49 @@ class BayesOpt:
         return [c for c, ok in zip(pool, self.feasible(pool)) if ok] if pool else []
 
     # -- acquisition ------------------------------------------------------------------------
-    def _acquisition(self, model, X: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor | None = None):
-        from botorch.sampling import SobolQMCNormalSampler
+    # -- surrogate --------------------------------------------------------------------------
+    def _surrogate(self, configs: Sequence[Configuration], X: torch.Tensor, Y: torch.Tensor,
+                   Yvar: torch.Tensor | None, pool: Sequence[Configuration]):
+        """``(model, outcomes)``: the model of every objective, and the order that puts its outputs
+        back into objective order (``None``: already in order).
 
-        sampler = SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=self.seed)
+        With exact objectives in a discrete space: a GP of the others over the member dimensions
+        plus an exact lookup over ``configs`` and ``pool``; otherwise one GP of everything.
+        """
+        from botorch.models.model import ModelList
+
+        sp, ex = self.space, self.exact
+        m = Y.shape[-1]
+        modeled = [j for j in range(m) if ex is None or j not in ex.cols]
+        table = list(dict.fromkeys([*configs, *pool]))
+        V = np.asarray(ex.values(table), dtype=np.float64) if ex is not None and not sp.knobs else None
+        if V is None or not modeled or len(modeled) == m or not np.isfinite(V).all():
+            self.last_model = fit_model(X, Y, Yvar)
+            return self.last_model, None
+        self.last_model = fit_model(X, Y[:, modeled], None if Yvar is None else Yvar[:, modeled],
+                                    active_dims=range(sp.n_members))
+        lookup = exact_model(torch.as_tensor(sp.encode(table), dtype=DTYPE), torch.as_tensor(V, dtype=DTYPE))
+        order = modeled + list(ex.cols)
+        return ModelList(self.last_model, lookup), [order.index(j) for j in range(m)]
+
+    # -- acquisition ------------------------------------------------------------------------
+    def _acquisition(self, model, X: torch.Tensor, Y: torch.Tensor, weights: torch.Tensor | None = None,
+                     outcomes: list[int] | None = None):
+        from botorch.acquisition.multi_objective.objective import IdentityMCMultiOutputObjective
+        from botorch.sampling import SobolQMCNormalSampler
+        from botorch.sampling.get_sampler import get_sampler
+
+        shape = torch.Size([self.mc_samples])
+        if outcomes is None:
+            sampler, objective = SobolQMCNormalSampler(sample_shape=shape, seed=self.seed), None
+        else:  # a GP and exact lookups: one seeded sampler per posterior (BoTorch's ListSampler)
+            sampler = get_sampler(model.posterior(X[:1]), sample_shape=shape, seed=self.seed)
+            objective = IdentityMCMultiOutputObjective(outcomes=outcomes)
         if self.algorithm == "qlognparego":
             from botorch.acquisition.multi_objective.parego import qLogNParEGO
 
             return qLogNParEGO(model=model, X_baseline=X, scalarization_weights=weights, sampler=sampler,
-                               prune_baseline=True)
+                               objective=objective, prune_baseline=True)
         from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 
         use_built_kernel_only()
@@ -248,9 +348,11 @@ class BayesOpt:
         self.last_ref_point = np.asarray(ref, dtype=np.float64)
         return qLogNoisyExpectedHypervolumeImprovement(
             model=model, ref_point=torch.as_tensor(ref, dtype=DTYPE).tolist(), X_baseline=X, sampler=sampler,
+            objective=objective, prune_baseline=True,
             # cache_root: candidates' joint posteriors by low-rank updates of the baseline's cached
-            # Cholesky factor (same proposals, ~15% less CPU on a 2938-configuration space at n=100)
-            prune_baseline=True, cache_root=True)
+            # Cholesky factor (same proposals, ~15% less CPU on a 2938-configuration space at n=100);
+            # BoTorch supports it for GP models only
+            cache_root=outcomes is None)
 
     def _uncached_mask(self) -> torch.Tensor:
         return torch.tensor([1.0 if self.uncached(m) else 0.0 for m in self.space.members], dtype=DTYPE)
@@ -276,8 +378,13 @@ class BayesOpt:
         # one thread sums in one order: the same inputs give bitwise the same model)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        from linear_operator.utils.warnings import NumericalWarning
+
         try:
-            with torch.random.fork_rng():
+            with torch.random.fork_rng(), warnings.catch_warnings():
+                # one ensemble under several schedules or accelerators is one input of the member-only
+                # GP: the joint posterior of such duplicates is singular and jitter is the right fix
+                warnings.filterwarnings("ignore", category=NumericalWarning)
                 torch.manual_seed(self.seed * 1_000_003 + len(configs))
                 self.rng = np.random.default_rng([self.seed, len(configs)])
                 return self._propose(configs, Y, q, Yvar)
@@ -292,12 +399,13 @@ class BayesOpt:
         evaluated = set(configs)
         X = torch.as_tensor(sp.encode(list(configs)), dtype=DTYPE)
         Yt = torch.as_tensor(np.asarray(Y, dtype=np.float64), dtype=DTYPE)
-        model = fit_model(X, Yt, None if Yvar is None else torch.as_tensor(np.asarray(Yvar, np.float64), dtype=DTYPE))
-        self.last_model = model
         uncached = self._uncached_mask()
         pool = self._pool(evaluated)
         if not pool:
             return []
+        Yvar_t = None if Yvar is None else torch.as_tensor(np.asarray(Yvar, np.float64), dtype=DTYPE)
+        model, outcomes = self._surrogate(configs, X, Yt, Yvar_t, pool)
+        self.last_surrogate = model
         picks: list[Configuration] = []
         # qLogNParEGO draws new scalarisation weights per candidate (as in the ParEGO paper)
         n_rounds = q if self.algorithm == "qlognparego" else 1
@@ -310,7 +418,7 @@ class BayesOpt:
 
                 weights = sample_simplex(Yt.shape[-1], dtype=DTYPE,
                                          seed=int(self.rng.integers(2**31))).squeeze(0)
-            acqf = CostAwareAcquisition(self._acquisition(model, X, Yt, weights), uncached, self.penalty)
+            acqf = CostAwareAcquisition(self._acquisition(model, X, Yt, weights, outcomes), uncached, self.penalty)
             if pending is not None:
                 acqf.set_X_pending(pending)
             remaining = [c for c in pool if c not in picks]

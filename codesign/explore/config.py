@@ -140,6 +140,10 @@ class OptimizerConfig(StrictModel):
     num_restarts: int = Field(4, ge=1)
     raw_samples: int = Field(128, ge=1)
     mc_samples: int = Field(32, ge=8, description="quasi-MC samples of the acquisition")
+    exact_costs: bool = Field(
+        True, description="discrete spaces: the acquisition reads the cost objectives' exact analytical values "
+                          "instead of a GP of them, and the GP models the quality objectives over the members "
+                          "(false: one GP of every objective over the whole encoding)")
 
 
 class UncertaintyConfig(StrictModel):

@@ -84,6 +84,24 @@ class StudyContext:
                 out[:, j] = [cache[c.members].get(n, math.nan) for c in configs]
         return out
 
+    def exact_objectives(self):
+        """The cost objectives as :class:`~codesign.explore.bo.ExactObjectives`: the analytical model
+        gives their values for any configuration before it is evaluated (the same numbers
+        :meth:`ObjectiveEvaluator.evaluate` reports)."""
+        from codesign.explore.bo import ExactObjectives
+        from codesign.objectives import objectives as registered
+        from codesign.pareto import to_maximization
+
+        names, directions = zip(*self.objectives)
+        cols = tuple(j for j, n in enumerate(names) if n in registered() and registered()[n].source == "cost")
+
+        def values(configs: Sequence[Configuration]) -> np.ndarray:
+            vals = np.array([[_num(self.evaluator.costs.costs(c).get(names[j])) for j in cols] for c in configs],
+                            dtype=np.float64)
+            return to_maximization(vals.reshape(len(configs), len(cols)), [directions[j] for j in cols])
+
+        return ExactObjectives(cols, values)
+
     def ref_point(self) -> np.ndarray | None:
         """The configured reference point in the maximised space (``None``: infer)."""
         if self.cfg.ref_point is None:
@@ -295,7 +313,7 @@ def make_searcher(ctx: StudyContext, method: str, seed: int):
                         ref_point=ctx.ref_point(), penalty=opt.member_eval_penalty, discrete_max=opt.discrete_max,
                         mixed_max_combos=opt.mixed_max_combos, knob_samples=opt.knob_samples,
                         num_restarts=opt.num_restarts, raw_samples=opt.raw_samples, mc_samples=opt.mc_samples,
-                        seed=seed)
+                        seed=seed, exact=ctx.exact_objectives() if opt.exact_costs else None)
     if method == "random":
         return RandomSearch(sp, ev.cost_feasible, seed=seed)
     if method == "nsga2":

@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-init", type=int, default=8)
     ap.add_argument("--limit", type=int, default=48, help="items per task in the synthetic catalogue")
     ap.add_argument("--methods", default="bo,random,nsga2")
+    ap.add_argument("--no-exact-costs", action="store_true",
+                    help="BO models the cost objectives with its GP too (optimizer.exact_costs: false)")
     ap.add_argument("--out", type=Path, default=None, help="output folder (default: results/<catalogue> here)")
     ap.add_argument("--seed-start", type=int, default=0, help="first seed (shards: run seeds in several processes)")
     ap.add_argument("--merge", type=Path, nargs="+", default=None,
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "include_dense": cat["dense"]}, tasks=tasks,
         items="stored", objectives=["trust", "tpot_ms", "peak_memory_gb"], specs=["h100-sxm", "mpu-hypo"],
         schedules=cat["schedules"], max_members=3,
-        optimizer={"q": args.q, "n_init": args.n_init, "iterations": 0}))
+        optimizer={"q": args.q, "n_init": args.n_init, "iterations": 0,
+                   "exact_costs": not args.no_exact_costs}))
     ctx = build_context(cfg, store, members=members, progress=False)
     store.create_study("bench", {"bench": True})
     n_space = ctx.space.n_discrete()
