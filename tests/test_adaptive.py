@@ -99,3 +99,53 @@ def test_fixed_limit_baseline_first_and_stable_limits():
     fronts = {1: (fb, 10), 2: (fa, 20), 3: (fb, 30), 4: (fa, 40), 5: (fa, 50)}
     assert fixed_limit_baseline(fronts, fa) == {"first": (2, 20), "stable": (4, 40)}
     assert fixed_limit_baseline(fronts, frozenset({"c"})) == {"first": None, "stable": None}
+
+
+def _near_tie_catalogue(seed: int = 0):
+    """``a`` (cheap, weak) and a near-tie at the same cost: ``y`` is ``b`` with one more item right
+    (1.04 trust points apart), plus ten dominated fillers."""
+    quality, configs, Y = _catalogue(seed)
+    b = quality.correct["b"]
+    y = b.copy()
+    y[np.flatnonzero(~b)[0]] = True
+    quality.correct = {"a": quality.correct["a"], "b": b, "y": y,
+                       **{f"f{i}": quality.correct[f"f{i}"] for i in range(10)}}
+    cost = {"a": 1.0, "b": 2.0, "y": 2.0, **{f"f{i}": 2.5 + 0.1 * i for i in range(10)}}
+    configs = [Configuration((m,), "sequential", "h100-sxm") for m in quality.correct]
+    Y = np.array([[100 * quality.correct[m].mean(), -cost[m]] for m in quality.correct])
+    return quality, configs, Y
+
+
+def test_tolerance_settles_a_near_tie_with_fewer_items_and_still_covers_the_full_front():
+    from codesign.explore.adaptive import covers
+
+    quality, configs, Y = _near_tie_catalogue()
+    exact = adaptive_front(quality, configs, Y, OBJECTIVES, start=4, step=4, n_resamples=100)
+    tol = adaptive_front(quality, configs, Y, OBJECTIVES, start=4, step=4, n_resamples=100, tolerance=2.0)
+    fronts = fixed_limit_fronts(quality, configs, Y, OBJECTIVES, range(1, N_ITEMS + 1))
+    full = fronts[N_ITEMS][0]
+    assert {c.members[0] for c in full} == {"a", "y"}
+    assert tol.evaluations < exact.evaluations and set(tol.front) <= {c for c in configs if c.members[0] in "aby"}
+    assert covers(tol.front, full, configs, Y, OBJECTIVES, tolerance=2.0)
+    # b stands for y within 2 trust points, not within 0.5 (they are 1.04 apart)
+    front_b = frozenset(c for c in configs if c.members[0] in ("a", "b"))
+    assert covers(front_b, full, configs, Y, OBJECTIVES, 2.0) and not covers(front_b, full, configs, Y, OBJECTIVES, 0.5)
+    base = fixed_limit_baseline(fronts, full, lambda f: covers(f, full, configs, Y, OBJECTIVES, 2.0))
+    exact_base = fixed_limit_baseline(fronts, full)
+    assert base["stable"] is not None and (exact_base["stable"] is None or base["stable"][0] <= exact_base["stable"][0])
+
+
+def test_coverage_and_domination_shares_with_a_tolerance():
+    from codesign.explore.uncertainty import coverage_share, domination_share
+
+    # (trust, -cost) on 2 resamples: b is 0.5 above a at the same cost (1 below on the second), c 1.5 below, d cheaper and weak
+    Y = np.array([[[50.0, -1.0], [50.5, -1.0], [48.5, -1.0], [40.0, -0.5]],
+                  [[50.0, -1.0], [49.0, -1.0], [48.5, -1.0], [40.0, -0.5]]])
+    tol = np.array([1.0, 0.0])
+    # a alone covers b within 1 point on both resamples, c always, d never (d is cheaper)
+    assert coverage_share(Y, [0], tol).tolist() == [1.0, 1.0, 1.0, 0.0]
+    assert coverage_share(Y, [0], np.zeros(2)).tolist() == [1.0, 0.5, 1.0, 0.0]
+    # who beats a: b on resample 0 without a margin, nobody by a full point
+    assert domination_share(Y, [0]).tolist() == [[0.0, 0.5, 0.0, 0.0]]
+    assert domination_share(Y, [0], tol).tolist() == [[0.0, 0.0, 0.0, 0.0]]
+    assert domination_share(Y, [2], tol).tolist() == [[1.0, 0.5, 0.0, 0.0]]

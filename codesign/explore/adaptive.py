@@ -6,7 +6,9 @@ is scored on the items all its members answered: the shortest prefix). Each roun
 bootstrap (:mod:`codesign.explore.uncertainty`) gives every configuration its probability of being
 on the Pareto front, ``P``. A configuration is a *contender* while ``1 - confidence < P < confidence``;
 the members of contenders that have the fewest items (they limit the ensemble's item set) get
-``step`` more items per task.
+``step`` more items per task, and so do those of each contender's *rivals* (the configurations
+that knock it off the front in at least ``1 - confidence`` of the resamples: a cheap member settled
+on the front on a few items would otherwise keep its dearer neighbours uncertain forever).
 
 Stopping rule (the front is *stable at* ``confidence``): the run stops after the first round in which
 no configuration is a contender (every one is on the front with ``P >= confidence`` or off it with
@@ -22,6 +24,19 @@ no configuration is a contender (every one is on the front with ``P >= confidenc
 or when no contender can get more items (all have every item), or when ``budget`` member-item
 evaluations are spent. :attr:`AdaptiveOutcome.stopped` says which (``settled``, ``stable``,
 ``exhausted``, ``budget``).
+
+Indifference zone (``tolerance`` > 0, in trust points): the question becomes whether the
+point-estimate front is within ``tolerance`` of every configuration, not whether each
+configuration is on the front. A configuration off the front is *covered* when some front member
+is at most as costly in every cost and at most ``tolerance`` below it in trust; the contenders are
+the configurations covered in fewer than ``confidence`` of the resamples
+(:func:`~codesign.explore.uncertainty.coverage_share`), and their rivals the front members that
+could cover them. Near-ties (within the tolerance of the front) are covered at once and stop
+drawing items; a front member is a contender while others beat it by more than the tolerance in at
+least ``1 - confidence`` of the resamples (its rivals: those others); the run stops as ``settled`` once every configuration is covered at ``confidence``
+(or by the same ``stable``, ``exhausted`` and ``budget`` rules). Fronts are then compared by
+:func:`covers`: a front reaches a target when, on every item, each target point has a front point
+at most as costly and at most ``tolerance`` below it in trust.
 
 A limit of the bootstrap: two members that answer the start items identically have no paired
 variance between them, so the dearer one is settled off the front on no evidence; ``start`` must
@@ -43,7 +58,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codesign.explore.uncertainty import pareto_probability
+from codesign.explore.uncertainty import coverage_share, domination_share, pareto_probability
 from codesign.pareto import fill_missing, pareto_mask
 from codesign.records import Configuration
 
@@ -81,10 +96,12 @@ class _ItemSample:
     """Seeded item orders and bootstrap uniforms shared by every prefix length, and the member
     sets' predictions: estimates and Pareto probabilities of ``configs`` for any items-per-member."""
 
-    def __init__(self, quality, configs, Y, objectives, n_resamples: int, seed: int):
+    def __init__(self, quality, configs, Y, objectives, n_resamples: int, seed: int, tolerance: float = 0.0):
         self.quality, self.configs, self.Y = quality, list(configs), np.asarray(Y, dtype=np.float64)
         self.tasks = list(quality.trust_tasks)
         self.quality_cols = [j for j, (n, _) in enumerate(objectives) if n == "trust"]
+        self.tolerance = np.zeros(self.Y.shape[1])
+        self.tolerance[self.quality_cols] = tolerance
         rng = np.random.default_rng(seed)
         self.n_items = {t: quality.n_items(t) for t in self.tasks}
         self.order = {t: rng.permutation(self.n_items[t]) for t in self.tasks}
@@ -109,7 +126,32 @@ class _ItemSample:
         for j in self.quality_cols:
             Yb[:, :, j] = draws[self.idx].T
             Ye[:, j] = est[self.idx]
+        self.last_draws = Yb
         return Ye, pareto_probability(Yb)
+
+    def contenders(self, p: np.ndarray, front: frozenset[Configuration], confidence: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """``(unsure, rivals)`` boolean ``(n,)`` masks for the latest :meth:`estimate`: without a
+        tolerance, contenders by P(front) and the configurations dominating one of them in at least
+        ``1 - confidence`` of the resamples; with one, the configurations the front does not cover
+        at ``confidence`` and the front members at most as costly as one of them."""
+        on = np.array([c in front for c in self.configs])
+        n = len(self.configs)
+        if not self.tolerance.any():
+            unsure = (p > 1 - confidence) & (p < confidence)
+            dom = domination_share(self.last_draws, np.flatnonzero(unsure))
+            return unsure, (dom >= 1 - confidence).any(axis=0) if unsure.any() else np.zeros(n, bool)
+        # off the front: not covered at `confidence`; on it: beaten by more than the tolerance in
+        # at least 1 - confidence of the resamples (a lucky estimate on a few items)
+        front_rows = np.flatnonzero(on)
+        beaten = domination_share(self.last_draws, front_rows, self.tolerance)  # (f, n)
+        unsure = coverage_share(self.last_draws, front_rows, self.tolerance) < confidence
+        unsure[front_rows] = (beaten >= 1 - confidence).any(axis=1)
+        cost = [j for j in range(self.Y.shape[1]) if j not in self.quality_cols]
+        cheap = (self.Y[None, :, cost] >= self.Y[np.flatnonzero(unsure & ~on)][:, None, cost]).all(axis=2)  # (u, n)
+        rivals = on & cheap.any(axis=0)
+        rivals |= (beaten[unsure[front_rows]] >= 1 - confidence).any(axis=0)
+        return unsure, rivals
 
     def front(self, Ye: np.ndarray) -> frozenset[Configuration]:
         return frozenset(c for c, on in zip(self.configs, pareto_mask(fill_missing(Ye))) if on)
@@ -118,7 +160,7 @@ class _ItemSample:
 def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, objectives: Sequence[tuple[str, str]],
                    *, start: int = 8, step: int = 8, confidence: float = 0.95, patience: int = 2,
                    front_level: float | None = None, budget: int | None = None, n_resamples: int = 200,
-                   seed: int = 0) -> AdaptiveOutcome:
+                   tolerance: float = 0.0, seed: int = 0) -> AdaptiveOutcome:
     """Adaptive item allocation over ``configs`` (the stopping rule: module docstring).
 
     Args:
@@ -132,9 +174,10 @@ def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, obj
         patience: rounds with added items the point-estimate front must survive unchanged.
         front_level: the least P(front) of every front member at the stop (None: ``1 - confidence``).
         budget: the most member-item evaluations to spend (None: no cap).
+        tolerance: the indifference zone in trust points (module docstring; 0: exact fronts).
     """
     level = 1 - confidence if front_level is None else front_level
-    sample = _ItemSample(quality, configs, Y, objectives, n_resamples, seed)
+    sample = _ItemSample(quality, configs, Y, objectives, n_resamples, seed, tolerance)
     k = {m: start for m in sample.members}
     fronts: list[frozenset[Configuration]] = []
     history: list[tuple[int, int, int, float]] = []
@@ -142,7 +185,7 @@ def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, obj
         Ye, p = sample.estimate(k)
         front = sample.front(Ye)
         fronts.append(front)
-        unsure = (p > 1 - confidence) & (p < confidence)
+        unsure, rivals = sample.contenders(p, front, confidence)
         on = np.array([c in front for c in sample.configs])
         spent = sample.spent(k)
         history.append((spent, int(unsure.sum()), len(front), float(p[on].min()) if on.any() else float("nan")))
@@ -150,8 +193,8 @@ def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, obj
                   and bool((p[on] >= level).all()))
         # an ensemble is scored on the items all its members answered: only its members with the
         # fewest items limit it, so only they get more
-        grow = {m for c, u in zip(sample.configs, unsure) if u for m in c.members
-                if k[m] == min(k[x] for x in c.members) and k[m] < sample.max_items}
+        grow = {m for i in np.flatnonzero(unsure | rivals) for m in sample.configs[i].members
+                if k[m] == min(k[x] for x in sample.configs[i].members) and k[m] < sample.max_items}
         stopped = ("settled" if not unsure.any() else "stable" if stable else "exhausted" if not grow
                    else "budget" if budget is not None and spent >= budget else "")
         if stopped:
@@ -176,24 +219,44 @@ def fixed_limit_fronts(quality, configs: Sequence[Configuration], Y: np.ndarray,
     return out
 
 
-def fixed_limit_baseline(fronts: dict[int, tuple[frozenset[Configuration], int]], target
-                         ) -> dict[str, tuple[int, int] | None]:
+def covers(front, target, configs: Sequence[Configuration], Y: np.ndarray, objectives: Sequence[tuple[str, str]],
+           tolerance: float = 0.0) -> bool:
+    """Whether ``front`` reaches ``target`` within ``tolerance`` trust points: every target
+    configuration has a front configuration at least as good in every cost and at most
+    ``tolerance`` below it in trust, both valued by ``Y`` ``(n, m)`` (maximised, every item).
+    With ``tolerance=0`` and fronts of non-dominated points this is the two fronts' equality of values."""
+    row = {c: i for i, c in enumerate(configs)}
+    tol = np.array([tolerance if n == "trust" else 0.0 for n, _ in objectives])
+    F = fill_missing(np.asarray(Y, dtype=np.float64))
+    have = F[[row[c] for c in front]]  # (f, m)
+    need = F[[row[c] for c in target]]  # (t, m)
+    if not len(need):
+        return True
+    if not len(have):
+        return False
+    return bool((have[None, :, :] >= need[:, None, :] - tol - 1e-12).all(axis=2).any(axis=1).all())
+
+
+def fixed_limit_baseline(fronts: dict[int, tuple[frozenset[Configuration], int]], target,
+                         reaches=None) -> dict[str, tuple[int, int] | None]:
     """The fixed-limit runs that reach ``target`` (from :func:`fixed_limit_fronts`):
 
-    - ``first``: the fewest items per member whose front is ``target`` (possibly by luck: a larger
-      limit may show another front);
-    - ``stable``: the fewest items per member from which every larger limit shows ``target`` too
-      (what a fixed-limit run needs to show it reliably).
+    - ``first``: the fewest items per member whose front reaches ``target`` (possibly by luck: a
+      larger limit may not);
+    - ``stable``: the fewest items per member from which every larger limit reaches ``target`` too
+      (what a fixed-limit run needs to reach it reliably).
 
-    Each is ``(limit, member-item evaluations)``, None when no limit reaches ``target``.
+    ``reaches(front) -> bool`` (None: the front is the set ``target``; e.g. :func:`covers` with a
+    tolerance). Each is ``(limit, member-item evaluations)``, None when no limit reaches ``target``.
     """
     target = frozenset(target)
+    reaches = reaches or (lambda front: front == target)
     limits = sorted(fronts)
-    hits = [L for L in limits if fronts[L][0] == target]
+    hits = [L for L in limits if reaches(fronts[L][0])]
     first = (hits[0], fronts[hits[0]][1]) if hits else None
     stable = None
     for L in reversed(limits):
-        if fronts[L][0] != target:
+        if not reaches(fronts[L][0]):
             break
         stable = (L, fronts[L][1])
     return {"first": first, "stable": stable}
@@ -219,8 +282,13 @@ def _scores(quality, tasks, sets, k, preds, order, uniform, n_items):
             picks = prefix[np.minimum((uniform[t][:, :kk] * kk).astype(np.int64), kk - 1)]  # (B, kk)
             counts = np.zeros((B, n), dtype=np.int64)
             np.add.at(counts, (np.repeat(np.arange(B), kk), picks.reshape(-1)), 1)
-            per_task_est[ti, rows] = task.bootstrap_scores(items, preds[t][rows], point, quality.policy)[:, 0]
-            per_task_draw[ti, rows] = task.bootstrap_scores(items, preds[t][rows], counts, quality.policy)
+            est = task.bootstrap_scores(items, preds[t][rows], point, quality.policy)[:, 0]
+            draws = task.bootstrap_scores(items, preds[t][rows], counts, quality.policy)
+            # finite-population correction: the target is the score on all n items, of which kk are
+            # known, so the spread shrinks by sqrt((n - kk) / (n - 1)) and vanishes with every item
+            fpc = np.sqrt((n - kk) / max(n - 1, 1))
+            per_task_est[ti, rows] = est
+            per_task_draw[ti, rows] = est[:, None] + fpc * (draws - est[:, None])
     return _nanmean(per_task_est), _nanmean(per_task_draw)
 
 

@@ -134,6 +134,39 @@ def pareto_probability(Y_draws: np.ndarray, chunk: int = 16) -> np.ndarray:
     return on / B
 
 
+def domination_share(Y_draws: np.ndarray, rows: np.ndarray, tolerance: np.ndarray | None = None) -> np.ndarray:
+    """``(len(rows), n)``: share of resamples in which point ``j`` dominates point ``rows[i]``
+    (by at least ``tolerance`` in every column when given: ``Y_j >= Y_i + tolerance``, ``>`` in one).
+
+    Args:
+        Y_draws: ``(B, n, m)`` as :func:`pareto_probability` (NaN: its column's worst value).
+        rows: indices of the points whose rivals are wanted.
+        tolerance: ``(m,)`` margins ``>= 0`` (None: zeros, plain dominance).
+    """
+    Y_draws = np.stack([fill_missing(Yb) for Yb in np.asarray(Y_draws, dtype=np.float64)])
+    rows = np.asarray(rows, dtype=np.int64)
+    margin = 0.0 if tolerance is None else np.asarray(tolerance, dtype=np.float64)
+    target = Y_draws[:, rows, None, :] + margin  # (B, r, 1, m)
+    ge = (Y_draws[:, None, :, :] >= target).all(axis=3)  # (B, r, n)
+    gt = (Y_draws[:, None, :, :] > target).any(axis=3)
+    return (ge & gt).mean(axis=0) if len(Y_draws) else np.zeros((len(rows), Y_draws.shape[1]))
+
+
+def coverage_share(Y_draws: np.ndarray, front: np.ndarray, tolerance: np.ndarray) -> np.ndarray:
+    """``(n,)``: share of resamples in which some point of ``front`` *covers* each point: is at least
+    as good in every column up to the column's margin (``Y_f >= Y_j - tolerance``).
+
+    Args:
+        Y_draws: ``(B, n, m)`` as :func:`pareto_probability`.
+        front: indices of the covering points.
+        tolerance: ``(m,)`` margins ``>= 0`` (0 in exact cost columns: no cost slack).
+    """
+    Y_draws = np.stack([fill_missing(Yb) for Yb in np.asarray(Y_draws, dtype=np.float64)])
+    F = Y_draws[:, np.asarray(front, dtype=np.int64), :]  # (B, f, m)
+    ok = (F[:, None, :, :] >= Y_draws[:, :, None, :] - np.asarray(tolerance, dtype=np.float64)).all(axis=3)
+    return ok.any(axis=2).mean(axis=0) if len(Y_draws) else np.zeros(Y_draws.shape[1])
+
+
 def indistinguishable(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray], level: float = DEFAULT_LEVEL) -> bool:
     """Whether two configurations' paired draws differ by an amount whose ``level`` interval
     contains zero in every objective both have (a configuration against itself: True)."""

@@ -60,8 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-adaptive", action="store_true", help="leave out the adaptive item budget comparison")
     ap.add_argument("--adaptive-only", action="store_true",
                     help="only compare the adaptive item budget with the fixed-limit run (no searches)")
+    ap.add_argument("--adaptive-tolerance", type=float, default=1.0,
+                    help="indifference zone in trust points (0: exact fronts, compared as sets)")
+    ap.add_argument("--adaptive-confidence", type=float, default=0.90,
+                    help="the front is stable at this confidence (contenders: P(front) or coverage below it)")
     ap.add_argument("--adaptive-start", type=int, default=8, help="items per task each member starts with")
-    ap.add_argument("--adaptive-step", type=int, default=8, help="items per task added per round")
+    ap.add_argument("--adaptive-step", type=int, default=4, help="items per task added per round")
     ap.add_argument("--adaptive-patience", type=int, default=2,
                     help="rounds the adaptive run's front must stay unchanged before it stops")
     args = ap.parse_args(argv)
@@ -236,7 +240,7 @@ def compare_adaptive(ctx, points, args) -> dict:
     configurations: member-item evaluations spent by the adaptive run, by the fixed-limit runs that
     reach its front (the first limit showing it, and the limit from which every larger one shows it)
     and by the full-item run; whether the adaptive front is the full-item front."""
-    from codesign.explore.adaptive import adaptive_front, fixed_limit_baseline, fixed_limit_fronts
+    from codesign.explore.adaptive import adaptive_front, covers, fixed_limit_baseline, fixed_limit_fronts
     from codesign.explore.results import distinct, maximised
 
     idx, _ = distinct(points)
@@ -245,16 +249,28 @@ def compare_adaptive(ctx, points, args) -> dict:
     q = ctx.evaluator.quality
     t = time.time()
     out = adaptive_front(q, configs, Y, ctx.objectives, start=args.adaptive_start, step=args.adaptive_step,
-                         confidence=0.95, patience=args.adaptive_patience, seed=0)
+                         confidence=args.adaptive_confidence, patience=args.adaptive_patience,
+                         tolerance=args.adaptive_tolerance,
+                         seed=0)
     n_max = max(q.n_items(t) for t in q.trust_tasks)
     fronts = fixed_limit_fronts(q, configs, Y, ctx.objectives, range(1, n_max + 1), seed=0)
-    base = fixed_limit_baseline(fronts, out.front)
     full = fronts[n_max][0]
+    tol = args.adaptive_tolerance
+    if tol > 0:  # runs reaching the full-item front within the tolerance (covers), on every item's values
+        def reaches(front):
+            return covers(front, full, configs, Y, ctx.objectives, tol)
+
+        base = fixed_limit_baseline(fronts, full, reaches)
+        adaptive_reaches = reaches(out.front)
+    else:  # runs showing the adaptive front itself, as a set
+        base = fixed_limit_baseline(fronts, out.front)
+        adaptive_reaches = full == set(out.front)
 
     def ratio(b):
         return None if b is None else out.evaluations / b[1]
 
-    res = {"configurations": len(configs), "confidence": 0.95, "patience": args.adaptive_patience,
+    res = {"configurations": len(configs), "confidence": args.adaptive_confidence, "patience": args.adaptive_patience,
+           "tolerance_trust_points": tol, "adaptive_reaches_full_front": adaptive_reaches,
            "start_items_per_task": args.adaptive_start, "step_items_per_task": args.adaptive_step,
            "stopped": out.stopped, "adaptive_evaluations": out.evaluations,
            "fixed_first": base["first"], "fixed_stable": base["stable"], "full_evaluations": out.fixed_evaluations,
@@ -265,9 +281,12 @@ def compare_adaptive(ctx, points, args) -> dict:
            "items_per_member": out.items, "history": out.history, "seconds": time.time() - t}
     first = "none" if base["first"] is None else f"{base['first'][1]} ({base['first'][0]} items/task)"
     stable = "none" if base["stable"] is None else f"{base['stable'][1]} ({base['stable'][0]} items/task)"
+    what = f"the full-item front within {tol:g} trust points" if tol > 0 else "its front"
+    vs = "none" if res["ratio_vs_fixed_stable"] is None else f"{res['ratio_vs_fixed_stable']:.3f}"
     print(f"adaptive item budget: {out.evaluations} member-item evaluations ({out.stopped} after {out.rounds} "
-          f"rounds); fixed-limit runs reaching its front: first {first}, stable {stable}; full {out.fixed_evaluations}"
-          f" (ratio {res['ratio_vs_full']:.3f}); adaptive front = full front: {res['same_front_as_full']}", flush=True)
+          f"rounds); fixed-limit runs reaching {what}: first {first}, stable {stable}; ratio adaptive / "
+          f"fixed stable {vs}; full {out.fixed_evaluations} (ratio {res['ratio_vs_full']:.3f}); adaptive reaches "
+          f"it: {adaptive_reaches}; adaptive front = full front: {res['same_front_as_full']}", flush=True)
     return res
 
 
