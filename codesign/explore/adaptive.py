@@ -30,13 +30,18 @@ point-estimate front is within ``tolerance`` of every configuration, not whether
 configuration is on the front. A configuration off the front is *covered* when some front member
 is at most as costly in every cost and at most ``tolerance`` below it in trust; the contenders are
 the configurations covered in fewer than ``confidence`` of the resamples
-(:func:`~codesign.explore.uncertainty.coverage_share`), and their rivals the front members that
-could cover them. Near-ties (within the tolerance of the front) are covered at once and stop
-drawing items; a front member is a contender while others beat it by more than the tolerance in at
-least ``1 - confidence`` of the resamples (its rivals: those others); the run stops as ``settled`` once every configuration is covered at ``confidence``
-(or by the same ``stable``, ``exhausted`` and ``budget`` rules). Fronts are then compared by
-:func:`covers`: a front reaches a target when, on every item, each target point has a front point
-at most as costly and at most ``tolerance`` below it in trust.
+(:func:`~codesign.explore.uncertainty.coverage_share`), their rivals the front members that could
+cover them. A front member is a contender while others beat it by more than the tolerance in at
+least ``1 - confidence`` of the resamples (a lucky estimate on a few items; its rivals: those
+others). Near-ties within the tolerance of the front are covered at once and stop drawing items;
+the run stops as ``settled`` once nothing is a contender (or by the same ``stable``, ``exhausted``
+and ``budget`` rules). Fronts are then compared by :func:`covers`: a front reaches a target when,
+on every item, each target point has a front point at most as costly and at most ``tolerance``
+below it in trust.
+
+The resamples carry a finite-population correction: the target is each member set's score on all
+of a task's ``n`` items, of which ``k`` are known, so the bootstrap spread around the estimate is
+scaled by ``sqrt((n - k) / (n - 1))`` and vanishes once every item is in.
 
 A limit of the bootstrap: two members that answer the start items identically have no paired
 variance between them, so the dearer one is settled off the front on no evidence; ``start`` must
@@ -134,7 +139,9 @@ class _ItemSample:
         """``(unsure, rivals)`` boolean ``(n,)`` masks for the latest :meth:`estimate`: without a
         tolerance, contenders by P(front) and the configurations dominating one of them in at least
         ``1 - confidence`` of the resamples; with one, the configurations the front does not cover
-        at ``confidence`` and the front members at most as costly as one of them."""
+        at ``confidence`` and the front members beaten by more than the tolerance in at least
+        ``1 - confidence`` of them, and as rivals the front members at most as costly as an
+        uncovered configuration and those beating an unsure front member (module docstring)."""
         on = np.array([c in front for c in self.configs])
         n = len(self.configs)
         if not self.tolerance.any():
