@@ -105,8 +105,7 @@ class _ItemSample:
         self.quality, self.configs, self.Y = quality, list(configs), np.asarray(Y, dtype=np.float64)
         self.tasks = list(quality.trust_tasks)
         self.quality_cols = [j for j, (n, _) in enumerate(objectives) if n == "trust"]
-        self.tolerance = np.zeros(self.Y.shape[1])
-        self.tolerance[self.quality_cols] = tolerance
+        self.tolerance = trust_margins(objectives, tolerance)
         rng = np.random.default_rng(seed)
         self.n_items = {t: quality.n_items(t) for t in self.tasks}
         self.order = {t: rng.permutation(self.n_items[t]) for t in self.tasks}
@@ -134,15 +133,14 @@ class _ItemSample:
         self.last_draws = Yb
         return Ye, pareto_probability(Yb)
 
-    def contenders(self, p: np.ndarray, front: frozenset[Configuration], confidence: float
-                   ) -> tuple[np.ndarray, np.ndarray]:
+    def contenders(self, p: np.ndarray, on: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
         """``(unsure, rivals)`` boolean ``(n,)`` masks for the latest :meth:`estimate`: without a
         tolerance, contenders by P(front) and the configurations dominating one of them in at least
         ``1 - confidence`` of the resamples; with one, the configurations the front does not cover
         at ``confidence`` and the front members beaten by more than the tolerance in at least
         ``1 - confidence`` of them, and as rivals the front members at most as costly as an
-        uncovered configuration and those beating an unsure front member (module docstring)."""
-        on = np.array([c in front for c in self.configs])
+        uncovered configuration and those beating an unsure front member (module docstring).
+        ``on``: ``(n,)`` the point-estimate front."""
         n = len(self.configs)
         if not self.tolerance.any():
             unsure = (p > 1 - confidence) & (p < confidence)
@@ -192,8 +190,8 @@ def adaptive_front(quality, configs: Sequence[Configuration], Y: np.ndarray, obj
         Ye, p = sample.estimate(k)
         front = sample.front(Ye)
         fronts.append(front)
-        unsure, rivals = sample.contenders(p, front, confidence)
         on = np.array([c in front for c in sample.configs])
+        unsure, rivals = sample.contenders(p, on, confidence)
         spent = sample.spent(k)
         history.append((spent, int(unsure.sum()), len(front), float(p[on].min()) if on.any() else float("nan")))
         stable = (len(fronts) > patience and all(f == front for f in fronts[-patience - 1:])
@@ -233,15 +231,20 @@ def covers(front, target, configs: Sequence[Configuration], Y: np.ndarray, objec
     ``tolerance`` below it in trust, both valued by ``Y`` ``(n, m)`` (maximised, every item).
     With ``tolerance=0`` and fronts of non-dominated points this is the two fronts' equality of values."""
     row = {c: i for i, c in enumerate(configs)}
-    tol = np.array([tolerance if n == "trust" else 0.0 for n, _ in objectives])
-    F = fill_missing(np.asarray(Y, dtype=np.float64))
-    have = F[[row[c] for c in front]]  # (f, m)
-    need = F[[row[c] for c in target]]  # (t, m)
-    if not len(need):
+    need = [row[c] for c in target]
+    if not need:
         return True
-    if not len(have):
+    if not front:
         return False
-    return bool((have[None, :, :] >= need[:, None, :] - tol - 1e-12).all(axis=2).any(axis=1).all())
+    # one "resample" (every item's values); 1e-12: equal values cover each other despite rounding
+    share = coverage_share(np.asarray(Y, dtype=np.float64)[None], [row[c] for c in front],
+                           trust_margins(objectives, tolerance) + 1e-12)
+    return bool((share[need] == 1.0).all())
+
+
+def trust_margins(objectives: Sequence[tuple[str, str]], tolerance: float) -> np.ndarray:
+    """``(m,)`` indifference margins: ``tolerance`` on trust, 0 on every other (exact cost) column."""
+    return np.array([tolerance if n == "trust" else 0.0 for n, _ in objectives])
 
 
 def fixed_limit_baseline(fronts: dict[int, tuple[frozenset[Configuration], int]], target,

@@ -297,7 +297,6 @@ class BayesOpt:
         pool = [c for c in dict.fromkeys(pool) if c not in evaluated]
         return [c for c, ok in zip(pool, self.feasible(pool)) if ok] if pool else []
 
-    # -- acquisition ------------------------------------------------------------------------
     # -- surrogate --------------------------------------------------------------------------
     def _surrogate(self, configs: Sequence[Configuration], X: torch.Tensor, Y: torch.Tensor,
                    Yvar: torch.Tensor | None, pool: Sequence[Configuration]):
@@ -313,8 +312,9 @@ class BayesOpt:
         m = Y.shape[-1]
         modeled = [j for j in range(m) if ex is None or j not in ex.cols]
         table = list(dict.fromkeys([*configs, *pool]))
-        V = np.asarray(ex.values(table), dtype=np.float64) if ex is not None and not sp.knobs else None
-        if V is None or not modeled or len(modeled) == m or not np.isfinite(V).all():
+        usable = ex is not None and not sp.knobs and 0 < len(modeled) < m
+        V = np.asarray(ex.values(table), dtype=np.float64) if usable else None
+        if V is None or not np.isfinite(V).all():
             self.last_model = fit_model(X, Y, Yvar)
             return self.last_model, None
         self.last_model = fit_model(X, Y[:, modeled], None if Yvar is None else Yvar[:, modeled],
